@@ -1,0 +1,77 @@
+"""The Dramatiq actors: thin entry points that validate their arguments and hand over.
+
+`dramatiq worker.actors` (or `flashcall worker`) imports this module in each worker
+process. Dramatiq binds actors to a broker when they are declared, so the broker is
+made here; its Redis client connects lazily, inside the process that uses it.
+Everything else a process needs is built at worker boot (worker/middleware/runtime.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import dramatiq
+import redis
+
+from worker import keys, runtime
+from worker.broker import build_broker
+from worker.errors import BadMessage, StoreUnavailable
+from worker.logging import configure_from_env
+
+__all__ = ["advance", "broker", "check_code", "start"]
+
+configure_from_env()
+broker = build_broker(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+dramatiq.set_broker(broker)
+
+#: Redis outages are retried for about a minute; every actor is safe to run twice.
+_MAX_STORE_RETRIES = 8
+
+
+def _retry_when_store_unavailable(retries: int, exception: BaseException) -> bool:
+    return isinstance(exception, StoreUnavailable) and retries < _MAX_STORE_RETRIES
+
+
+_RETRIES: dict[str, Any] = {
+    "retry_when": _retry_when_store_unavailable,
+    "min_backoff": 250,
+    "max_backoff": 15_000,
+    "throws": (BadMessage,),
+}
+
+
+def _expect(value: object, kind: type, name: str) -> None:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadMessage(f"argument {name} must be {kind.__name__}, not {type(value).__name__}")
+
+
+@dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=10, **_RETRIES)
+async def advance(verification_id: str, attempt: int, cause: str) -> None:
+    """Make the next attempt of a verification (start, fallback or timeout)."""
+    _expect(verification_id, str, "verification_id")
+    _expect(attempt, int, "attempt")
+    _expect(cause, str, "cause")
+    await runtime.current().verifier.advance(verification_id, attempt, cause)
+
+
+@dramatiq.actor(queue_name=keys.CHECK_QUEUE, priority=0, **_RETRIES)
+async def check_code(verification_id: str, code: str, reply_key: str) -> None:
+    """Compare a typed code; the answer goes to the reply key the producer waits on."""
+    _expect(verification_id, str, "verification_id")
+    _expect(code, str, "code")
+    _expect(reply_key, str, "reply_key")
+    if not reply_key.startswith(keys.PREFIX + "reply:"):
+        raise BadMessage("reply_key must be a key returned by flashcall_check")
+    await runtime.current().verifier.check(verification_id, code, reply_key)
+
+
+@dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=10, **_RETRIES)
+async def start(request: dict[str, Any]) -> None:
+    """A start request enqueued directly instead of through FCALL flashcall_start."""
+    _expect(request, dict, "request")
+    try:
+        await runtime.current().store.start(json.dumps(request, ensure_ascii=False))
+    except redis.ResponseError as error:
+        raise BadMessage(f"start request refused: {error}") from None

@@ -1,0 +1,23 @@
+"""The router's exceptions: each says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class FlashcallError(Exception):
+    """Base of every error the router raises on purpose."""
+
+
+class ConfigurationError(FlashcallError):
+    """The environment or a routing file is wrong; fix it and restart (or save the file again)."""
+
+
+class RoutingFileError(ConfigurationError):
+    """A routing file failed validation; the message names the line and the field."""
+
+
+class BadMessage(FlashcallError):
+    """A queue message that can never be processed (wrong shape or types): dead-lettered, not retried."""
+
+
+class StoreUnavailable(FlashcallError):
+    """Redis could not be reached or answered an error; the operation is safe to retry."""

@@ -1,0 +1,50 @@
+"""Every Redis key and queue name the router uses, in one place.
+
+The Lua library (worker/redis/flashcall.lua) builds the same names from the same prefix;
+tests/unit/test_keys.py checks that the two agree.
+"""
+
+from __future__ import annotations
+
+PREFIX = "flashcall:"
+
+#: Dramatiq's namespace: queues live at flashcall:<queue>, next to everything else.
+BROKER_NAMESPACE = "flashcall"
+
+#: Starts, fallbacks and timeouts: anything that may place a provider call.
+VERIFY_QUEUE = "verifications"
+#: Code checks, on their own queue so that a user typing a code never waits behind starts.
+CHECK_QUEUE = "checks"
+
+EVENTS = PREFIX + "events"
+TIMERS = PREFIX + "timers"
+SEQUENCE = PREFIX + "seq"
+
+
+def verification(verification_id: str) -> str:
+    return f"{PREFIX}v:{verification_id}"
+
+
+def wake(queue_name: str) -> str:
+    """A list that producers push a token onto, so that idle consumers block instead of polling."""
+    return f"{PREFIX}wake:{queue_name}"
+
+
+def queue(queue_name: str) -> str:
+    return f"{BROKER_NAMESPACE}:{queue_name}"
+
+
+def queue_messages(queue_name: str) -> str:
+    return f"{BROKER_NAMESPACE}:{queue_name}.msgs"
+
+
+def dead_letters(queue_name: str) -> str:
+    return f"{BROKER_NAMESPACE}:{queue_name}.XQ"
+
+
+def dead_letter_messages(queue_name: str) -> str:
+    return f"{BROKER_NAMESPACE}:{queue_name}.XQ.msgs"
+
+
+def consumer_acks(broker_id: str, queue_name: str) -> str:
+    return f"{BROKER_NAMESPACE}:__acks__.{broker_id}.{queue_name}"

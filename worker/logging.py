@@ -1,0 +1,153 @@
+"""Structured logs: one JSON object per line in production, readable lines in development.
+
+Every line goes through the same processors, Dramatiq's own stdlib logging included:
+phone numbers are masked wherever they appear, and values under secret-looking keys
+(codes, API keys, passwords, callback URLs with their tokens) never leave the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+__all__ = ["configure", "configure_from_env", "get_logger", "mask_phones", "redact_secrets"]
+
+REDACTED = "[redacted]"
+
+_SECRET_KEYS = frozenset(
+    {
+        "code",
+        "codes",
+        "auth_code",
+        "api_key",
+        "apikey",
+        "app_id",
+        "app_secret",
+        "password",
+        "secret",
+        "code_secret",
+        "authorization",
+        "token",
+        "callback_url",
+        "security",
+    }
+)
+
+# A Russian number in any of the forms producers and providers write it.
+_PHONE = re.compile(r"(?<![\d*])(\+?)([78])[\s(-]*(\d{3})[\s)-]*(\d{3})[\s-]*(\d{2})[\s-]*(\d{2})(?!\d)")
+# Dramatiq prints messages as actor(args...): a check message carries the typed code.
+_CHECK_MESSAGE = re.compile(r"(check_code\('[^']*', ')(\d+)(')")
+# URLs with a per-attempt callback token in their path.
+_CALLBACK_TOKEN = re.compile(r"(/callbacks/[\w-]+/)[\w-]+")
+
+
+def _mask_text(text: str) -> str:
+    if any(ch.isdigit() for ch in text):
+        text = _PHONE.sub(lambda m: f"{m[1]}{m[2]}{m[3]}*****{m[6]}", text)
+        text = _CHECK_MESSAGE.sub(rf"\g<1>{REDACTED}\g<3>", text)
+    if "/callbacks/" in text:
+        text = _CALLBACK_TOKEN.sub(rf"\g<1>{REDACTED}", text)
+    return text
+
+
+def _walk(value: Any, leaf: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: REDACTED if _is_secret(key) else _walk(item, leaf) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_walk(item, leaf) for item in value]
+    return leaf(value)
+
+
+def _is_secret(key: object) -> bool:
+    return isinstance(key, str) and key.lower() in _SECRET_KEYS
+
+
+def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Replace values under secret-looking keys, at any depth."""
+    redacted: EventDict = _walk(event_dict, lambda leaf: leaf)
+    return redacted
+
+
+def mask_phones(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Mask phone numbers (and typed codes in Dramatiq's message reprs) in every string value."""
+    masked: EventDict = _walk(event_dict, lambda leaf: _mask_text(leaf) if isinstance(leaf, str) else leaf)
+    return masked
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+    ]
+
+
+def configure(*, fmt: str = "auto", level: str = "INFO") -> None:
+    """Route structlog and stdlib logging (Dramatiq's included) through one pipeline to stderr.
+
+    fmt: "json", "console", or "auto" (console on a terminal, JSON otherwise).
+    """
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    # Tracebacks are rendered before masking: exception text can quote request values.
+    final: list[Processor]
+    if fmt == "json":
+        # Frame locals stay out: they hold request bodies with keys and codes.
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        final = [tracebacks, redact_secrets, mask_phones, structlog.processors.JSONRenderer()]
+    else:
+        final = [
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            mask_phones,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ]
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def configure_from_env() -> None:
+    """configure() with FLASHCALL_LOG_FORMAT and FLASHCALL_LOG_LEVEL."""
+    configure(
+        fmt=os.environ.get("FLASHCALL_LOG_FORMAT", "auto"),
+        level=os.environ.get("FLASHCALL_LOG_LEVEL", "INFO"),
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,6 @@
+"""Cross-cutting work around every message: process runtime and log context."""
+
+from worker.middleware.logcontext import LogContext
+from worker.middleware.runtime import RuntimeBoot
+
+__all__ = ["LogContext", "RuntimeBoot"]

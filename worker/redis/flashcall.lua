@@ -1,0 +1,610 @@
+#!lua name=flashcall
+
+--[[
+The flashcall library: the producer contract and every state transition of a
+verification. Producers call the five public functions (flashcall_start, _check,
+_status, _cancel, _version); the rest are the workers' own.
+
+Each transition is one atomic call: it checks the verification's state, changes it,
+appends to the event stream and, where work follows, enqueues the Dramatiq message in
+the same step, so a crash can never leave a state change without its event or its
+next message.
+
+Keys are built here from the same prefix as worker/keys.py; the functions take no
+declared keys, which standalone Redis and Sentinel allow (Redis Cluster could not host
+Dramatiq's broker anyway).
+]]
+
+local VERSION = '1'
+
+local PREFIX = 'flashcall:'
+local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
+local VERIFY_QUEUE = 'verifications'
+local CHECK_QUEUE = 'checks'
+local K_EVENTS = PREFIX .. 'events'
+local K_SEQ = PREFIX .. 'seq'
+local K_STEP_TIMERS = PREFIX .. 'timers:step'
+local K_EXPIRY_TIMERS = PREFIX .. 'timers:expire'
+local K_POLICIES = PREFIX .. 'config:policies'
+
+local EVENTS_MAXLEN = '1000000'
+local MAX_REQUEST_BYTES = 4096
+local MAX_METADATA_BYTES = 1024
+local DEFAULT_CODE_LENGTH = 4
+local MIN_CODE_LENGTH, MAX_CODE_LENGTH = 4, 6
+local DEFAULT_TTL = 600
+local MIN_TTL, MAX_TTL = 30, 86400
+local MAX_CHECKS = 3
+-- A verification stays readable (status, idempotent start) this long after its lifetime.
+local RETENTION_MS = 86400 * 1000
+local REPLY_TTL = 60
+-- A start whose first message was lost is picked up again after this long.
+local START_RECOVERY_MS = 30000
+local WAKE_TOKENS = 16
+
+local FINAL = {approved = true, failed = true, expired = true, canceled = true, max_attempts = true}
+local CHANNELS = {flashcall = true, voice = true, sms = true}
+
+local function vkey(id) return PREFIX .. 'v:' .. id end
+
+local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function fmt_int(n) return string.format('%d', n) end
+
+local function refuse(message)
+    return redis.error_reply('ERR flashcall: ' .. message)
+end
+
+local function json_string(value) return cjson.encode(value) end
+
+-- Dramatiq's Redis broker: message data in <queue>.msgs, its id pushed on <queue>.
+local function enqueue(queue, actor, args_json, now)
+    local seq = redis.call('INCR', K_SEQ)
+    local mid = 'fc-' .. fmt_int(now) .. '-' .. fmt_int(seq)
+    local message = '{"queue_name":' .. json_string(queue)
+        .. ',"actor_name":' .. json_string(actor)
+        .. ',"args":' .. args_json
+        .. ',"kwargs":{},"options":{"redis_message_id":"' .. mid .. '"}'
+        .. ',"message_id":"' .. mid .. '","message_timestamp":' .. fmt_int(now) .. '}'
+    redis.call('HSET', NAMESPACE .. queue .. '.msgs', mid, message)
+    redis.call('RPUSH', NAMESPACE .. queue, mid)
+    -- Idle consumers block on this list instead of polling (see worker/broker.py).
+    local wake = PREFIX .. 'wake:' .. queue
+    redis.call('RPUSH', wake, '1')
+    redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1)
+    return mid
+end
+
+local function enqueue_advance(id, attempt, cause, now)
+    return enqueue(VERIFY_QUEUE, 'advance',
+        '[' .. json_string(id) .. ',' .. fmt_int(attempt) .. ',' .. json_string(cause) .. ']', now)
+end
+
+local function hgetall(key)
+    local flat = redis.call('HGETALL', key)
+    if #flat == 0 then return nil end
+    local v = {}
+    for i = 1, #flat, 2 do v[flat[i]] = flat[i + 1] end
+    return v
+end
+
+-- One entry on the event stream; fields left nil are left out.
+local function emit(event, v, now, extra)
+    local fields = {'event', event, 'id', v.id, 'status', v.status or '', 'at', fmt_int(now)}
+    local function add(name, value)
+        if value ~= nil and value ~= '' then
+            fields[#fields + 1] = name
+            fields[#fields + 1] = tostring(value)
+        end
+    end
+    add('step', v.step)
+    add('channel', v.channel)
+    add('provider', v.provider)
+    add('attempt', v.attempt)
+    if extra then
+        for _, name in ipairs({'reason', 'error_code', 'from_provider', 'from_channel', 'from_step',
+                               'attempts_left', 'cost'}) do
+            add(name, extra[name])
+        end
+    end
+    add('metadata', v.metadata ~= '{}' and v.metadata or nil)
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(fields))
+end
+
+local function clear_timers(id)
+    redis.call('ZREM', K_STEP_TIMERS, id)
+    redis.call('ZREM', K_EXPIRY_TIMERS, id)
+end
+
+local function finish(v, status, reason, now, event, extra)
+    v.status, v.reason = status, reason or ''
+    redis.call('HSET', vkey(v.id), 'status', status, 'reason', reason or '', 'updated_at', fmt_int(now),
+        'finished_at', fmt_int(now))
+    clear_timers(v.id)
+    emit(event, v, now, extra)
+end
+
+local function expire_if_due(v, now)
+    if not FINAL[v.status] and now >= tonumber(v.expires_at) then
+        finish(v, 'expired', 'ttl', now, 'expired')
+    end
+end
+
+local function format_cost(e4)
+    local cost = string.format('%d.%04d', math.floor(e4 / 10000), e4 % 10000)
+    return (cost:gsub('0+$', ''):gsub('%.$', '.00'):gsub('%.(%d)$', '.%10'))
+end
+
+local function mask_phone(phone)
+    if #phone < 6 then return '***' end
+    return '+' .. phone:sub(1, 4) .. string.rep('*', #phone - 6) .. phone:sub(-2)
+end
+
+local function public_status(id, v, now)
+    if not v then
+        return cjson.encode({id = id, status = 'not_found'})
+    end
+    local status = v.status
+    if not FINAL[status] and now >= tonumber(v.expires_at) then status = 'expired' end
+    local checks = tonumber(v.checks) or 0
+    local max_checks = tonumber(v.max_checks) or MAX_CHECKS
+    local out = {
+        id = id,
+        status = status,
+        phone = mask_phone(v.phone),
+        policy = v.policy,
+        attempts = tonumber(v.attempt) or 0,
+        checks_left = math.max(0, max_checks - checks),
+        cost = format_cost(tonumber(v.cost_e4) or 0),
+        created_at = tonumber(v.created_at),
+        updated_at = tonumber(v.updated_at),
+        expires_at = tonumber(v.expires_at),
+    }
+    if v.reason and v.reason ~= '' then out.reason = v.reason end
+    if v.channel and v.channel ~= '' then
+        out.step = tonumber(v.step)
+        out.channel = v.channel
+        out.provider = v.provider
+    end
+    if v.metadata and v.metadata ~= '{}' then out.metadata = cjson.decode(v.metadata) end
+    return cjson.encode(out)
+end
+
+---------------------------------------------------------------------------
+-- Request validation (producer side)
+---------------------------------------------------------------------------
+
+local function decode_request(payload, fields)
+    if type(payload) ~= 'string' or payload == '' then
+        return nil, 'expected one argument: a JSON object'
+    end
+    if #payload > MAX_REQUEST_BYTES then
+        return nil, 'request is ' .. #payload .. ' bytes, the limit is ' .. MAX_REQUEST_BYTES
+    end
+    local ok, request = pcall(cjson.decode, payload)
+    if not ok or type(request) ~= 'table' or payload:match('^%s*{') == nil then
+        return nil, 'request is not a JSON object'
+    end
+    for name, _ in pairs(request) do
+        if type(name) ~= 'string' or not fields[name] then
+            return nil, "unknown field '" .. tostring(name) .. "'"
+        end
+    end
+    return request
+end
+
+local function valid_id(id)
+    if type(id) ~= 'string' then return nil, "'id' is required and must be a string" end
+    if #id < 1 or #id > 128 or not id:match('^[%w][%w%._:%-]*$') then
+        return nil, "'id' must be 1 to 128 characters of letters, digits and . _ : - (starting with a letter or digit)"
+    end
+    return id
+end
+
+local function normalise_phone(phone)
+    if type(phone) ~= 'string' then return nil, "'phone' is required and must be a string" end
+    local compact = phone:gsub('[%s%-%(%)]', '')
+    local national = compact:match('^%+7(%d+)$') or compact:match('^[78](%d+)$')
+    if not national or #national ~= 10 then
+        return nil, "'phone' must be a Russian number: +7XXXXXXXXXX, 7XXXXXXXXXX or 8XXXXXXXXXX"
+    end
+    return '7' .. national
+end
+
+local function integer_in(value, name, low, high)
+    if type(value) ~= 'number' or value ~= math.floor(value) or value < low or value > high then
+        return nil, "'" .. name .. "' must be an integer from " .. low .. ' to ' .. high
+    end
+    return value
+end
+
+local START_FIELDS = {id = true, phone = true, policy = true, channels = true, code_length = true,
+                      ttl = true, client_ip = true, metadata = true}
+
+local function validate_start(payload)
+    local request, err = decode_request(payload, START_FIELDS)
+    if not request then return nil, err end
+    local out = {}
+    out.id, err = valid_id(request.id)
+    if not out.id then return nil, err end
+    out.phone, err = normalise_phone(request.phone)
+    if not out.phone then return nil, err end
+
+    out.policy = 'default'
+    if request.policy ~= nil then
+        if type(request.policy) ~= 'string' or not request.policy:match('^[%w_%-]+$') or #request.policy > 64 then
+            return nil, "'policy' must be a policy name from routing.yaml"
+        end
+        if redis.call('EXISTS', K_POLICIES) == 1
+            and redis.call('SISMEMBER', K_POLICIES, request.policy) == 0 then
+            return nil, "unknown policy '" .. request.policy .. "': it is not in routing.yaml"
+        end
+        out.policy = request.policy
+    end
+
+    out.channels = ''
+    if request.channels ~= nil then
+        if type(request.channels) ~= 'table' or #request.channels == 0 then
+            return nil, "'channels' must be a non-empty list of flashcall, voice, sms"
+        end
+        local seen, list = {}, {}
+        for i, channel in pairs(request.channels) do
+            if type(i) ~= 'number' or type(channel) ~= 'string' or not CHANNELS[channel] then
+                return nil, "'channels' may hold only flashcall, voice and sms"
+            end
+            if seen[channel] then return nil, "'channels' names " .. channel .. ' twice' end
+            seen[channel] = true
+            list[#list + 1] = channel
+        end
+        out.channels = table.concat(list, ',')
+    end
+
+    out.code_length = DEFAULT_CODE_LENGTH
+    if request.code_length ~= nil then
+        out.code_length, err = integer_in(request.code_length, 'code_length', MIN_CODE_LENGTH, MAX_CODE_LENGTH)
+        if not out.code_length then return nil, err end
+    end
+
+    out.ttl = DEFAULT_TTL
+    if request.ttl ~= nil then
+        out.ttl, err = integer_in(request.ttl, 'ttl', MIN_TTL, MAX_TTL)
+        if not out.ttl then return nil, err end
+    end
+
+    out.client_ip = ''
+    if request.client_ip ~= nil then
+        if type(request.client_ip) ~= 'string' or #request.client_ip > 45
+            or not request.client_ip:match('^[%x:%.]+$') then
+            return nil, "'client_ip' must be an IPv4 or IPv6 address"
+        end
+        out.client_ip = request.client_ip
+    end
+
+    out.metadata = '{}'
+    if request.metadata ~= nil then
+        if type(request.metadata) ~= 'table' then
+            return nil, "'metadata' must be a JSON object"
+        end
+        for key, _ in pairs(request.metadata) do
+            if type(key) ~= 'string' then return nil, "'metadata' must be a JSON object" end
+        end
+        if next(request.metadata) ~= nil then
+            out.metadata = cjson.encode(request.metadata)
+            if #out.metadata > MAX_METADATA_BYTES then
+                return nil, "'metadata' is " .. #out.metadata .. ' bytes, the limit is ' .. MAX_METADATA_BYTES
+            end
+        end
+    end
+    return out
+end
+
+---------------------------------------------------------------------------
+-- Producer functions
+---------------------------------------------------------------------------
+
+local function start(_, args)
+    local request, err = validate_start(args[1])
+    if not request then return refuse(err) end
+    local key = vkey(request.id)
+    local existing = redis.call('HMGET', key, 'phone', 'status')
+    if existing[1] then
+        if existing[1] ~= request.phone then
+            return refuse("id '" .. request.id .. "' is already used by a verification of another phone")
+        end
+        return cjson.encode({id = request.id, status = existing[2], created = false})
+    end
+
+    local now = now_ms()
+    local expires_at = now + request.ttl * 1000
+    redis.call('HSET', key,
+        'id', request.id, 'phone', request.phone, 'policy', request.policy, 'channels', request.channels,
+        'code_length', request.code_length, 'ttl', request.ttl, 'client_ip', request.client_ip,
+        'metadata', request.metadata, 'status', 'pending', 'reason', '',
+        'created_at', fmt_int(now), 'updated_at', fmt_int(now), 'expires_at', fmt_int(expires_at),
+        'attempt', 0, 'attempt_state', '', 'step', '', 'channel', '', 'provider', '', 'provider_ref', '',
+        'tried', '', 'delivered', 0, 'codes', '', 'checks', 0, 'max_checks', MAX_CHECKS, 'cost_e4', 0)
+    redis.call('PEXPIREAT', key, expires_at + RETENTION_MS)
+    redis.call('ZADD', K_EXPIRY_TIMERS, expires_at, request.id)
+    redis.call('ZADD', K_STEP_TIMERS, now + START_RECOVERY_MS, request.id)
+    emit('created', {id = request.id, status = 'pending', metadata = request.metadata}, now)
+    enqueue_advance(request.id, 0, 'start', now)
+    return cjson.encode({id = request.id, status = 'pending', created = true})
+end
+
+local CHECK_FIELDS = {id = true, code = true}
+
+local function reply(key, id, result, extra)
+    local body = {id = id, result = result}
+    if extra then for k, value in pairs(extra) do body[k] = value end end
+    redis.call('LPUSH', key, cjson.encode(body))
+    redis.call('EXPIRE', key, REPLY_TTL)
+end
+
+local function check(_, args)
+    local request, err = decode_request(args[1], CHECK_FIELDS)
+    if not request then return refuse(err) end
+    local id
+    id, err = valid_id(request.id)
+    if not id then return refuse(err) end
+    local code = request.code
+    if type(code) ~= 'string' or not code:match('^%d+$') or #code < MIN_CODE_LENGTH or #code > 8 then
+        return refuse("'code' is required: a string of " .. MIN_CODE_LENGTH .. ' to 8 digits')
+    end
+
+    local now = now_ms()
+    local reply_key = PREFIX .. 'reply:' .. fmt_int(redis.call('INCR', K_SEQ))
+    local v = hgetall(vkey(id))
+    if not v then
+        reply(reply_key, id, 'not_found')
+        return reply_key
+    end
+    expire_if_due(v, now)
+    local status = v.status
+    if status == 'expired' or status == 'canceled' or status == 'max_attempts' then
+        reply(reply_key, id, status, {status = status})
+        return reply_key
+    end
+    local checks, max_checks = tonumber(v.checks), tonumber(v.max_checks)
+    if status == 'failed' then
+        reply(reply_key, id, 'rejected', {status = status, attempts_left = math.max(0, max_checks - checks)})
+        return reply_key
+    end
+    if status ~= 'approved' then
+        if checks >= max_checks then
+            reply(reply_key, id, 'max_attempts', {status = status})
+            return reply_key
+        end
+        -- Reserved now, so that checks racing each other can never compare more than max_checks codes.
+        redis.call('HINCRBY', vkey(id), 'checks', 1)
+    end
+    enqueue(CHECK_QUEUE, 'check_code',
+        '[' .. json_string(id) .. ',' .. json_string(code) .. ',' .. json_string(reply_key) .. ']', now)
+    return reply_key
+end
+
+local function status(_, args)
+    local id = args[1]
+    if type(id) ~= 'string' or not valid_id(id) then return refuse('expected one argument: a verification id') end
+    return public_status(id, hgetall(vkey(id)), now_ms())
+end
+
+local function cancel(_, args)
+    local id = args[1]
+    if type(id) ~= 'string' or not valid_id(id) then return refuse('expected one argument: a verification id') end
+    local now = now_ms()
+    local v = hgetall(vkey(id))
+    if v then
+        expire_if_due(v, now)
+        if not FINAL[v.status] then finish(v, 'canceled', 'canceled by the producer', now, 'canceled') end
+    end
+    return public_status(id, v, now)
+end
+
+---------------------------------------------------------------------------
+-- Worker functions
+---------------------------------------------------------------------------
+
+-- Claim attempt expected+1 before the provider is called: a redelivered or duplicate
+-- message finds the attempt taken and calls nobody.
+local function begin_attempt(_, args)
+    local id, expected, now = args[1], tonumber(args[2]), tonumber(args[3])
+    local step, channel, provider, code_hash = args[4], args[5], args[6], args[7]
+    local deadline = tonumber(args[8])
+    local v = hgetall(vkey(id))
+    if not v then return 'not_found' end
+    expire_if_due(v, now)
+    if FINAL[v.status] then return 'final' end
+    if tonumber(v.attempt) ~= expected then return 'stale' end
+    if v.attempt_state == 'calling' or v.attempt_state == 'delivered' then return 'in_flight' end
+    if v.attempt_state == 'exhausted' then return 'final' end
+
+    local previous = {provider = v.provider, channel = v.channel, step = v.step, reason = v.reason}
+    local tried = provider
+    if v.step == step and v.tried ~= '' then tried = v.tried .. ',' .. provider end
+    local codes = v.codes
+    if code_hash ~= '' then codes = (codes == '' and code_hash) or (codes .. ' ' .. code_hash) end
+    v.attempt = fmt_int(expected + 1)
+    v.status, v.step, v.channel, v.provider = 'sending', step, channel, provider
+    redis.call('HSET', vkey(id), 'attempt', v.attempt, 'attempt_state', 'calling', 'status', 'sending',
+        'step', step, 'channel', channel, 'provider', provider, 'provider_ref', '', 'tried', tried,
+        'codes', codes, 'reason', '', 'updated_at', fmt_int(now))
+    redis.call('ZADD', K_STEP_TIMERS, deadline, id)
+    if expected > 0 then
+        emit('fallback', v, now, {reason = previous.reason, from_provider = previous.provider,
+                                  from_channel = previous.channel, from_step = previous.step})
+    end
+    emit('attempt_started', v, now)
+    return 'ok'
+end
+
+local function attempt_delivered(_, args)
+    local id, attempt, now = args[1], tonumber(args[2]), tonumber(args[3])
+    local provider, channel, ref, price_e4 = args[4], args[5], args[6], tonumber(args[7])
+    local code_hash, provider_checks, deadline = args[8], args[9], tonumber(args[10])
+    local key = vkey(id)
+    local v = hgetall(key)
+    if not v then return 'not_found' end
+    if redis.call('HSETNX', key, 'settled:' .. fmt_int(attempt), '1') == 0 then return 'duplicate' end
+    -- The call happened, whatever became of the verification meanwhile: what it cost and
+    -- the code it carried count even when it arrives late.
+    redis.call('HINCRBY', key, 'cost_e4', price_e4)
+    redis.call('HINCRBY', key, 'delivered', 1)
+    local fields = {'updated_at', fmt_int(now)}
+    if code_hash ~= '' then
+        local codes = redis.call('HGET', key, 'codes')
+        fields[#fields + 1] = 'codes'
+        fields[#fields + 1] = (codes == '' and code_hash) or (codes .. ' ' .. code_hash)
+    end
+    if provider_checks == '1' then
+        fields[#fields + 1] = 'provider_checks'
+        fields[#fields + 1] = provider
+    end
+    if channel ~= 'sms' then
+        -- An SMS follow-up names the call whose code it re-sends.
+        fields[#fields + 1] = 'ref:' .. provider
+        fields[#fields + 1] = ref
+    end
+    local current = tonumber(v.attempt) == attempt and v.attempt_state == 'calling'
+    if current then
+        fields[#fields + 1] = 'attempt_state'
+        fields[#fields + 1] = 'delivered'
+        fields[#fields + 1] = 'provider_ref'
+        fields[#fields + 1] = ref
+        if not FINAL[v.status] then
+            v.status = 'sent'
+            fields[#fields + 1] = 'status'
+            fields[#fields + 1] = 'sent'
+            if deadline > 0 then
+                redis.call('ZADD', K_STEP_TIMERS, deadline, id)
+            else
+                redis.call('ZREM', K_STEP_TIMERS, id)
+            end
+        end
+    end
+    redis.call('HSET', key, unpack(fields))
+    v.attempt, v.provider, v.channel = fmt_int(attempt), provider, channel
+    emit('delivered', v, now, {cost = format_cost(price_e4), reason = (not current) and 'late' or nil})
+    return current and 'ok' or 'late'
+end
+
+-- The attempt failed (state 'failed') or timed out after delivery ('timed_out'). The
+-- caller goes on to the next attempt; the recovery timer picks the verification up if
+-- it cannot.
+local function attempt_failed(_, args)
+    local id, attempt, now = args[1], tonumber(args[2]), tonumber(args[3])
+    local outcome, error_code, state, recovery_at = args[4], args[5], args[6], tonumber(args[7])
+    local key = vkey(id)
+    local v = hgetall(key)
+    if not v then return 'not_found' end
+    if tonumber(v.attempt) ~= attempt or (v.attempt_state ~= 'calling' and v.attempt_state ~= 'delivered') then
+        return 'stale'
+    end
+    redis.call('HSET', key, 'attempt_state', state, 'reason', outcome, 'updated_at', fmt_int(now))
+    if not FINAL[v.status] then redis.call('ZADD', K_STEP_TIMERS, recovery_at, id) end
+    emit('attempt_failed', v, now, {reason = outcome, error_code = error_code})
+    return 'ok'
+end
+
+-- No further attempt: the verification fails, unless a code already reached the user,
+-- who may still type it until the verification expires.
+local function give_up(_, args)
+    local id, attempt, now, reason, hard = args[1], tonumber(args[2]), tonumber(args[3]), args[4], args[5]
+    local v = hgetall(vkey(id))
+    if not v then return 'not_found' end
+    expire_if_due(v, now)
+    if FINAL[v.status] then return 'final' end
+    if tonumber(v.attempt) ~= attempt or v.attempt_state == 'calling' or v.attempt_state == 'delivered' then
+        return 'stale'
+    end
+    if hard ~= '1' and tonumber(v.delivered) > 0 then
+        redis.call('HSET', vkey(id), 'status', 'sent', 'attempt_state', 'exhausted', 'reason', reason,
+            'updated_at', fmt_int(now))
+        redis.call('ZREM', K_STEP_TIMERS, id)
+        return 'waiting'
+    end
+    finish(v, 'failed', reason, now, 'failed', {reason = reason})
+    return 'failed'
+end
+
+local function apply_check(_, args)
+    local id, matched, reply_key, now = args[1], args[2] == '1', args[3], tonumber(args[4])
+    local v = hgetall(vkey(id))
+    if not v then
+        reply(reply_key, id, 'not_found')
+        return 'not_found'
+    end
+    expire_if_due(v, now)
+    local checks, max_checks = tonumber(v.checks), tonumber(v.max_checks)
+    local left = math.max(0, max_checks - checks)
+    local result
+    if v.status == 'approved' then
+        result = matched and 'approved' or 'rejected'
+        reply(reply_key, id, result, {status = v.status, attempts_left = left})
+        return result
+    elseif v.status == 'failed' then
+        result = 'rejected'
+    elseif FINAL[v.status] then
+        result = v.status
+    elseif matched then
+        finish(v, 'approved', '', now, 'approved')
+        result = 'approved'
+    elseif checks >= max_checks then
+        finish(v, 'max_attempts', 'too many wrong codes', now, 'rejected', {attempts_left = 0})
+        result = 'max_attempts'
+    else
+        emit('rejected', v, now, {attempts_left = left})
+        result = 'rejected'
+    end
+    reply(reply_key, id, result, {status = v.status, attempts_left = left})
+    return result
+end
+
+-- Fire due timers: a step deadline enqueues an `advance` of the current attempt; an
+-- expiry ends the verification here.
+local function fire_timers(_, args)
+    local now, limit = tonumber(args[1]), tonumber(args[2])
+    local fired = 0
+    local due = redis.call('ZRANGEBYSCORE', K_STEP_TIMERS, '-inf', now, 'LIMIT', 0, limit)
+    for _, id in ipairs(due) do
+        redis.call('ZREM', K_STEP_TIMERS, id)
+        local v = redis.call('HMGET', vkey(id), 'status', 'attempt')
+        if v[1] and not FINAL[v[1]] then
+            enqueue_advance(id, tonumber(v[2]), 'timeout', now)
+            fired = fired + 1
+        end
+    end
+    due = redis.call('ZRANGEBYSCORE', K_EXPIRY_TIMERS, '-inf', now, 'LIMIT', 0, limit)
+    for _, id in ipairs(due) do
+        redis.call('ZREM', K_EXPIRY_TIMERS, id)
+        local v = hgetall(vkey(id))
+        if v and not FINAL[v.status] then
+            finish(v, 'expired', 'ttl', now, 'expired')
+            fired = fired + 1
+        end
+    end
+    return fired
+end
+
+local function publish_policies(_, args)
+    redis.call('DEL', K_POLICIES)
+    if #args > 0 then redis.call('SADD', K_POLICIES, unpack(args)) end
+    return #args
+end
+
+local function version() return VERSION end
+
+redis.register_function('flashcall_start', start)
+redis.register_function('flashcall_check', check)
+redis.register_function{function_name = 'flashcall_status', callback = status, flags = {'no-writes'}}
+redis.register_function('flashcall_cancel', cancel)
+redis.register_function{function_name = 'flashcall_version', callback = version, flags = {'no-writes'}}
+redis.register_function('flashcall_begin_attempt', begin_attempt)
+redis.register_function('flashcall_attempt_delivered', attempt_delivered)
+redis.register_function('flashcall_attempt_failed', attempt_failed)
+redis.register_function('flashcall_give_up', give_up)
+redis.register_function('flashcall_apply_check', apply_check)
+redis.register_function('flashcall_fire_timers', fire_timers)
+redis.register_function('flashcall_publish_policies', publish_policies)

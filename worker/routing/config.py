@@ -1,0 +1,271 @@
+"""routing.yaml: frozen, validated models built by one `load_routing()`.
+
+Errors name the line and the field. Credentials are only ever references to
+environment variables (`env:NAME`); every provider's URL can be overridden with
+`FLASHCALL_<PROVIDER>_URL` (the sandbox, the tests and the demo rely on it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from worker.errors import RoutingFileError
+from worker.providers import PROVIDER_TYPES
+from worker.providers.base import Channel, Outcome
+
+__all__ = [
+    "DEFAULT_FALLBACK_ON",
+    "Policy",
+    "ProviderConfig",
+    "RoutingConfig",
+    "Step",
+    "load_routing",
+    "parse_duration",
+    "url_override_variable",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
+_LOCATED = re.compile(r"^at ([\w.-]+): (.*)$", re.DOTALL)
+
+#: What moves a verification on to the next provider or step, unless a policy says otherwise.
+DEFAULT_FALLBACK_ON: tuple[str, ...] = (
+    Outcome.BUSY,
+    Outcome.NO_ANSWER,
+    Outcome.NOT_ENOUGH_MONEY,
+    Outcome.REFUSED,
+    Outcome.PROVIDER_ERROR,
+    "breaker_open",
+    Outcome.TIMEOUT,
+)
+_FALLBACK_TRIGGERS = frozenset({*(o.value for o in Outcome if o is not Outcome.DELIVERED), "breaker_open"})
+
+
+def parse_duration(value: object) -> float:
+    """'500ms', '5s', '2m', '1h', '1d' or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 500ms, 5s, 2m, 1h or 1d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (found := _DURATION.match(value)):
+        seconds = float(found.group(1)) * _UNITS[found.group(2)]
+    else:
+        raise ValueError("a duration such as 500ms, 5s, 2m, 1h or 1d")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChannelOffer(_Frozen):
+    cost: Decimal = Field(ge=0, description="Roubles per attempt on this channel.")
+
+
+class BreakerConfig(_Frozen):
+    fail_max: int = Field(default=5, ge=1)
+    reset_timeout: Duration = 30.0
+
+
+class ProviderConfig(_Frozen):
+    type: str
+    base_url: str
+    credentials: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 5.0
+    enabled: bool = True
+    channels: dict[Channel, ChannelOffer]
+    breaker: BreakerConfig = BreakerConfig()
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("credentials")
+    @classmethod
+    def _env_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, reference in value.items():
+            if not _ENV_REF.match(reference):
+                raise ValueError(
+                    f"{name}: credentials come only from the environment, write env:VARIABLE_NAME"
+                )
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _some_channel(cls, value: dict[Channel, ChannelOffer]) -> dict[Channel, ChannelOffer]:
+        if not value:
+            raise ValueError("a provider offers at least one channel")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_its_type(self) -> ProviderConfig:
+        kind = PROVIDER_TYPES.get(self.type)
+        if kind is None:
+            raise ValueError(f"type must be one of {', '.join(sorted(PROVIDER_TYPES))}")
+        missing = sorted(set(kind.credential_names) - set(self.credentials))
+        if missing:
+            raise ValueError(f"credentials of a {self.type} provider need {', '.join(missing)}")
+        unknown = sorted(set(self.credentials) - set(kind.credential_names))
+        if unknown:
+            raise ValueError(f"unknown credentials {', '.join(unknown)} for a {self.type} provider")
+        unknown = sorted(set(self.options) - set(kind.option_names))
+        if unknown:
+            raise ValueError(f"unknown options {', '.join(unknown)} for a {self.type} provider")
+        unoffered = sorted(set(self.channels) - kind.channels)
+        if unoffered:
+            raise ValueError(f"a {self.type} provider has no channel {', '.join(unoffered)}")
+        return self
+
+    def credential_variables(self) -> dict[str, str]:
+        """credential name -> environment variable that holds it."""
+        return {name: reference[len("env:") :] for name, reference in self.credentials.items()}
+
+
+class Step(_Frozen):
+    channel: Channel
+    timeout: Duration | None = None
+    """How long to wait for the user after delivery before the next step; None waits until expiry."""
+    providers: tuple[str, ...] | None = None
+    """Restrict this step to these providers."""
+
+
+class Policy(_Frozen):
+    steps: tuple[Step, ...] = Field(min_length=1)
+    fallback_on: frozenset[str] = frozenset(DEFAULT_FALLBACK_ON)
+    max_attempts: int = Field(default=6, ge=1, le=20)
+
+    @field_validator("fallback_on")
+    @classmethod
+    def _known_triggers(cls, value: frozenset[str]) -> frozenset[str]:
+        unknown = sorted(value - _FALLBACK_TRIGGERS)
+        if unknown:
+            raise ValueError(
+                f"unknown {', '.join(unknown)}; choose from {', '.join(sorted(_FALLBACK_TRIGGERS))}"
+            )
+        return value
+
+    def steps_for(self, channels: tuple[Channel, ...]) -> tuple[Step, ...]:
+        """The steps of a verification that asked for these channels, in its order (all when empty)."""
+        if not channels:
+            return self.steps
+        by_channel = {step.channel: step for step in reversed(self.steps)}
+        return tuple(by_channel.get(channel, Step(channel=channel)) for channel in channels)
+
+
+class RoutingConfig(_Frozen):
+    providers: dict[Annotated[str, Field(pattern=_NAME)], ProviderConfig] = Field(min_length=1)
+    policies: dict[Annotated[str, Field(pattern=_NAME)], Policy]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RoutingConfig:
+        if "default" not in self.policies:
+            raise ValueError("at policies: policies must include one named default")
+        for policy_name, policy in self.policies.items():
+            for index, step in enumerate(policy.steps):
+                names = step.providers or tuple(self.providers)
+                unknown = [name for name in names if name not in self.providers]
+                if unknown:
+                    where = f"policies.{policy_name}.steps.{index}.providers"
+                    raise ValueError(f"at {where}: unknown provider {', '.join(unknown)}")
+                if not any(step.channel in self.providers[name].channels for name in names):
+                    raise ValueError(
+                        f"at policies.{policy_name}.steps.{index}.channel: no provider offers {step.channel}"
+                    )
+        return self
+
+
+def url_override_variable(provider_name: str) -> str:
+    return "FLASHCALL_" + re.sub(r"[^A-Z0-9]", "_", provider_name.upper()) + "_URL"
+
+
+def load_routing(path: Path | str, environ: Mapping[str, str] | None = None) -> RoutingConfig:
+    """Read, validate and return a routing file; RoutingFileError names the line and field."""
+    env = os.environ if environ is None else environ
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise RoutingFileError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise RoutingFileError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(data, dict):
+        raise RoutingFileError(f"{path}:1: expected a mapping with providers and policies")
+    for name, provider in (data.get("providers") or {}).items():
+        override = env.get(url_override_variable(str(name)))
+        if override and isinstance(provider, dict):
+            provider["base_url"] = override
+    try:
+        return RoutingConfig.model_validate(data)
+    except ValidationError as error:
+        lines = _line_index(node)
+        problems = []
+        for item in error.errors():
+            location = tuple(str(part) for part in item["loc"])
+            message = str(item["msg"]).removeprefix("Value error, ")
+            # Checks across sections name their place themselves: "at a.b.c: ...".
+            if found := _LOCATED.match(message):
+                location = (*location, *found.group(1).split("."))
+                message = found.group(2)
+            line = _nearest_line(lines, location)
+            field = ".".join(location) or "(top level)"
+            problems.append(f"{path}:{line}: {field}: {message}")
+        raise RoutingFileError("\n".join(problems)) from None
+
+
+def _line_index(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
+    """Path of every mapping key and sequence item -> its 1-based line."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(current: yaml.Node, path: tuple[str, ...]) -> None:
+        lines.setdefault(path, current.start_mark.line + 1)
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                child = (*path, str(key.value))
+                lines[child] = key.start_mark.line + 1
+                walk(value, child)
+        elif isinstance(current, yaml.SequenceNode):
+            for index, value in enumerate(current.value):
+                walk(value, (*path, str(index)))
+
+    if node is not None:
+        walk(node, ())
+    return lines
+
+
+def _nearest_line(lines: Mapping[tuple[str, ...], int], location: tuple[str, ...]) -> int:
+    for end in range(len(location), -1, -1):
+        if location[:end] in lines:
+            return lines[location[:end]]
+    return 1

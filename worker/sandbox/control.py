@@ -1,0 +1,94 @@
+"""The control API under `/_sandbox/`: how tests, the demo and benchmarks script and inspect providers.
+
+It never waits for the sandbox-wide latency: that models the providers, not the sandbox itself.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from worker.sandbox.runtime import SANDBOX
+from worker.sandbox.scripting import InvalidInputError, parse_balance, parse_latency, parse_script
+
+__all__ = ["build_app"]
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read())
+    except ValueError as error:
+        raise InvalidInputError("body", "must be JSON") from error
+
+
+def _refusal(error: InvalidInputError) -> web.Response:
+    return web.json_response({"error": error.message, "field": error.field}, status=400)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def reset(request: web.Request) -> web.Response:
+    sandbox = request.config_dict[SANDBOX]
+    await sandbox.callbacks.cancel_all()
+    sandbox.state.reset()
+    return web.json_response({"ok": True})
+
+
+async def script(request: web.Request) -> web.Response:
+    sandbox = request.config_dict[SANDBOX]
+    try:
+        parsed = parse_script(await _body(request), sandbox.providers)
+    except InvalidInputError as error:
+        return _refusal(error)
+    sandbox.state.set_script(parsed.provider.name, parsed.number, parsed.steps)
+    return web.json_response(
+        {"ok": True, "provider": parsed.provider.name, "number": parsed.number, "steps": len(parsed.steps)}
+    )
+
+
+async def balance(request: web.Request) -> web.Response:
+    sandbox = request.config_dict[SANDBOX]
+    try:
+        spec, amount = parse_balance(await _body(request), sandbox.providers)
+    except InvalidInputError as error:
+        return _refusal(error)
+    sandbox.state.accounts[spec.name].balance = amount
+    return web.json_response({"ok": True, "provider": spec.name, "balance": str(amount)})
+
+
+async def latency(request: web.Request) -> web.Response:
+    sandbox = request.config_dict[SANDBOX]
+    try:
+        sandbox.state.latency_ms = parse_latency(await _body(request))
+    except InvalidInputError as error:
+        return _refusal(error)
+    return web.json_response({"ok": True, "latency_ms": sandbox.state.latency_ms})
+
+
+async def inbox(request: web.Request) -> web.Response:
+    number = request.match_info["number"]
+    messages = request.config_dict[SANDBOX].state.inbox(number)
+    return web.json_response({"number": number, "messages": [message.to_json() for message in messages]})
+
+
+async def records(request: web.Request) -> web.Response:
+    found = request.config_dict[SANDBOX].state.find_records(
+        provider=request.query.get("provider"), number=request.query.get("number")
+    )
+    return web.json_response({"records": [record.to_json() for record in found]})
+
+
+def build_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_post("/reset", reset)
+    app.router.add_post("/script", script)
+    app.router.add_post("/balance", balance)
+    app.router.add_post("/latency", latency)
+    app.router.add_get("/inbox/{number}", inbox)
+    app.router.add_get("/records", records)
+    return app

@@ -1,0 +1,206 @@
+"""A local stack on free ports: redis-server, the sandbox and worker processes.
+
+The demo (`make run`), the integration tests and the benchmarks all start their
+processes through this module, and stop every one of them, children included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+import redis
+
+from worker.errors import FlashcallError
+
+__all__ = [
+    "REDIS_INSTALL_HINT",
+    "SANDBOX_VOICEPASSWORD_KEY",
+    "LocalStack",
+    "ManagedProcess",
+    "free_port",
+    "local_stack",
+]
+
+SANDBOX_VOICEPASSWORD_KEY = "sandbox-voicepassword-key"
+REDIS_INSTALL_HINT = (
+    "redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
+    "macOS: brew install redis) or point REDIS_URL at a Redis 7+ server."
+)
+_REPO_ROUTING = Path(__file__).resolve().parent.parent / "routing.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own session, so that stopping it stops its children too."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] = field(repr=False)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process.poll() is None:
+            # The leader only: Dramatiq's main process forwards SIGTERM to its workers, and
+            # a worker that receives a second one exits without shutting down cleanly.
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        # The session may hold children that outlived their parent.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once, as a crash would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(5)
+        self._log.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _spawn(name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> ManagedProcess:
+    log_path = log_dir / f"{name}.log"
+    log = log_path.open("ab")
+    process = subprocess.Popen(  # noqa: S603 - argv is built here, never from input
+        argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return ManagedProcess(name=name, process=process, log_path=log_path, _log=log)
+
+
+def _wait_until(check: Callable[[], bool], *, timeout: float, what: str, process: ManagedProcess) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.process.poll() is not None:
+            raise FlashcallError(f"{what}: {process.name} exited early:\n{process.log_tail()}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.05)
+    raise FlashcallError(f"{what}: not ready after {timeout:.0f}s:\n{process.log_tail()}")
+
+
+@dataclass
+class LocalStack:
+    redis_url: str
+    sandbox_url: str
+    log_dir: Path
+    code_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    processes: list[ManagedProcess] = field(default_factory=list)
+    routing_path: Path = _REPO_ROUTING
+
+    def worker_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "REDIS_URL": self.redis_url,
+                "FLASHCALL_CODE_SECRET": self.code_secret,
+                "FLASHCALL_ROUTING": str(self.routing_path),
+                "FLASHCALL_LOG_FORMAT": "json",
+                "VOICEPASSWORD_API_KEY": SANDBOX_VOICEPASSWORD_KEY,
+                "FLASHCALL_VOICEPASSWORD_URL": f"{self.sandbox_url}/voicepassword",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(extra or {})
+        return env
+
+    def start_worker(
+        self,
+        *,
+        processes: int = 1,
+        threads: int = 32,
+        env: Mapping[str, str] | None = None,
+        name: str = "worker",
+    ) -> ManagedProcess:
+        """Start `flashcall worker`; returns once its processes have installed the library and booted."""
+        argv = [sys.executable, "-m", "worker", "worker"]
+        argv += ["--processes", str(processes), "--threads", str(threads)]
+        worker = _spawn(name, argv, self.worker_env(env), self.log_dir)
+        self.processes.append(worker)
+        _wait_until(lambda: _count_ready(worker) >= processes, timeout=60, what="worker boot", process=worker)
+        return worker
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+
+def _count_ready(worker: ManagedProcess) -> int:
+    return worker.log_path.read_text(errors="replace").count("worker process ready")
+
+
+@contextlib.contextmanager
+def local_stack(*, redis_url: str | None = None, sandbox_latency_ms: int = 0) -> Iterator[LocalStack]:
+    """Redis (REDIS_URL's, or a redis-server of our own) and the sandbox; workers on demand."""
+    log_dir = Path(tempfile.mkdtemp(prefix="flashcall-"))
+    started: list[ManagedProcess] = []
+    try:
+        if redis_url is None:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                raise FlashcallError(REDIS_INSTALL_HINT)
+            port = free_port()
+            redis_process = _spawn(
+                "redis",
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                os.environ,
+                log_dir,
+            )
+            started.append(redis_process)
+            redis_url = f"redis://127.0.0.1:{port}/0"
+            client = redis.Redis.from_url(redis_url)
+            _wait_until(lambda: bool(client.ping()), timeout=10, what="redis-server", process=redis_process)
+            client.close()
+
+        sandbox_port = free_port()
+        argv = [sys.executable, "-m", "worker", "sandbox", "--port", str(sandbox_port)]
+        argv += ["--latency-ms", str(sandbox_latency_ms)]
+        sandbox = _spawn("sandbox", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, log_dir)
+        started.append(sandbox)
+        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+        _wait_until(
+            lambda: httpx.get(f"{sandbox_url}/_sandbox/health", timeout=1).status_code == 200,
+            timeout=20,
+            what="sandbox",
+            process=sandbox,
+        )
+        stack = LocalStack(redis_url=redis_url, sandbox_url=sandbox_url, log_dir=log_dir)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+    finally:
+        for process in reversed(started):
+            process.stop()

@@ -1,0 +1,252 @@
+"""The verification store: reads of `flashcall:v:<id>` and the library's atomic transitions.
+
+Every change of a verification goes through one function of worker/redis/flashcall.lua;
+this module only names their arguments. redis-py retries commands after connection
+errors, so each function is safe to run twice (they compare-and-set on the attempt
+number, and a delivery is settled once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, cast
+
+import redis
+import redis.asyncio
+
+from worker import keys
+from worker.errors import StoreUnavailable
+from worker.providers.base import Channel
+from worker.redis import install_async
+
+__all__ = ["FINAL_STATUSES", "Store", "Verification", "price_e4"]
+
+FINAL_STATUSES = frozenset({"approved", "failed", "expired", "canceled", "max_attempts"})
+
+_REF_PREFIX = "ref:"
+
+
+def price_e4(price: Decimal | None) -> int:
+    """Roubles -> ten-thousandths of a rouble: costs add up exactly in Redis integers."""
+    if price is None:
+        return 0
+    return int((price * 10000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """One read of `flashcall:v:<id>`."""
+
+    id: str
+    phone: str
+    policy: str
+    channels: tuple[Channel, ...]
+    code_length: int
+    status: str
+    attempt: int
+    attempt_state: str
+    """'' before the first attempt, then calling, delivered, failed, timed_out or exhausted."""
+    step: int | None
+    channel: str
+    provider: str
+    tried: tuple[str, ...]
+    """Providers tried in the current step."""
+    reason: str
+    delivered: int
+    refs: Mapping[str, str] = field(default_factory=dict)
+    """Provider name -> its id of the last call it placed for this verification."""
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @classmethod
+    def from_hash(cls, fields: Mapping[str, str]) -> Verification:
+        return cls(
+            id=fields["id"],
+            phone=fields["phone"],
+            policy=fields["policy"],
+            channels=tuple(Channel(name) for name in fields["channels"].split(",") if name),
+            code_length=int(fields["code_length"]),
+            status=fields["status"],
+            attempt=int(fields["attempt"]),
+            attempt_state=fields["attempt_state"],
+            step=int(fields["step"]) if fields["step"] else None,
+            channel=fields["channel"],
+            provider=fields["provider"],
+            tried=tuple(name for name in fields["tried"].split(",") if name),
+            reason=fields["reason"],
+            delivered=int(fields["delivered"]),
+            refs={k[len(_REF_PREFIX) :]: v for k, v in fields.items() if k.startswith(_REF_PREFIX)},
+        )
+
+    def after_attempt(
+        self, *, step: int, channel: Channel, provider: str, state: str, reason: str
+    ) -> Verification:
+        """This verification as the library leaves it after an attempt it began and settled."""
+        tried = (*self.tried, provider) if step == self.step else (provider,)
+        return replace(
+            self,
+            attempt=self.attempt + 1,
+            attempt_state=state,
+            step=step,
+            channel=channel,
+            provider=provider,
+            tried=tried,
+            reason=reason,
+        )
+
+
+class Store:
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._client = client
+
+    @classmethod
+    def connect(cls, url: str, *, pool_size: int) -> Store:
+        # A blocking pool: hundreds of coroutines wait their turn for a connection instead
+        # of failing with "Too many connections".
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=10, decode_responses=True
+        )
+        return cls(redis.asyncio.Redis(connection_pool=pool))
+
+    @property
+    def client(self) -> redis.asyncio.Redis:
+        return self._client
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, function: str, *args: str | int) -> Any:
+        try:
+            try:
+                return await self._client.fcall(function, 0, *args)
+            except redis.ResponseError as error:
+                # A Redis restarted without persistence comes back without the library.
+                if "function not found" not in str(error).lower():
+                    raise
+                await install_async(self._client)
+                return await self._client.fcall(function, 0, *args)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
+
+    async def start(self, request_json: str) -> str:
+        """flashcall_start, for start requests that arrive as queue messages."""
+        result: str = await self._call("flashcall_start", request_json)
+        return result
+
+    async def load(self, verification_id: str) -> Verification | None:
+        try:
+            fields = cast(dict[str, str], await self._client.hgetall(keys.verification(verification_id)))
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
+        return Verification.from_hash(fields) if fields else None
+
+    async def code_hashes(self, verification_id: str) -> Sequence[str]:
+        try:
+            codes = cast(str | None, await self._client.hget(keys.verification(verification_id), "codes"))
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
+        return codes.split() if codes else ()
+
+    async def begin_attempt(
+        self,
+        verification_id: str,
+        *,
+        expected_attempt: int,
+        now_ms: int,
+        step: int,
+        channel: str,
+        provider: str,
+        code_hash: str,
+        deadline_ms: int,
+    ) -> str:
+        """Claim the next attempt: 'ok', or why not ('final', 'stale', 'in_flight', 'not_found')."""
+        result: str = await self._call(
+            "flashcall_begin_attempt",
+            verification_id,
+            expected_attempt,
+            now_ms,
+            step,
+            channel,
+            provider,
+            code_hash,
+            deadline_ms,
+        )
+        return result
+
+    async def attempt_delivered(
+        self,
+        verification_id: str,
+        *,
+        attempt: int,
+        now_ms: int,
+        provider: str,
+        channel: str,
+        ref: str,
+        price_e4: int,
+        code_hash: str,
+        provider_checks: bool,
+        step_deadline_ms: int,
+    ) -> str:
+        result: str = await self._call(
+            "flashcall_attempt_delivered",
+            verification_id,
+            attempt,
+            now_ms,
+            provider,
+            channel,
+            ref,
+            price_e4,
+            code_hash,
+            "1" if provider_checks else "0",
+            step_deadline_ms,
+        )
+        return result
+
+    async def attempt_failed(
+        self,
+        verification_id: str,
+        *,
+        attempt: int,
+        now_ms: int,
+        outcome: str,
+        error_code: str,
+        state: str,
+        recovery_at_ms: int,
+    ) -> str:
+        result: str = await self._call(
+            "flashcall_attempt_failed",
+            verification_id,
+            attempt,
+            now_ms,
+            outcome,
+            error_code,
+            state,
+            recovery_at_ms,
+        )
+        return result
+
+    async def give_up(
+        self, verification_id: str, *, attempt: int, now_ms: int, reason: str, hard: bool
+    ) -> str:
+        """'failed', 'waiting' (a code was delivered: wait for the user until expiry), or why not."""
+        result: str = await self._call(
+            "flashcall_give_up", verification_id, attempt, now_ms, reason, "1" if hard else "0"
+        )
+        return result
+
+    async def apply_check(self, verification_id: str, *, matched: bool, reply_key: str, now_ms: int) -> str:
+        result: str = await self._call(
+            "flashcall_apply_check", verification_id, "1" if matched else "0", reply_key, now_ms
+        )
+        return result
+
+    async def fire_timers(self, *, now_ms: int, limit: int) -> int:
+        fired: int = await self._call("flashcall_fire_timers", now_ms, limit)
+        return fired
+
+    async def publish_policies(self, names: Sequence[str]) -> None:
+        await self._call("flashcall_publish_policies", *names)

@@ -1,0 +1,215 @@
+"""What the actors do: move a verification forward, and check a typed code.
+
+An attempt is claimed in Redis before its provider is called (compare-and-set on the
+attempt number), so a message delivered twice, a duplicate timer or a redelivery after a
+crash finds the attempt taken and calls nobody. Every state in which a verification
+waits for something has a timer in Redis; when it fires, `advance` runs with cause
+"timeout" and moves the verification on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+import structlog
+
+from worker import codes, phone
+from worker.logging import get_logger
+from worker.providers.base import Outcome, Provider, SendRequest
+from worker.routing import GiveUp, RoutingConfig, next_attempt
+from worker.store import Store, Verification, price_e4
+
+__all__ = ["Verifier"]
+
+log = get_logger(__name__)
+
+#: How long past a provider's own timeout a claimed attempt may stay without a result
+#: before its timer declares the worker that claimed it dead.
+CALL_GRACE_MS = 10_000
+#: When an attempt failed and the next one could not be begun at once, the timer picks
+#: the verification up after this long.
+RECOVERY_MS = 15_000
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """One snapshot of the routing configuration and the providers built from it."""
+
+    config: RoutingConfig
+    providers: Mapping[str, Provider]
+
+
+class Verifier:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        routing: Callable[[], Routing],
+        code_secret: bytes,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._routing = routing
+        self._secret = code_secret
+        self._now = now
+
+    def _now_ms(self) -> int:
+        return int(self._now() * 1000)
+
+    async def advance(self, verification_id: str, attempt: int, cause: str) -> None:
+        """Make the next attempt of a verification whose attempt number is `attempt`."""
+        structlog.contextvars.bind_contextvars(verification_id=verification_id)
+        v = await self._store.load(verification_id)
+        if v is None:
+            log.warning("verification not found; nothing to do", cause=cause)
+            return
+        _bind(v)
+        if v.final or v.attempt != attempt:
+            log.debug("stale message ignored", cause=cause, status=v.status, current_attempt=v.attempt)
+            return
+        if v.attempt_state in ("calling", "delivered"):
+            if cause != "timeout":
+                log.debug("attempt already in flight", cause=cause)
+                return
+            settled = await self._time_out(v)
+            if settled is None:
+                return
+            v = settled
+
+        if v.attempt == 0 and not phone.is_valid_russian(v.phone):
+            await self._give_up(v, GiveUp("bad_number", hard=True))
+            return
+
+        snapshot = self._routing()
+        policy = snapshot.config.policies.get(v.policy)
+        if policy is None:
+            log.warning("policy no longer in routing.yaml; using default", policy=v.policy)
+            policy = snapshot.config.policies["default"]
+
+        while True:
+            decision = next_attempt(snapshot.config, policy, snapshot.providers, v)
+            if isinstance(decision, GiveUp):
+                await self._give_up(v, decision)
+                return
+            provider, step = decision.provider, decision.step
+            structlog.contextvars.bind_contextvars(
+                provider=provider.name, channel=str(step.channel), step=decision.step_index
+            )
+            code = (
+                codes.generate(v.code_length)
+                if provider.router_generates_code(step.channel, v.code_length)
+                else None
+            )
+            now = self._now_ms()
+            claimed = await self._store.begin_attempt(
+                v.id,
+                expected_attempt=v.attempt,
+                now_ms=now,
+                step=decision.step_index,
+                channel=step.channel,
+                provider=provider.name,
+                code_hash=codes.code_hash(self._secret, v.id, code) if code else "",
+                deadline_ms=now + int(provider.timeout * 1000) + CALL_GRACE_MS,
+            )
+            if claimed != "ok":
+                log.info("attempt not claimed", result=claimed)
+                return
+            log.info("attempt started", attempt=v.attempt + 1)
+            result = await provider.send(
+                SendRequest(
+                    channel=step.channel,
+                    phone=v.phone,
+                    code_length=v.code_length,
+                    code=code,
+                    previous_ref=v.refs.get(provider.name),
+                )
+            )
+            now = self._now_ms()
+            if result.outcome is Outcome.DELIVERED:
+                await self._store.attempt_delivered(
+                    v.id,
+                    attempt=v.attempt + 1,
+                    now_ms=now,
+                    provider=provider.name,
+                    channel=step.channel,
+                    ref=result.ref or "",
+                    price_e4=price_e4(result.price),
+                    code_hash=codes.code_hash(self._secret, v.id, result.code) if result.code else "",
+                    provider_checks=result.provider_checks_code,
+                    step_deadline_ms=now + int(step.timeout * 1000) if step.timeout else 0,
+                )
+                log.info("attempt delivered", attempt=v.attempt + 1, price=str(result.price or 0))
+                return
+            log.warning(
+                "attempt failed",
+                attempt=v.attempt + 1,
+                outcome=str(result.outcome),
+                error_code=result.error_code,
+                breaker_failure=result.breaker_failure,
+                detail=result.detail or None,
+            )
+            recorded = await self._store.attempt_failed(
+                v.id,
+                attempt=v.attempt + 1,
+                now_ms=now,
+                outcome=result.outcome,
+                error_code=result.error_code or "",
+                state="failed",
+                recovery_at_ms=now + RECOVERY_MS,
+            )
+            if recorded != "ok":
+                return
+            v = v.after_attempt(
+                step=decision.step_index,
+                channel=step.channel,
+                provider=provider.name,
+                state="failed",
+                reason=result.outcome,
+            )
+
+    async def _time_out(self, v: Verification) -> Verification | None:
+        """The current attempt's deadline passed: settle it as timed out."""
+        delivered = v.attempt_state == "delivered"
+        state = "timed_out" if delivered else "failed"
+        now = self._now_ms()
+        recorded = await self._store.attempt_failed(
+            v.id,
+            attempt=v.attempt,
+            now_ms=now,
+            outcome=Outcome.TIMEOUT,
+            error_code="step_timeout" if delivered else "no_result",
+            state=state,
+            recovery_at_ms=now + RECOVERY_MS,
+        )
+        if recorded != "ok":
+            return None
+        log.info("attempt timed out", attempt=v.attempt, delivered=delivered)
+        return replace(v, attempt_state=state, reason=Outcome.TIMEOUT.value)
+
+    async def _give_up(self, v: Verification, decision: GiveUp) -> None:
+        result = await self._store.give_up(
+            v.id, attempt=v.attempt, now_ms=self._now_ms(), reason=decision.reason, hard=decision.hard
+        )
+        if result == "failed":
+            log.warning("verification failed", reason=decision.reason)
+        elif result == "waiting":
+            log.info("no further attempt; waiting for the user's code", reason=decision.reason)
+
+    async def check(self, verification_id: str, code: str, reply_key: str) -> str:
+        """Compare a typed code with those delivered and answer on the reply key."""
+        structlog.contextvars.bind_contextvars(verification_id=verification_id)
+        hashes = await self._store.code_hashes(verification_id)
+        matched = codes.matches(self._secret, verification_id, code, hashes)
+        result = await self._store.apply_check(
+            verification_id, matched=matched, reply_key=reply_key, now_ms=self._now_ms()
+        )
+        log.info("code checked", result=result)
+        return result
+
+
+def _bind(v: Verification) -> None:
+    structlog.contextvars.bind_contextvars(
+        provider=v.provider or None, channel=v.channel or None, step=v.step
+    )
