@@ -1,16 +1,22 @@
-"""Dramatiq's Redis broker with two repairs: poison messages and idle latency.
+"""Dramatiq's Redis broker with three repairs: poison messages, idle latency, recovery.
 
-Poison messages. Dramatiq's Redis consumer decodes each prefetched message as it hands
-it out; one that is not JSON or lacks fields raises, the consumer thread restarts, and
-the messages it had prefetched stay in its ack set until the process dies. Here a
-message that cannot be processed is moved to the dead-letter queue (`<queue>.XQ`) with
-its reason logged, and the consumer carries on with the messages around it. A consumer
-that closes for any other reason puts its prefetched messages back on the queue.
+Poison messages. Dramatiq's Redis consumer fetches message bodies without their ids and
+decodes each as it hands it out; one that is not JSON or lacks fields raises, the
+consumer thread restarts, and the messages it had prefetched stay in its ack set until
+the process dies. Here the fetch returns ids with bodies; a message that cannot be
+processed goes to the dead-letter queue (`<queue>.XQ`) under its id, with its reason
+logged, and the consumer carries on. A consumer that closes puts its prefetched
+messages back on the queue.
 
 Idle latency. An idle Dramatiq consumer polls with a growing sleep of up to a second,
 which a user typing a code would feel. The flashcall functions push a token onto
 `flashcall:wake:<queue>` with every message they enqueue; an idle consumer blocks on
 that list (BLPOP) for as long as it would have slept, and so wakes at once.
+
+Recovery. Dramatiq returns a dead worker's unacknowledged messages during "maintenance",
+which it runs on a random 1 in 1,000 of its commands; a quiet system can wait for it
+indefinitely. Each consumer here runs Dramatiq's own maintenance on its queue at a
+fixed interval instead.
 """
 
 from __future__ import annotations
@@ -29,13 +35,16 @@ from dramatiq.middleware import AsyncIO, default_middleware
 
 from worker import keys
 from worker.logging import get_logger
-from worker.middleware import LogContext, RuntimeBoot
+from worker.middleware import DeadLetterLog, LogContext, RuntimeBoot
 
-__all__ = ["FlashcallBroker", "build_broker"]
+__all__ = ["MAINTENANCE_INTERVAL", "FlashcallBroker", "build_broker"]
 
 log = get_logger(__name__)
 
-_MESSAGE_FIELDS: dict[str, type | tuple[type, ...]] = {
+#: Seconds between maintenance passes of each consumer (Dramatiq's are random).
+MAINTENANCE_INTERVAL = 15.0
+
+_MESSAGE_FIELDS: dict[str, type] = {
     "queue_name": str,
     "actor_name": str,
     "args": list,
@@ -45,25 +54,24 @@ _MESSAGE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "message_timestamp": int,
 }
 
-# Finds the id of a prefetched message by its body (a message we cannot decode tells us
-# nothing else) and moves it from the consumer's ack set to the dead-letter queue.
-_DEAD_LETTER_RAW = """
-local acks, messages, xqueue, xmessages = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local body, now = ARGV[1], ARGV[2]
-for _, id in ipairs(redis.call('SMEMBERS', acks)) do
-    if redis.call('HGET', messages, id) == body then
-        redis.call('ZADD', xqueue, now, id)
-        redis.call('HSET', xmessages, id, body)
-        redis.call('HDEL', messages, id)
-        redis.call('SREM', acks, id)
-        return id
-    end
+# Dramatiq's fetch (heartbeat, pop, remember as unacknowledged), answering ids with bodies.
+_FETCH = """
+local queue, messages, acks, heartbeats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local count, now, worker_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+redis.call('ZADD', heartbeats, now, worker_id)
+local out = {}
+for _ = 1, count do
+    local id = redis.call('LPOP', queue)
+    if not id then break end
+    redis.call('SADD', acks, id)
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HGET', messages, id) or false
 end
-return false
+return out
 """
 
 
-def _problem(fields: Any, queue_name: str) -> str | None:
+def _problem(fields: Any, queue_name: str, message_id: str) -> str | None:
     """Why a decoded message cannot be processed, or None when it can."""
     if not isinstance(fields, dict):
         return "message is not a JSON object"
@@ -77,8 +85,8 @@ def _problem(fields: Any, queue_name: str) -> str | None:
     unknown = sorted(set(fields) - set(_MESSAGE_FIELDS))
     if unknown:
         return "message has unknown fields " + ", ".join(unknown)
-    if not isinstance(fields["options"].get("redis_message_id"), str):
-        return "message options lack redis_message_id"
+    if fields["options"].get("redis_message_id") != message_id:
+        return "message option redis_message_id is not the id the message is queued under"
     if fields["queue_name"] != queue_name:
         return f"message names queue {fields['queue_name']!r} but sits on {queue_name!r}"
     eta = fields["options"].get("eta")
@@ -90,83 +98,80 @@ def _problem(fields: Any, queue_name: str) -> str | None:
 class _Consumer(_RedisConsumer):
     broker: FlashcallBroker
 
+    def __init__(self, broker: FlashcallBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self._wake_key = None if queue_name.endswith(".DQ") else keys.wake(queue_name)
+        self._next_maintenance = 0.0
+
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
                 if self.message_cache:
-                    data = self.message_cache.pop(0)
-                    message = self._decode(data)
+                    message_id, data = self.message_cache.pop(0)
+                    message = self._decode(message_id, data)
                     if message is None:
                         continue
                     self.misses = 0
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
 
-                messages: list[bytes | None] = []
+                self._maintain()
                 room = self.prefetch - self.outstanding_message_count
                 if room > 0:
-                    self.message_cache = messages = self.broker.do_fetch(self.queue_name, room)
-                if not messages:
+                    self.message_cache = self.broker.fetch(self.queue_name, room)
+                if not self.message_cache:
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    if room > 0 and not self.queue_name.endswith(".DQ"):
-                        self.broker.client.blpop([keys.wake(self.queue_name)], backoff_ms / 1000)
+                    if room > 0 and self._wake_key is not None:
+                        self.broker.client.blpop([self._wake_key], backoff_ms / 1000)
                     else:
                         time.sleep(backoff_ms / 1000)
                     return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
 
-    def _decode(self, data: bytes | None) -> Message[Any] | None:
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + MAINTENANCE_INTERVAL
+            self.broker.maintain(self.queue_name)
+
+    def _decode(self, message_id: str, data: bytes | None) -> Message[Any] | None:
         if data is None:
-            # The id was on the queue but its body was gone (purged or never written).
-            log.warning("queue entry without a message body skipped", queue=self.queue_name)
+            # The id was queued without a body (purged, or a producer's half-written message).
+            self._dead_letter(message_id, b"", "queued id without a message body")
             return None
         try:
             fields = get_encoder().decode(data)
         except DecodeError:
-            self._dead_letter(data, "message is not UTF-8 JSON")
+            self._dead_letter(message_id, data, "message is not UTF-8 JSON")
             return None
-        problem = _problem(fields, self.queue_name)
+        problem = _problem(fields, self.queue_name, message_id)
         if problem is not None:
-            self._dead_letter(data, problem)
+            self._dead_letter(message_id, data, problem)
             return None
         fields["args"] = tuple(fields["args"])
         return Message(**fields)
 
-    def _dead_letter(self, data: bytes, reason: str) -> None:
-        broker = self.broker
-        message_id = broker.dead_letter_raw(
-            keys=[
-                keys.consumer_acks(broker.broker_id, self.queue_name),
-                keys.queue_messages(self.queue_name),
-                keys.dead_letters(q_name(self.queue_name)),
-                keys.dead_letter_messages(q_name(self.queue_name)),
-            ],
-            args=[data, current_millis()],
-        )
+    def _dead_letter(self, message_id: str, data: bytes, reason: str) -> None:
+        self.broker.dead_letter(self.queue_name, message_id, data)
         log.error(
             "poison message moved to the dead-letter queue",
             queue=self.queue_name,
-            redis_message_id=message_id.decode() if isinstance(message_id, bytes) else message_id,
+            redis_message_id=message_id,
             reason=reason,
         )
 
     def close(self) -> None:
         """Return prefetched messages that were never handed out, instead of stranding them."""
         cached, self.message_cache = self.message_cache, []
-        returned: list[Any] = []
-        for data in cached:
-            message = self._decode(data)
-            if message is not None:
-                returned.append(message)
-        if returned:
+        if cached:
             try:
-                self.requeue(returned)  # type: ignore[no-untyped-call]
+                self.broker.do_requeue(self.queue_name, *[message_id for message_id, _ in cached])
             except redis.ConnectionError:
                 log.warning(
-                    "could not return prefetched messages; they come back after the heartbeat timeout",
+                    "prefetched messages not returned; they come back once this worker's heartbeat times out",
                     queue=self.queue_name,
-                    count=len(returned),
+                    count=len(cached),
                 )
         super().close()
 
@@ -178,16 +183,56 @@ class FlashcallBroker(RedisBroker):
         super().__init__(  # type: ignore[no-untyped-call]
             client=client, namespace=keys.BROKER_NAMESPACE, middleware=middleware
         )
-        self.dead_letter_raw = client.register_script(_DEAD_LETTER_RAW)
+        self._fetch = client.register_script(_FETCH)
 
     @property
     def consumer_class(self) -> type[_Consumer]:
         return _Consumer
+
+    def fetch(self, queue_name: str, count: int) -> list[tuple[str, bytes | None]]:
+        """Up to `count` messages as (id, body); a body is None when the id has none."""
+        flat = self._fetch(
+            keys=[
+                keys.queue(queue_name),
+                keys.queue_messages(queue_name),
+                keys.consumer_acks(self.broker_id, queue_name),
+                keys.heartbeats(),
+            ],
+            args=[count, current_millis(), self.broker_id],
+        )
+        return [(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)]
+
+    def dead_letter(self, queue_name: str, message_id: str, data: bytes) -> None:
+        """Move a fetched message to its queue's dead-letter queue, as Dramatiq's nack does."""
+        canonical = q_name(queue_name)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.dead_letters(canonical), {message_id: current_millis()})
+            pipe.hset(keys.dead_letter_messages(canonical), message_id, data)
+            pipe.hdel(keys.queue_messages(queue_name), message_id)
+            pipe.srem(keys.consumer_acks(self.broker_id, queue_name), message_id)
+            pipe.execute()
+
+    def maintain(self, queue_name: str) -> None:
+        """Dramatiq's maintenance of one queue, now: unacknowledged messages of workers whose
+        heartbeat is older than the heartbeat timeout go back on the queue; old dead letters go."""
+        self.scripts["dispatch"](
+            keys=[self.namespace],
+            args=[
+                "qsize",
+                current_millis(),
+                queue_name,
+                self.broker_id,
+                self.heartbeat_timeout,
+                self.dead_message_ttl,
+                1,
+                self._max_unpack_size(),  # type: ignore[no-untyped-call]
+            ],
+        )
 
 
 def build_broker(redis_url: str) -> FlashcallBroker:
     """The broker every worker process uses, with the router's middleware after Dramatiq's own."""
     client = redis.Redis.from_url(redis_url)
     middleware: list[Middleware] = [kind() for kind in default_middleware]
-    middleware += [AsyncIO(), RuntimeBoot(client=client), LogContext()]
+    middleware += [AsyncIO(), RuntimeBoot(client=client), LogContext(), DeadLetterLog()]
     return FlashcallBroker(client=client, middleware=middleware)

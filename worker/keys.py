@@ -46,5 +46,9 @@ def dead_letter_messages(queue_name: str) -> str:
     return f"{BROKER_NAMESPACE}:{queue_name}.XQ.msgs"
 
 
+def heartbeats() -> str:
+    return f"{BROKER_NAMESPACE}:__heartbeats__"
+
+
 def consumer_acks(broker_id: str, queue_name: str) -> str:
     return f"{BROKER_NAMESPACE}:__acks__.{broker_id}.{queue_name}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -64,8 +65,16 @@ class Producer:
         entries = cast(list[tuple[str, Event]], self._client.xrange(keys.EVENTS))
         return [fields for _, fields in entries if fields.get("id") == verification_id]
 
-    def wait_for(self, verification_id: str, events: set[str], *, timeout: float = 30.0) -> Event:
-        """The first event of the verification among `events`, from the start of the stream (XREAD BLOCK)."""
+    def wait_for(
+        self,
+        verification_id: str,
+        events: set[str],
+        *,
+        timeout: float = 30.0,
+        where: Callable[[Event], bool] = lambda _: True,
+    ) -> Event:
+        """The first event of the verification among `events` (and matching `where`), from the
+        start of the stream, waiting for it with XREAD BLOCK."""
         deadline = time.monotonic() + timeout
         last = "0-0"
         while time.monotonic() < deadline:
@@ -76,6 +85,10 @@ class Producer:
             for _, entries in answer or []:
                 for entry_id, fields in entries:
                     last = entry_id
-                    if fields.get("id") == verification_id and fields.get("event") in events:
+                    if (
+                        fields.get("id") == verification_id
+                        and fields.get("event") in events
+                        and where(fields)
+                    ):
                         return fields
         raise TimeoutError(f"{verification_id} reached none of {sorted(events)} within {timeout} s")

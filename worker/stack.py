@@ -16,23 +16,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import httpx
 import redis
+import yaml
 
 from worker.errors import FlashcallError
+from worker.routing.config import url_override_variable
 
 __all__ = [
     "REDIS_INSTALL_HINT",
+    "REPO_ROUTING",
     "SANDBOX_VOICEPASSWORD_KEY",
     "LocalStack",
     "ManagedProcess",
     "free_port",
     "local_stack",
+    "redis_server",
 ]
 
 SANDBOX_VOICEPASSWORD_KEY = "sandbox-voicepassword-key"
@@ -40,7 +44,7 @@ REDIS_INSTALL_HINT = (
     "redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
     "macOS: brew install redis) or point REDIS_URL at a Redis 7+ server."
 )
-_REPO_ROUTING = Path(__file__).resolve().parent.parent / "routing.yaml"
+REPO_ROUTING = Path(__file__).resolve().parent.parent / "routing.yaml"
 
 
 def free_port() -> int:
@@ -117,9 +121,10 @@ class LocalStack:
     log_dir: Path
     code_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     processes: list[ManagedProcess] = field(default_factory=list)
-    routing_path: Path = _REPO_ROUTING
+    routing_path: Path = REPO_ROUTING
 
     def worker_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a worker that talks to this stack: sandbox URLs and credentials."""
         env = dict(os.environ)
         env.update(
             {
@@ -128,10 +133,13 @@ class LocalStack:
                 "FLASHCALL_ROUTING": str(self.routing_path),
                 "FLASHCALL_LOG_FORMAT": "json",
                 "VOICEPASSWORD_API_KEY": SANDBOX_VOICEPASSWORD_KEY,
-                "FLASHCALL_VOICEPASSWORD_URL": f"{self.sandbox_url}/voicepassword",
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # Every provider of the routing file goes to the sandbox's imitation of its type.
+        routing = yaml.safe_load(self.routing_path.read_text(encoding="utf-8"))
+        for name, provider in routing["providers"].items():
+            env[url_override_variable(name)] = f"{self.sandbox_url}/{provider['type']}"
         env.update(extra or {})
         return env
 
@@ -162,33 +170,40 @@ def _count_ready(worker: ManagedProcess) -> int:
 
 
 @contextlib.contextmanager
-def local_stack(*, redis_url: str | None = None, sandbox_latency_ms: int = 0) -> Iterator[LocalStack]:
+def redis_server(log_dir: Path, *, name: str = "redis", args: Sequence[str] = ()) -> Iterator[str]:
+    """A redis-server of our own on a free port, without persistence; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FlashcallError(REDIS_INSTALL_HINT)
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *args]
+    process = _spawn(name, argv, os.environ, log_dir)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+        try:
+            _wait_until(lambda: bool(client.ping()), timeout=10, what="redis-server", process=process)
+        finally:
+            client.close()
+        yield url
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
+def local_stack(
+    *, redis_url: str | None = None, sandbox_latency_ms: int = 0, routing_path: Path = REPO_ROUTING
+) -> Iterator[LocalStack]:
     """Redis (REDIS_URL's, or a redis-server of our own) and the sandbox; workers on demand."""
     log_dir = Path(tempfile.mkdtemp(prefix="flashcall-"))
-    started: list[ManagedProcess] = []
-    try:
+    with contextlib.ExitStack() as cleanup:
         if redis_url is None:
-            binary = shutil.which("redis-server")
-            if binary is None:
-                raise FlashcallError(REDIS_INSTALL_HINT)
-            port = free_port()
-            redis_process = _spawn(
-                "redis",
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                os.environ,
-                log_dir,
-            )
-            started.append(redis_process)
-            redis_url = f"redis://127.0.0.1:{port}/0"
-            client = redis.Redis.from_url(redis_url)
-            _wait_until(lambda: bool(client.ping()), timeout=10, what="redis-server", process=redis_process)
-            client.close()
-
+            redis_url = cleanup.enter_context(redis_server(log_dir))
         sandbox_port = free_port()
         argv = [sys.executable, "-m", "worker", "sandbox", "--port", str(sandbox_port)]
         argv += ["--latency-ms", str(sandbox_latency_ms)]
         sandbox = _spawn("sandbox", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, log_dir)
-        started.append(sandbox)
+        cleanup.callback(sandbox.stop)
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
         _wait_until(
             lambda: httpx.get(f"{sandbox_url}/_sandbox/health", timeout=1).status_code == 200,
@@ -196,11 +211,8 @@ def local_stack(*, redis_url: str | None = None, sandbox_latency_ms: int = 0) ->
             what="sandbox",
             process=sandbox,
         )
-        stack = LocalStack(redis_url=redis_url, sandbox_url=sandbox_url, log_dir=log_dir)
-        try:
-            yield stack
-        finally:
-            stack.stop()
-    finally:
-        for process in reversed(started):
-            process.stop()
+        stack = LocalStack(
+            redis_url=redis_url, sandbox_url=sandbox_url, log_dir=log_dir, routing_path=routing_path
+        )
+        cleanup.callback(stack.stop)
+        yield stack

@@ -1,0 +1,90 @@
+"""Shared fixtures.
+
+Integration tests (marked `integration`) share one redis-server, one sandbox and one
+worker process for the whole session, started on free ports. Each test uses its own
+verification ids and phone numbers, so tests never see each other's state. Tests of
+the Redis library alone get a redis-server of their own (`library`), flushed before
+each test, so that they may move its clock freely.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support import Sandbox
+from worker.producer import Producer
+from worker.redis import install
+from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
+
+TEST_ROUTING = Path(__file__).parent / "routing.test.yaml"
+
+_numbers = itertools.count(secrets.randbelow(5_000_000) + 1_000_000)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    with local_stack(routing_path=TEST_ROUTING) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def worker(stack: LocalStack) -> ManagedProcess:
+    return stack.start_worker(processes=1, threads=32)
+
+
+@pytest.fixture(scope="session")
+def sandbox(stack: LocalStack) -> Iterator[Sandbox]:
+    control = Sandbox(stack.sandbox_url)
+    yield control
+    control.close()
+
+
+@pytest.fixture
+def producer(stack: LocalStack) -> Iterator[Producer]:
+    client = Producer.from_url(stack.redis_url)
+    yield client
+    client.close()
+
+
+def _new_phone() -> str:
+    return f"7999{next(_numbers):07d}"
+
+
+@pytest.fixture
+def phone() -> str:
+    """A Russian mobile number no other test of the session uses, as 7XXXXXXXXXX."""
+    return _new_phone()
+
+
+@pytest.fixture
+def new_phone() -> Callable[[], str]:
+    """Makes more numbers that no other test of the session uses."""
+    return _new_phone
+
+
+@pytest.fixture
+def verification_id(request: pytest.FixtureRequest) -> str:
+    return f"{request.node.name[:60]}-{secrets.token_hex(4)}".replace("[", "-").replace("]", "")
+
+
+@pytest.fixture(scope="module")
+def library_url() -> Iterator[str]:
+    with redis_server(Path(tempfile.mkdtemp(prefix="flashcall-library-"))) as url:
+        yield url
+
+
+@pytest.fixture
+def library(library_url: str) -> Iterator[redis.Redis]:
+    """A redis-server with only the flashcall library in it, empty before each test."""
+    client = redis.Redis.from_url(library_url, decode_responses=True)
+    client.flushall()
+    install(client)
+    yield client
+    client.close()

@@ -1,0 +1,567 @@
+"""The flashcall Redis library on its own: the producer contract and the state transitions.
+
+These tests run against a redis-server of their own with no worker, calling the
+library's functions the way producers and workers do; the workers' functions take the
+clock as an argument, so expiry and deadlines are tested without waiting.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from tests.support import fcall
+from worker import keys
+
+pytestmark = pytest.mark.integration
+
+PHONE = "79991234567"
+HOUR_MS = 3_600_000
+
+
+def start(client: redis.Redis, **fields: Any) -> dict[str, Any]:
+    request = {"id": "order-42", "phone": "+" + PHONE, **fields}
+    answer: dict[str, Any] = fcall(client, "flashcall_start", json.dumps(request))
+    return answer
+
+
+def queued(client: redis.Redis, queue: str = keys.VERIFY_QUEUE) -> list[dict[str, Any]]:
+    ids = client.lrange(keys.queue(queue), 0, -1)
+    return [json.loads(client.hget(keys.queue_messages(queue), message_id)) for message_id in ids]
+
+
+def events(client: redis.Redis, verification_id: str = "order-42") -> list[dict[str, str]]:
+    return [fields for _, fields in client.xrange(keys.EVENTS) if fields["id"] == verification_id]
+
+
+def state(client: redis.Redis, verification_id: str = "order-42") -> dict[str, str]:
+    fields: dict[str, str] = client.hgetall(keys.verification(verification_id))
+    return fields
+
+
+def now_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def begin(client: redis.Redis, expected: int = 0, *, now: int, provider: str = "vp", step: int = 0) -> str:
+    return str(
+        fcall(
+            client,
+            "flashcall_begin_attempt",
+            "order-42",
+            expected,
+            now,
+            step,
+            "flashcall",
+            provider,
+            "",
+            now + 30_000,
+        )
+    )
+
+
+def deliver(
+    client: redis.Redis, attempt: int = 1, *, now: int, price_e4: int = 3500, deadline: int = 0
+) -> str:
+    return str(
+        fcall(
+            client,
+            "flashcall_attempt_delivered",
+            "order-42",
+            attempt,
+            now,
+            "vp",
+            "flashcall",
+            "ref-1",
+            price_e4,
+            "",
+            "0",
+            deadline,
+        )
+    )
+
+
+class TestStart:
+    def test_a_start_creates_a_pending_verification(self, library: redis.Redis) -> None:
+        assert start(library) == {"id": "order-42", "status": "pending", "created": True}
+        assert state(library)["status"] == "pending"
+        assert state(library)["phone"] == PHONE
+
+    def test_a_start_enqueues_one_advance_message_for_the_workers(self, library: redis.Redis) -> None:
+        start(library)
+        [message] = queued(library)
+        assert message["actor_name"] == "advance"
+        assert message["args"] == ["order-42", 0, "start"]
+        assert message["queue_name"] == keys.VERIFY_QUEUE
+        assert message["options"]["redis_message_id"] == library.lindex(keys.queue(keys.VERIFY_QUEUE), 0)
+
+    def test_a_start_wakes_idle_workers(self, library: redis.Redis) -> None:
+        start(library)
+        assert library.llen(keys.wake(keys.VERIFY_QUEUE)) == 1
+
+    def test_a_start_writes_a_created_event_with_the_producers_metadata(self, library: redis.Redis) -> None:
+        start(library, metadata={"user": 7})
+        [created] = events(library)
+        assert created["event"] == "created"
+        assert json.loads(created["metadata"]) == {"user": 7}
+
+    def test_a_start_sets_the_expiry_and_a_recovery_timer(self, library: redis.Redis) -> None:
+        start(library, ttl=120)
+        expires_at = int(state(library)["expires_at"])
+        assert library.zscore(keys.PREFIX + "timers:expire", "order-42") == expires_at
+        assert library.zscore(keys.PREFIX + "timers:step", "order-42") is not None
+        assert int(state(library)["created_at"]) + 120_000 == expires_at
+
+    @pytest.mark.parametrize("phone", ["+79991234567", "79991234567", "89991234567", "+7 (999) 123-45-67"])
+    def test_the_phone_is_stored_in_one_normal_form(self, library: redis.Redis, phone: str) -> None:
+        start(library, phone=phone)
+        assert state(library)["phone"] == PHONE
+
+    def test_starting_the_same_id_again_enqueues_nothing_more(self, library: redis.Redis) -> None:
+        start(library)
+        assert start(library) == {"id": "order-42", "status": "pending", "created": False}
+        assert len(queued(library)) == 1
+        assert [e["event"] for e in events(library)] == ["created"]
+
+    def test_starting_the_same_id_for_another_phone_is_refused(self, library: redis.Redis) -> None:
+        start(library)
+        with pytest.raises(redis.ResponseError, match="already used by a verification of another phone"):
+            start(library, phone="+79997654321")
+        assert state(library)["phone"] == PHONE
+
+    def test_the_defaults_are_four_digits_ten_minutes_and_the_default_policy(
+        self, library: redis.Redis
+    ) -> None:
+        start(library)
+        v = state(library)
+        assert (v["code_length"], v["ttl"], v["policy"], v["max_checks"]) == ("4", "600", "default", "3")
+
+    def test_a_policy_not_published_by_the_workers_is_refused(self, library: redis.Redis) -> None:
+        fcall(library, "flashcall_publish_policies", "default", "voice_first")
+        with pytest.raises(redis.ResponseError, match="unknown policy 'vip'"):
+            start(library, policy="vip")
+        assert start(library, policy="voice_first")["created"] is True
+
+
+MALFORMED: list[tuple[str, str, str]] = [
+    ("not JSON", "hello", "request is not a JSON object"),
+    ("a JSON array", "[1, 2]", "request is not a JSON object"),
+    ("a JSON string", '"x"', "request is not a JSON object"),
+    ("an empty argument", "", "expected one argument: a JSON object"),
+    (
+        "oversized",
+        json.dumps({"id": "a", "phone": PHONE, "metadata": {"x": "y" * 5000}}),
+        "the limit is 4096",
+    ),
+    ("unknown field", json.dumps({"id": "a", "phone": PHONE, "callback": "x"}), "unknown field 'callback'"),
+    ("no id", json.dumps({"phone": PHONE}), "'id' is required"),
+    ("numeric id", json.dumps({"id": 42, "phone": PHONE}), "'id' is required and must be a string"),
+    ("id with spaces", json.dumps({"id": "a b", "phone": PHONE}), "'id' must be 1 to 128 characters"),
+    ("id too long", json.dumps({"id": "a" * 129, "phone": PHONE}), "'id' must be 1 to 128 characters"),
+    ("empty id", json.dumps({"id": "", "phone": PHONE}), "'id' must be 1 to 128 characters"),
+    ("no phone", json.dumps({"id": "a"}), "'phone' is required"),
+    (
+        "numeric phone",
+        json.dumps({"id": "a", "phone": 79991234567}),
+        "'phone' is required and must be a string",
+    ),
+    ("short phone", json.dumps({"id": "a", "phone": "+7999123"}), "'phone' must be a Russian number"),
+    ("foreign phone", json.dumps({"id": "a", "phone": "+380991234567"}), "'phone' must be a Russian number"),
+    (
+        "policy not a name",
+        json.dumps({"id": "a", "phone": PHONE, "policy": "a b"}),
+        "'policy' must be a policy",
+    ),
+    ("channels not a list", json.dumps({"id": "a", "phone": PHONE, "channels": "sms"}), "'channels' must be"),
+    (
+        "no channels",
+        json.dumps({"id": "a", "phone": PHONE, "channels": []}),
+        "'channels' must be a non-empty",
+    ),
+    ("unknown channel", json.dumps({"id": "a", "phone": PHONE, "channels": ["fax"]}), "may hold only"),
+    (
+        "a channel twice",
+        json.dumps({"id": "a", "phone": PHONE, "channels": ["sms", "sms"]}),
+        "names sms twice",
+    ),
+    ("code_length string", json.dumps({"id": "a", "phone": PHONE, "code_length": "4"}), "'code_length' must"),
+    ("code_length 7", json.dumps({"id": "a", "phone": PHONE, "code_length": 7}), "from 4 to 6"),
+    ("code_length 4.5", json.dumps({"id": "a", "phone": PHONE, "code_length": 4.5}), "'code_length' must"),
+    ("ttl too short", json.dumps({"id": "a", "phone": PHONE, "ttl": 5}), "'ttl' must be an integer from 30"),
+    ("ttl too long", json.dumps({"id": "a", "phone": PHONE, "ttl": 86401}), "'ttl' must be an integer"),
+    ("client_ip junk", json.dumps({"id": "a", "phone": PHONE, "client_ip": "evil.example"}), "'client_ip'"),
+    ("metadata a list", json.dumps({"id": "a", "phone": PHONE, "metadata": [1]}), "'metadata' must be"),
+    ("metadata a string", json.dumps({"id": "a", "phone": PHONE, "metadata": "x"}), "'metadata' must be"),
+    (
+        "metadata too big",
+        json.dumps({"id": "a", "phone": PHONE, "metadata": {"x": "y" * 1100}}),
+        "the limit is 1024",
+    ),
+]
+
+
+class TestMalformedStart:
+    @pytest.mark.parametrize(
+        ("payload", "message"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
+    )
+    def test_is_refused_with_a_clear_error(self, library: redis.Redis, payload: str, message: str) -> None:
+        with pytest.raises(redis.ResponseError, match=r"^flashcall: ") as refused:
+            fcall(library, "flashcall_start", payload)
+        assert message in str(refused.value)
+
+    @pytest.mark.parametrize("payload", [m[1] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+    def test_stores_and_enqueues_nothing(self, library: redis.Redis, payload: str) -> None:
+        with pytest.raises(redis.ResponseError):
+            fcall(library, "flashcall_start", payload)
+        assert library.dbsize() == 0
+
+
+class TestCheck:
+    def check(self, client: redis.Redis, code: str = "1234", verification_id: str = "order-42") -> str:
+        return str(fcall(client, "flashcall_check", json.dumps({"id": verification_id, "code": code})))
+
+    def answer(self, client: redis.Redis, reply_key: str) -> dict[str, Any]:
+        popped = client.blpop([reply_key], 1)
+        assert popped is not None, "no answer on the reply key"
+        result: dict[str, Any] = json.loads(popped[1])
+        return result
+
+    def test_an_unknown_id_is_answered_not_found_at_once(self, library: redis.Redis) -> None:
+        reply_key = self.check(library, verification_id="nobody")
+        assert self.answer(library, reply_key) == {"id": "nobody", "result": "not_found"}
+        assert library.llen(keys.queue(keys.CHECK_QUEUE)) == 0
+
+    def test_a_check_goes_to_the_check_queue_with_its_reply_key(self, library: redis.Redis) -> None:
+        start(library)
+        reply_key = self.check(library, "5678")
+        [message] = queued(library, keys.CHECK_QUEUE)
+        assert message["actor_name"] == "check_code"
+        assert message["args"] == ["order-42", "5678", reply_key]
+        assert library.llen(keys.wake(keys.CHECK_QUEUE)) == 1
+
+    def test_a_check_reserves_one_of_the_attempts(self, library: redis.Redis) -> None:
+        start(library)
+        self.check(library)
+        assert state(library)["checks"] == "1"
+
+    def test_a_fourth_check_is_answered_max_attempts_without_comparing(self, library: redis.Redis) -> None:
+        start(library)
+        for _ in range(3):
+            self.check(library)
+        reply_key = self.check(library)
+        assert self.answer(library, reply_key)["result"] == "max_attempts"
+        assert len(queued(library, keys.CHECK_QUEUE)) == 3
+
+    @pytest.mark.parametrize("code", ["12", "123456789", "12a4", ""])
+    def test_a_code_that_is_not_4_to_8_digits_is_refused(self, library: redis.Redis, code: str) -> None:
+        start(library)
+        with pytest.raises(redis.ResponseError, match="'code' is required"):
+            self.check(library, code)
+
+    def test_a_check_after_the_lifetime_answers_expired(self, library: redis.Redis) -> None:
+        start(library, ttl=30)
+        library.hset(keys.verification("order-42"), "expires_at", now_ms(library) - 1)
+        assert self.answer(library, self.check(library))["result"] == "expired"
+        assert state(library)["status"] == "expired"
+
+    def test_a_check_of_a_canceled_verification_answers_canceled(self, library: redis.Redis) -> None:
+        start(library)
+        fcall(library, "flashcall_cancel", "order-42")
+        assert self.answer(library, self.check(library))["result"] == "canceled"
+
+    def test_a_matching_code_approves(self, library: redis.Redis) -> None:
+        start(library)
+        reply_key = self.check(library)
+        assert (
+            fcall(library, "flashcall_apply_check", "order-42", "1", reply_key, now_ms(library)) == "approved"
+        )
+        assert self.answer(library, reply_key)["result"] == "approved"
+        assert state(library)["status"] == "approved"
+        assert events(library)[-1]["event"] == "approved"
+
+    def test_approval_clears_the_verifications_timers(self, library: redis.Redis) -> None:
+        start(library)
+        fcall(library, "flashcall_apply_check", "order-42", "1", self.check(library), now_ms(library))
+        assert library.zscore(keys.PREFIX + "timers:expire", "order-42") is None
+        assert library.zscore(keys.PREFIX + "timers:step", "order-42") is None
+
+    def test_a_wrong_code_is_rejected_with_the_attempts_left(self, library: redis.Redis) -> None:
+        start(library)
+        reply_key = self.check(library)
+        fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library))
+        assert self.answer(library, reply_key) == {
+            "id": "order-42",
+            "result": "rejected",
+            "attempts_left": 2,
+            "status": "pending",
+        }
+        assert events(library)[-1]["event"] == "rejected"
+
+    def test_the_third_wrong_code_ends_the_verification_as_max_attempts(self, library: redis.Redis) -> None:
+        start(library)
+        for _ in range(3):
+            reply_key = self.check(library)
+            fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library))
+        assert self.answer(library, reply_key)["result"] == "max_attempts"
+        assert state(library)["status"] == "max_attempts"
+
+    def test_a_wrong_code_for_an_approved_verification_is_rejected(self, library: redis.Redis) -> None:
+        start(library)
+        fcall(library, "flashcall_apply_check", "order-42", "1", self.check(library), now_ms(library))
+        reply_key = self.check(library, "0000")
+        fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library))
+        assert self.answer(library, reply_key)["result"] == "rejected"
+        assert state(library)["status"] == "approved"
+
+    def test_the_reply_key_expires(self, library: redis.Redis) -> None:
+        reply_key = self.check(library, verification_id="nobody")
+        assert 0 < library.ttl(reply_key) <= 60
+
+
+class TestAttempts:
+    def test_an_attempt_is_claimed_once(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        assert begin(library, now=now) == "ok"
+        assert begin(library, now=now) == "stale"
+
+    def test_no_next_attempt_is_claimed_while_one_is_in_flight(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        assert begin(library, 1, now=now) == "in_flight"
+
+    def test_a_claim_for_an_old_attempt_number_is_stale(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        deliver(library, now=now)
+        assert begin(library, 0, now=now) == "stale"
+
+    def test_claiming_an_attempt_marks_the_verification_sending(self, library: redis.Redis) -> None:
+        start(library)
+        begin(library, now=now_ms(library))
+        v = state(library)
+        assert (v["status"], v["attempt"], v["attempt_state"], v["provider"]) == (
+            "sending",
+            "1",
+            "calling",
+            "vp",
+        )
+        assert events(library)[-1]["event"] == "attempt_started"
+
+    def test_no_attempt_is_claimed_for_a_canceled_verification(self, library: redis.Redis) -> None:
+        start(library)
+        fcall(library, "flashcall_cancel", "order-42")
+        assert begin(library, now=now_ms(library)) == "final"
+
+    def test_a_delivery_marks_the_verification_sent_and_adds_its_cost(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        assert deliver(library, now=now, price_e4=3500) == "ok"
+        v = state(library)
+        assert (v["status"], v["cost_e4"], v["delivered"], v["ref:vp"]) == ("sent", "3500", "1", "ref-1")
+        assert events(library)[-1]["cost"] == "0.35"
+
+    def test_a_delivery_recorded_twice_costs_once(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        deliver(library, now=now)
+        assert deliver(library, now=now) == "duplicate"
+        assert state(library)["cost_e4"] == "3500"
+
+    def test_a_late_delivery_is_paid_for_but_changes_nothing_else(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        fcall(
+            library, "flashcall_attempt_failed", "order-42", 1, now, "timeout", "no_result", "failed", now + 1
+        )
+        begin(library, 1, now=now, provider="other")
+        assert deliver(library, 1, now=now) == "late"
+        v = state(library)
+        assert (v["cost_e4"], v["attempt"], v["provider"], v["attempt_state"]) == (
+            "3500",
+            "2",
+            "other",
+            "calling",
+        )
+
+    def test_a_delivery_sets_the_step_deadline(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        deliver(library, now=now, deadline=now + 60_000)
+        assert library.zscore(keys.PREFIX + "timers:step", "order-42") == now + 60_000
+
+    def test_a_failed_attempt_records_its_reason_and_sets_a_recovery_timer(
+        self, library: redis.Redis
+    ) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        assert (
+            fcall(
+                library,
+                "flashcall_attempt_failed",
+                "order-42",
+                1,
+                now,
+                "busy",
+                "BUSY",
+                "failed",
+                now + 15_000,
+            )
+            == "ok"
+        )
+        assert (state(library)["attempt_state"], state(library)["reason"]) == ("failed", "busy")
+        assert library.zscore(keys.PREFIX + "timers:step", "order-42") == now + 15_000
+        assert events(library)[-1]["error_code"] == "BUSY"
+
+    def test_the_next_attempt_after_a_failure_is_a_fallback_event(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        fcall(library, "flashcall_attempt_failed", "order-42", 1, now, "busy", "BUSY", "failed", now + 1)
+        begin(library, 1, now=now, provider="other")
+        fallback, started = events(library)[-2:]
+        assert (fallback["event"], fallback["from_provider"], fallback["provider"], fallback["reason"]) == (
+            "fallback",
+            "vp",
+            "other",
+            "busy",
+        )
+        assert started["event"] == "attempt_started"
+
+    def test_giving_up_without_any_delivery_fails_the_verification(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        assert fcall(library, "flashcall_give_up", "order-42", 0, now, "no_provider", "0") == "failed"
+        assert (state(library)["status"], state(library)["reason"]) == ("failed", "no_provider")
+        assert events(library)[-1]["event"] == "failed"
+
+    def test_giving_up_after_a_delivery_waits_for_the_users_code(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        deliver(library, now=now)
+        fcall(
+            library,
+            "flashcall_attempt_failed",
+            "order-42",
+            1,
+            now,
+            "timeout",
+            "step_timeout",
+            "timed_out",
+            now,
+        )
+        assert fcall(library, "flashcall_give_up", "order-42", 1, now, "timeout", "0") == "waiting"
+        assert state(library)["status"] == "sent"
+
+    def test_a_hard_give_up_fails_even_after_a_delivery(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        deliver(library, now=now)
+        fcall(library, "flashcall_attempt_failed", "order-42", 1, now, "bad_number", "x", "failed", now)
+        assert fcall(library, "flashcall_give_up", "order-42", 1, now, "bad_number", "1") == "failed"
+
+
+class TestTimersAndLifetime:
+    def test_a_due_step_timer_enqueues_an_advance_of_the_current_attempt(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        library.delete(keys.queue(keys.VERIFY_QUEUE))
+        assert fcall(library, "flashcall_fire_timers", now + 31_000, 100) == 1
+        assert queued(library)[-1]["args"] == ["order-42", 1, "timeout"]
+
+    def test_a_timer_fires_once(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        fcall(library, "flashcall_fire_timers", now + 31_000, 100)
+        assert fcall(library, "flashcall_fire_timers", now + 31_000, 100) == 0
+
+    def test_timers_not_yet_due_stay(self, library: redis.Redis) -> None:
+        start(library)
+        assert fcall(library, "flashcall_fire_timers", now_ms(library), 100) == 0
+
+    def test_the_expiry_timer_ends_the_verification_as_expired(self, library: redis.Redis) -> None:
+        start(library, ttl=30)
+        fcall(library, "flashcall_fire_timers", now_ms(library) + HOUR_MS, 100)
+        assert state(library)["status"] == "expired"
+        assert events(library)[-1]["event"] == "expired"
+
+    def test_status_reads_expired_once_the_lifetime_is_over(self, library: redis.Redis) -> None:
+        start(library, ttl=30)
+        library.hset(keys.verification("order-42"), "expires_at", now_ms(library) - 1)
+        assert fcall(library, "flashcall_status", "order-42")["status"] == "expired"
+
+    def test_an_expired_verification_takes_no_more_attempts(self, library: redis.Redis) -> None:
+        start(library, ttl=30)
+        fcall(library, "flashcall_fire_timers", now_ms(library) + HOUR_MS, 100)
+        assert begin(library, now=now_ms(library) + HOUR_MS) == "final"
+
+    def test_the_verification_key_outlives_its_lifetime_by_a_day(self, library: redis.Redis) -> None:
+        start(library, ttl=60)
+        assert 86_400 < library.ttl(keys.verification("order-42")) <= 86_460
+
+
+class TestStatusAndCancel:
+    def test_status_of_an_unknown_id_is_not_found(self, library: redis.Redis) -> None:
+        assert fcall(library, "flashcall_status", "nobody") == {"id": "nobody", "status": "not_found"}
+
+    def test_status_masks_the_phone_and_never_shows_codes(self, library: redis.Redis) -> None:
+        start(library)
+        library.hset(keys.verification("order-42"), "codes", "abcdef")
+        status = fcall(library, "flashcall_status", "order-42")
+        assert status["phone"] == "+7999*****67"
+        assert "abcdef" not in json.dumps(status)
+
+    def test_status_reports_attempts_checks_left_and_cost(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        deliver(library, now=now, price_e4=3500)
+        status = fcall(library, "flashcall_status", "order-42")
+        assert (status["status"], status["attempts"], status["checks_left"], status["cost"]) == (
+            "sent",
+            1,
+            3,
+            "0.35",
+        )
+        assert (status["provider"], status["channel"], status["step"]) == ("vp", "flashcall", 0)
+
+    def test_cancel_ends_the_verification_with_an_event(self, library: redis.Redis) -> None:
+        start(library)
+        assert fcall(library, "flashcall_cancel", "order-42")["status"] == "canceled"
+        assert events(library)[-1]["event"] == "canceled"
+        assert library.zscore(keys.PREFIX + "timers:expire", "order-42") is None
+
+    def test_cancel_leaves_a_finished_verification_as_it_was(self, library: redis.Redis) -> None:
+        start(library, ttl=30)
+        fcall(library, "flashcall_fire_timers", now_ms(library) + HOUR_MS, 100)
+        assert fcall(library, "flashcall_cancel", "order-42")["status"] == "expired"
+
+    def test_cancel_of_an_unknown_id_is_not_found(self, library: redis.Redis) -> None:
+        assert fcall(library, "flashcall_cancel", "nobody")["status"] == "not_found"
+
+    @pytest.mark.parametrize("function", ["flashcall_status", "flashcall_cancel"])
+    def test_a_malformed_id_is_refused(self, library: redis.Redis, function: str) -> None:
+        with pytest.raises(redis.ResponseError, match="expected one argument: a verification id"):
+            fcall(library, function, "a b")
+
+    @pytest.mark.parametrize(
+        ("cost_e4", "shown"), [(0, "0.00"), (3500, "0.35"), (33000, "3.30"), (10000, "1.00"), (3550, "0.355")]
+    )
+    def test_costs_are_shown_in_roubles(self, library: redis.Redis, cost_e4: int, shown: str) -> None:
+        start(library)
+        library.hset(keys.verification("order-42"), "cost_e4", cost_e4)
+        assert fcall(library, "flashcall_status", "order-42")["cost"] == shown
