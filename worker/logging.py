@@ -75,9 +75,18 @@ def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return redacted
 
 
+def _mask_leaf(leaf: Any) -> Any:
+    if isinstance(leaf, str):
+        return _mask_text(leaf)
+    if isinstance(leaf, int) and not isinstance(leaf, bool) and _PHONE.fullmatch(str(leaf)):
+        return _mask_text(str(leaf))
+    return leaf
+
+
 def mask_phones(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Mask phone numbers (and typed codes in Dramatiq's message reprs) in every string value."""
-    masked: EventDict = _walk(event_dict, lambda leaf: _mask_text(leaf) if isinstance(leaf, str) else leaf)
+    """Mask phone numbers (written as text or as integers), and typed codes in Dramatiq's
+    message reprs, in every value."""
+    masked: EventDict = _walk(event_dict, _mask_leaf)
     return masked
 
 

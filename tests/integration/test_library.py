@@ -8,7 +8,7 @@ clock as an argument, so expiry and deadlines are tested without waiting.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -29,17 +29,18 @@ def start(client: redis.Redis, **fields: Any) -> dict[str, Any]:
 
 
 def queued(client: redis.Redis, queue: str = keys.VERIFY_QUEUE) -> list[dict[str, Any]]:
-    ids = client.lrange(keys.queue(queue), 0, -1)
-    return [json.loads(client.hget(keys.queue_messages(queue), message_id)) for message_id in ids]
+    ids = cast(list[str], client.lrange(keys.queue(queue), 0, -1))
+    bodies = cast(list[str], client.hmget(keys.queue_messages(queue), ids)) if ids else []
+    return [json.loads(body) for body in bodies]
 
 
 def events(client: redis.Redis, verification_id: str = "order-42") -> list[dict[str, str]]:
-    return [fields for _, fields in client.xrange(keys.EVENTS) if fields["id"] == verification_id]
+    entries = cast(list[tuple[str, dict[str, str]]], client.xrange(keys.EVENTS))
+    return [fields for _, fields in entries if fields["id"] == verification_id]
 
 
 def state(client: redis.Redis, verification_id: str = "order-42") -> dict[str, str]:
-    fields: dict[str, str] = client.hgetall(keys.verification(verification_id))
-    return fields
+    return cast(dict[str, str], client.hgetall(keys.verification(verification_id)))
 
 
 def now_ms(client: redis.Redis) -> int:

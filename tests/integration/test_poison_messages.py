@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -62,7 +62,7 @@ def unacked(producer: Producer, message_ids: set[str]) -> set[str]:
     client = producer.client
     held: set[str] = set()
     for ack_set in client.scan_iter(match=f"{keys.BROKER_NAMESPACE}:__acks__.*"):
-        held |= set(client.smembers(ack_set)) & message_ids
+        held |= cast(set[str], client.smembers(ack_set)) & message_ids
     return held
 
 
@@ -137,9 +137,9 @@ def test_each_kind_of_poison_ends_in_the_dead_letter_queue(
 def test_poison_leaves_nothing_stranded_in_the_workers_ack_set(producer: Producer, batch: list[str]) -> None:
     for verification_id in batch:
         producer.wait_for(verification_id, {"delivered"}, timeout=15)
-    ids = set(producer.client.lrange(keys.queue(QUEUE), 0, -1)) | set(
-        producer.client.hkeys(keys.queue_messages(QUEUE))
-    )
+    client = producer.client
+    ids = set(cast(list[str], client.lrange(keys.queue(QUEUE), 0, -1)))
+    ids |= set(cast(list[str], client.hkeys(keys.queue_messages(QUEUE))))
     assert unacked(producer, ids) == set()
 
 

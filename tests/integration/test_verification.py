@@ -107,17 +107,18 @@ def test_a_redelivered_start_message_calls_nobody_again(
     producer: Producer, sandbox: Sandbox, verification_id: str, phone: str
 ) -> None:
     start_and_wait(producer, verification_id, phone)
+    message_id = f"redelivered-{verification_id}"
     redelivered = {
         "queue_name": keys.VERIFY_QUEUE,
         "actor_name": "advance",
         "args": [verification_id, 0, "start"],
         "kwargs": {},
-        "options": {"redis_message_id": f"redelivered-{verification_id}"},
-        "message_id": f"redelivered-{verification_id}",
+        "options": {"redis_message_id": message_id},
+        "message_id": message_id,
         "message_timestamp": 0,
     }
     enqueue(producer, redelivered)
-    wait_until_processed(producer, keys.VERIFY_QUEUE, redelivered["message_id"])
+    wait_until_processed(producer, keys.VERIFY_QUEUE, message_id)
     assert len(sandbox.calls(phone)) == 1
 
 

@@ -21,8 +21,11 @@ from worker.store import Verification
 
 PHONE = "79991234567"
 
-#: name -> (flashcall cost, voice cost, sms cost); None when the channel is not offered.
-COSTS: dict[str, tuple[str | None, str | None, str | None]] = {
+#: (flashcall cost, voice cost, sms cost); None when the channel is not offered.
+Offers = tuple[str | None, str | None, str | None]
+
+#: name -> offers.
+COSTS: dict[str, Offers] = {
     "vp-a": ("0.40", "0.45", "3.50"),
     "vp-b": ("0.35", "0.50", "3.30"),
     "vp-c": ("0.50", "0.35", None),
@@ -50,7 +53,7 @@ def provider_entry(
 
 def routing(
     *,
-    costs: dict[str, tuple[str | None, str | None, str | None]] | None = None,
+    costs: dict[str, Offers] | None = None,
     disabled: frozenset[str] = frozenset(),
     steps: list[dict[str, Any]] | None = None,
     **policy: Any,
@@ -97,7 +100,9 @@ def fresh(**changes: Any) -> Verification:
 def after(
     verification: Verification, *, step: int, channel: Channel, provider: str, state: str, reason: str = ""
 ) -> Verification:
-    return verification.after_attempt(step=step, channel=channel, provider=provider, state=state, reason=reason)
+    return verification.after_attempt(
+        step=step, channel=channel, provider=provider, state=state, reason=reason
+    )
 
 
 def choose(config: RoutingConfig, verification: Verification) -> tuple[Choice | GiveUp, dict[str, Provider]]:
@@ -125,7 +130,11 @@ def test_first_attempt_picks_the_cheapest_provider_of_the_first_step() -> None:
 
 
 def test_equal_costs_are_broken_by_provider_name() -> None:
-    costs = {"vp-z": ("0.35", None, None), "vp-m": ("0.35", None, None), "vp-x": ("0.35", None, None)}
+    costs: dict[str, Offers] = {
+        "vp-z": ("0.35", None, None),
+        "vp-m": ("0.35", None, None),
+        "vp-x": ("0.35", None, None),
+    }
     config = routing(costs=costs, steps=[{"channel": "flashcall"}])
 
     assert chosen(config, fresh()) == (0, Channel.FLASHCALL, "vp-m")
@@ -149,7 +158,10 @@ def test_provider_not_built_in_this_process_is_skipped() -> None:
 
 
 def test_step_restricted_to_providers_picks_only_among_them() -> None:
-    steps = [{"channel": "flashcall", "providers": ["vp-c", "vp-a"]}, {"channel": "voice"}]
+    steps: list[dict[str, Any]] = [
+        {"channel": "flashcall", "providers": ["vp-c", "vp-a"]},
+        {"channel": "voice"},
+    ]
     config = routing(steps=steps)
 
     assert chosen(config, fresh()) == (0, Channel.FLASHCALL, "vp-a")
@@ -173,7 +185,9 @@ def test_every_default_fallback_reason_moves_on_within_the_step(reason: str) -> 
 
 def test_provider_already_tried_in_the_step_is_never_tried_again() -> None:
     first = after(fresh(), step=0, channel=Channel.FLASHCALL, provider="vp-b", state="failed", reason="busy")
-    second = after(first, step=0, channel=Channel.FLASHCALL, provider="vp-a", state="failed", reason="refused")
+    second = after(
+        first, step=0, channel=Channel.FLASHCALL, provider="vp-a", state="failed", reason="refused"
+    )
 
     assert chosen(routing(), second) == (0, Channel.FLASHCALL, "vp-c")
 
@@ -189,7 +203,7 @@ def test_exhausted_step_moves_to_the_next_step() -> None:
 
 
 def test_providers_tried_in_an_earlier_step_are_candidates_again_in_the_next() -> None:
-    costs: dict[str, tuple[str | None, str | None, str | None]] = {
+    costs: dict[str, Offers] = {
         "vp-a": ("0.35", "0.35", None),
         "vp-b": ("0.40", "0.50", None),
     }
@@ -251,6 +265,13 @@ def test_reaching_max_attempts_gives_up() -> None:
     verification = fresh(attempt=2, attempt_state="failed", step=0, tried=("vp-b", "vp-a"), reason="busy")
 
     assert choose(config, verification)[0] == GiveUp("max_attempts_reached", hard=False)
+
+
+def test_a_bad_number_on_the_last_allowed_attempt_still_fails_hard() -> None:
+    config = routing(max_attempts=2)
+    verification = fresh(attempt=2, attempt_state="failed", step=0, tried=("vp-b", "vp-a"), reason="bad_number")
+
+    assert choose(config, verification)[0] == GiveUp("bad_number", hard=True)
 
 
 def test_one_attempt_below_max_attempts_still_chooses() -> None:

@@ -4,6 +4,10 @@ translation of every answer, error code and transport fault into an `Outcome`.
 The provider is reached through a stubbed transport (`httpx.MockTransport`, installed with
 `provider.set_transport`): no network is touched. The document is
 ../shared/providers/voicepassword.txt ("Описание API сервиса Flash-Call и Voice-Password").
+
+The last section drives the transport production uses (httpx-aiohttp's `AiohttpTransport`)
+over a stubbed aiohttp session that raises the exceptions aiohttp raises for refused,
+reset and malformed connections, again without any network.
 """
 
 from __future__ import annotations
@@ -12,10 +16,15 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
 import httpx
+import httpx_aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey, RequestInfo
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from worker.providers.base import Channel, Outcome, SendRequest, SendResult, parse_price
 from worker.providers.voicepassword import SEND_ERRORS, VoicePassword
@@ -536,3 +545,89 @@ def test_parse_price_keeps_the_written_precision() -> None:
 
     assert price == Decimal("0.35")
     assert str(price) == "0.350"
+
+
+# --- the production transport (httpx-aiohttp) over a stubbed aiohttp session -----------
+
+
+class _FailingRequest:
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    async def __aenter__(self) -> None:
+        raise self._error
+
+
+class _StubSession:
+    """Stands in for aiohttp.ClientSession: every request fails with one aiohttp exception."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def request(self, **_: Any) -> _FailingRequest:
+        return _FailingRequest(self._error)
+
+
+def through_aiohttp(error: Exception) -> SendResult:
+    provider = make_provider()
+    session = cast(aiohttp.ClientSession, _StubSession(error))
+    provider.set_transport(httpx_aiohttp.AiohttpTransport(client=lambda: session))
+
+    async def run() -> SendResult:
+        try:
+            return await provider.send(flashcall())
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(run())
+
+
+SEND_URL = URL(BASE_URL + "/api/voice-password/send/")
+
+
+def refused() -> aiohttp.ClientConnectorError:
+    key = ConnectionKey("vp.example.test", 443, True, True, None, None, None, None)
+    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connect call failed"))
+
+
+def test_aiohttp_socket_read_timeout_is_a_timeout() -> None:
+    result = through_aiohttp(aiohttp.SocketTimeoutError())
+
+    assert result == SendResult(outcome=Outcome.TIMEOUT, error_code="timeout", breaker_failure=True)
+
+
+def test_aiohttp_truncated_payload_is_a_read_error() -> None:
+    result = through_aiohttp(aiohttp.ClientPayloadError("Response payload is not completed"))
+
+    assert result == SendResult(outcome=Outcome.PROVIDER_ERROR, error_code="read_error", breaker_failure=True)
+
+
+def test_aiohttp_connection_refused_is_a_connect_error() -> None:
+    result = through_aiohttp(refused())
+
+    assert result == SendResult(
+        outcome=Outcome.PROVIDER_ERROR, error_code="connect_error", breaker_failure=True
+    )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [aiohttp.ServerDisconnectedError(), aiohttp.ClientOSError(104, "Connection reset by peer")],
+    ids=["server-disconnected", "connection-reset"],
+)
+def test_aiohttp_connection_reset_is_a_provider_error_not_a_timeout(error: Exception) -> None:
+    result = through_aiohttp(error)
+
+    assert result.outcome is Outcome.PROVIDER_ERROR
+    assert result.error_code in {"disconnected", "connection_reset"}
+    assert result.breaker_failure is True
+
+
+def test_aiohttp_malformed_http_answer_is_a_provider_error_without_raising() -> None:
+    info = RequestInfo(SEND_URL, "POST", CIMultiDictProxy(CIMultiDict()), SEND_URL)
+    error = aiohttp.ClientResponseError(info, (), status=400, message="Bad status line")
+
+    result = through_aiohttp(error)
+
+    assert result.outcome is Outcome.PROVIDER_ERROR
+    assert result.breaker_failure is True

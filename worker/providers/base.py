@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
+import aiohttp
 import httpx
 import httpx_aiohttp
 
@@ -28,6 +29,7 @@ __all__ = [
     "SendResult",
     "TransportFailure",
     "parse_price",
+    "transport_fault",
 ]
 
 
@@ -171,7 +173,18 @@ class Provider(abc.ABC):
         """Release connections."""
 
 
-_TRANSPORT_FAULTS: tuple[tuple[type[Exception], str, Outcome], ...] = (
+# Most specific first. The aiohttp exception under an httpx one is read first: the
+# aiohttp transport maps a refused or reset connection to httpx.ConnectTimeout, and lets
+# some faults (a reply that is not HTTP) through unmapped.
+_TRANSPORT_FAULTS: tuple[tuple[type[BaseException], str, Outcome], ...] = (
+    (TimeoutError, "timeout", Outcome.TIMEOUT),
+    (aiohttp.ServerTimeoutError, "timeout", Outcome.TIMEOUT),
+    (aiohttp.ClientConnectorError, "connect_error", Outcome.PROVIDER_ERROR),
+    (aiohttp.ServerDisconnectedError, "disconnected", Outcome.PROVIDER_ERROR),
+    (aiohttp.ClientOSError, "connection_reset", Outcome.PROVIDER_ERROR),
+    (aiohttp.ClientPayloadError, "read_error", Outcome.PROVIDER_ERROR),
+    (aiohttp.ClientResponseError, "protocol_error", Outcome.PROVIDER_ERROR),
+    (aiohttp.ClientError, "connection_error", Outcome.PROVIDER_ERROR),
     (httpx.TimeoutException, "timeout", Outcome.TIMEOUT),
     (httpx.ConnectError, "connect_error", Outcome.PROVIDER_ERROR),
     (httpx.RemoteProtocolError, "protocol_error", Outcome.PROVIDER_ERROR),
@@ -179,6 +192,16 @@ _TRANSPORT_FAULTS: tuple[tuple[type[Exception], str, Outcome], ...] = (
     (httpx.WriteError, "write_error", Outcome.PROVIDER_ERROR),
     (httpx.HTTPError, "http_error", Outcome.PROVIDER_ERROR),
 )
+
+
+def transport_fault(error: BaseException) -> TransportFailure:
+    """The one place where exceptions of the HTTP stack become outcomes."""
+    candidates = [error.__cause__, error] if isinstance(error, httpx.HTTPError) else [error]
+    for candidate in candidates:
+        for kind, error_code, outcome in _TRANSPORT_FAULTS:
+            if isinstance(candidate, kind):
+                return TransportFailure(error_code, outcome)
+    return TransportFailure("http_error")
 
 
 class HttpProvider(Provider):
@@ -223,13 +246,8 @@ class HttpProvider(Provider):
             async with asyncio.timeout(self.timeout):
                 response = await self._http().post(self.base_url + path, json=body, headers=headers)
                 content = await response.aread()
-        except TimeoutError:
-            raise TransportFailure("timeout", Outcome.TIMEOUT) from None
-        except httpx.HTTPError as exc:
-            for kind, error_code, outcome in _TRANSPORT_FAULTS:
-                if isinstance(exc, kind):
-                    raise TransportFailure(error_code, outcome) from None
-            raise  # pragma: no cover - the table ends with httpx.HTTPError
+        except (TimeoutError, httpx.HTTPError, aiohttp.ClientError) as error:
+            raise transport_fault(error) from None
         try:
             return response.status_code, json.loads(content)
         except (UnicodeDecodeError, json.JSONDecodeError):

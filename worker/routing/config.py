@@ -7,6 +7,7 @@ environment variables (`env:NAME`); every provider's URL can be overridden with
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -69,8 +70,8 @@ def parse_duration(value: object) -> float:
         seconds = float(found.group(1)) * _UNITS[found.group(2)]
     else:
         raise ValueError("a duration such as 500ms, 5s, 2m, 1h or 1d")
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a duration must be a positive, finite number")
     return seconds
 
 
@@ -213,6 +214,8 @@ def load_routing(path: Path | str, environ: Mapping[str, str] | None = None) -> 
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise RoutingFileError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise RoutingFileError(f"{path}: not UTF-8 text (byte {error.start})") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -222,10 +225,12 @@ def load_routing(path: Path | str, environ: Mapping[str, str] | None = None) -> 
         raise RoutingFileError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
     if not isinstance(data, dict):
         raise RoutingFileError(f"{path}:1: expected a mapping with providers and policies")
-    for name, provider in (data.get("providers") or {}).items():
-        override = env.get(url_override_variable(str(name)))
-        if override and isinstance(provider, dict):
-            provider["base_url"] = override
+    providers = data.get("providers")
+    if isinstance(providers, dict):
+        for name, provider in providers.items():
+            override = env.get(url_override_variable(str(name)))
+            if override and isinstance(provider, dict):
+                provider["base_url"] = override
     try:
         return RoutingConfig.model_validate(data)
     except ValidationError as error:

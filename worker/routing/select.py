@@ -38,12 +38,12 @@ def next_attempt(
     """
     v = verification
     steps = policy.steps_for(v.channels)
+    if v.attempt_state == "failed" and v.reason not in policy.fallback_on:
+        return GiveUp(v.reason, hard=True)
     if v.attempt >= policy.max_attempts:
         return GiveUp("max_attempts_reached", hard=False)
     first_step, tried = 0, frozenset[str]()
     if v.attempt_state == "failed" and v.step is not None:
-        if v.reason not in policy.fallback_on:
-            return GiveUp(v.reason, hard=True)
         first_step, tried = v.step, frozenset(v.tried)
     elif v.attempt_state == "timed_out" and v.step is not None:
         if "timeout" not in policy.fallback_on:
