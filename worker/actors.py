@@ -72,6 +72,6 @@ async def start(request: dict[str, Any]) -> None:
     """A start request enqueued directly instead of through FCALL flashcall_start."""
     _expect(request, dict, "request")
     try:
-        await runtime.current().store.start(json.dumps(request, ensure_ascii=False))
+        await runtime.current().store.start(json.dumps(request, ensure_ascii=False, separators=(",", ":")))
     except redis.ResponseError as error:
         raise BadMessage(f"start request refused: {error}") from None

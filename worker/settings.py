@@ -21,7 +21,6 @@ class Settings:
     routing_path: Path
     redis_pool_size: int = 64
     timer_interval: float = 0.2
-    callback_base_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, require_secret: bool = True) -> Settings:
@@ -39,7 +38,6 @@ class Settings:
             routing_path=Path(env.get("FLASHCALL_ROUTING", "routing.yaml")),
             redis_pool_size=_positive_int(env, "FLASHCALL_REDIS_POOL_SIZE", 64),
             timer_interval=_positive_int(env, "FLASHCALL_TIMER_INTERVAL_MS", 200) / 1000,
-            callback_base_url=env.get("FLASHCALL_CALLBACK_BASE_URL") or None,
         )
 
 

@@ -102,6 +102,7 @@ class Verification:
 class Store:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._client = client
+        self._policies: tuple[str, ...] = ()
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int) -> Store:
@@ -127,10 +128,15 @@ class Store:
                 # A Redis restarted without persistence comes back without the library.
                 if "function not found" not in str(error).lower():
                     raise
-                await install_async(self._client)
+                await self._reinstall()
                 return await self._client.fcall(function, 0, *args)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
+
+    async def _reinstall(self) -> None:
+        await install_async(self._client)
+        if self._policies:
+            await self._client.fcall("flashcall_publish_policies", 0, *self._policies)
 
     async def start(self, request_json: str) -> str:
         """flashcall_start, for start requests that arrive as queue messages."""
@@ -185,6 +191,7 @@ class Store:
         now_ms: int,
         provider: str,
         channel: str,
+        step: int,
         ref: str,
         price_e4: int,
         code_hash: str,
@@ -198,6 +205,7 @@ class Store:
             now_ms,
             provider,
             channel,
+            step,
             ref,
             price_e4,
             code_hash,
@@ -216,7 +224,10 @@ class Store:
         error_code: str,
         state: str,
         recovery_at_ms: int,
+        discard_code: bool,
     ) -> str:
+        """Settle the attempt as failed; `discard_code` when the provider surely placed no call,
+        so that the code the router made for it stops being accepted."""
         result: str = await self._call(
             "flashcall_attempt_failed",
             verification_id,
@@ -226,6 +237,7 @@ class Store:
             error_code,
             state,
             recovery_at_ms,
+            "1" if discard_code else "0",
         )
         return result
 
@@ -249,4 +261,6 @@ class Store:
         return fired
 
     async def publish_policies(self, names: Sequence[str]) -> None:
+        """Tell flashcall_start which policy names exist; published again whenever the library is."""
+        self._policies = tuple(names)
         await self._call("flashcall_publish_policies", *names)

@@ -134,6 +134,7 @@ class Verifier:
                     now_ms=now,
                     provider=provider.name,
                     channel=step.channel,
+                    step=decision.step_index,
                     ref=result.ref or "",
                     price_e4=price_e4(result.price),
                     code_hash=codes.code_hash(self._secret, v.id, result.code) if result.code else "",
@@ -158,6 +159,7 @@ class Verifier:
                 error_code=result.error_code or "",
                 state="failed",
                 recovery_at_ms=now + RECOVERY_MS,
+                discard_code=not result.uncertain,
             )
             if recorded != "ok":
                 return
@@ -182,6 +184,7 @@ class Verifier:
             error_code="step_timeout" if delivered else "no_result",
             state=state,
             recovery_at_ms=now + RECOVERY_MS,
+            discard_code=False,
         )
         if recorded != "ok":
             return None

@@ -48,7 +48,15 @@ def now_ms(client: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def begin(client: redis.Redis, expected: int = 0, *, now: int, provider: str = "vp", step: int = 0) -> str:
+def begin(
+    client: redis.Redis,
+    expected: int = 0,
+    *,
+    now: int,
+    provider: str = "vp",
+    step: int = 0,
+    code_hash: str = "",
+) -> str:
     return str(
         fcall(
             client,
@@ -59,8 +67,35 @@ def begin(client: redis.Redis, expected: int = 0, *, now: int, provider: str = "
             step,
             "flashcall",
             provider,
-            "",
+            code_hash,
             now + 30_000,
+        )
+    )
+
+
+def fail(
+    client: redis.Redis,
+    attempt: int = 1,
+    *,
+    now: int,
+    outcome: str = "busy",
+    error_code: str = "BUSY",
+    state: str = "failed",
+    recovery_at: int | None = None,
+    discard_code: bool = False,
+) -> str:
+    return str(
+        fcall(
+            client,
+            "flashcall_attempt_failed",
+            "order-42",
+            attempt,
+            now,
+            outcome,
+            error_code,
+            state,
+            now + 1 if recovery_at is None else recovery_at,
+            "1" if discard_code else "0",
         )
     )
 
@@ -77,6 +112,7 @@ def deliver(
             now,
             "vp",
             "flashcall",
+            0,
             "ref-1",
             price_e4,
             "",
@@ -141,6 +177,21 @@ class TestStart:
         v = state(library)
         assert (v["code_length"], v["ttl"], v["policy"], v["max_checks"]) == ("4", "600", "default", "3")
 
+    def test_a_repeated_start_after_the_lifetime_answers_expired(self, library: redis.Redis) -> None:
+        start(library, ttl=30)
+        library.hset(keys.verification("order-42"), "expires_at", now_ms(library) - 1)
+        assert start(library) == {"id": "order-42", "status": "expired", "created": False}
+
+    def test_the_created_event_carries_the_client_ip(self, library: redis.Redis) -> None:
+        start(library, client_ip="203.0.113.7")
+        assert events(library)[0]["client_ip"] == "203.0.113.7"
+
+    @pytest.mark.parametrize(
+        "address", ["203.0.113.7", "2001:db8::1", "::1", "::ffff:192.0.2.1", "1:2:3:4:5:6:7:8"]
+    )
+    def test_ipv4_and_ipv6_client_addresses_are_accepted(self, library: redis.Redis, address: str) -> None:
+        assert start(library, client_ip=address)["created"] is True
+
     def test_a_policy_not_published_by_the_workers_is_refused(self, library: redis.Redis) -> None:
         fcall(library, "flashcall_publish_policies", "default", "voice_first")
         with pytest.raises(redis.ResponseError, match="unknown policy 'vip'"):
@@ -195,6 +246,10 @@ MALFORMED: list[tuple[str, str, str]] = [
     ("ttl too short", json.dumps({"id": "a", "phone": PHONE, "ttl": 5}), "'ttl' must be an integer from 30"),
     ("ttl too long", json.dumps({"id": "a", "phone": PHONE, "ttl": 86401}), "'ttl' must be an integer"),
     ("client_ip junk", json.dumps({"id": "a", "phone": PHONE, "client_ip": "evil.example"}), "'client_ip'"),
+    ("client_ip hex word", json.dumps({"id": "a", "phone": PHONE, "client_ip": "abc"}), "'client_ip'"),
+    ("client_ip colons", json.dumps({"id": "a", "phone": PHONE, "client_ip": ":::"}), "'client_ip'"),
+    ("client_ip octet", json.dumps({"id": "a", "phone": PHONE, "client_ip": "1.2.3.256"}), "'client_ip'"),
+    ("client_ip two ::", json.dumps({"id": "a", "phone": PHONE, "client_ip": "1::2::3"}), "'client_ip'"),
     ("metadata a list", json.dumps({"id": "a", "phone": PHONE, "metadata": [1]}), "'metadata' must be"),
     ("metadata a string", json.dumps({"id": "a", "phone": PHONE, "metadata": "x"}), "'metadata' must be"),
     (
@@ -310,6 +365,14 @@ class TestCheck:
         assert self.answer(library, reply_key)["result"] == "max_attempts"
         assert state(library)["status"] == "max_attempts"
 
+    def test_checks_of_an_approved_verification_count_too(self, library: redis.Redis) -> None:
+        start(library)
+        fcall(library, "flashcall_apply_check", "order-42", "1", self.check(library), now_ms(library))
+        self.check(library)
+        self.check(library)
+        assert self.answer(library, self.check(library))["result"] == "max_attempts"
+        assert state(library)["status"] == "approved"
+
     def test_a_wrong_code_for_an_approved_verification_is_rejected(self, library: redis.Redis) -> None:
         start(library)
         fcall(library, "flashcall_apply_check", "order-42", "1", self.check(library), now_ms(library))
@@ -381,9 +444,7 @@ class TestAttempts:
         start(library)
         now = now_ms(library)
         begin(library, now=now)
-        fcall(
-            library, "flashcall_attempt_failed", "order-42", 1, now, "timeout", "no_result", "failed", now + 1
-        )
+        fail(library, now=now, outcome="timeout", error_code="no_result")
         begin(library, 1, now=now, provider="other")
         assert deliver(library, 1, now=now) == "late"
         v = state(library)
@@ -407,29 +468,61 @@ class TestAttempts:
         start(library)
         now = now_ms(library)
         begin(library, now=now)
-        assert (
-            fcall(
-                library,
-                "flashcall_attempt_failed",
-                "order-42",
-                1,
-                now,
-                "busy",
-                "BUSY",
-                "failed",
-                now + 15_000,
-            )
-            == "ok"
-        )
+        assert fail(library, now=now, recovery_at=now + 15_000) == "ok"
         assert (state(library)["attempt_state"], state(library)["reason"]) == ("failed", "busy")
         assert library.zscore(keys.PREFIX + "timers:step", "order-42") == now + 15_000
         assert events(library)[-1]["error_code"] == "BUSY"
+
+    def test_the_code_of_a_call_the_provider_refused_stops_being_accepted(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now, code_hash="h1")
+        fail(library, now=now, discard_code=True)
+        assert state(library)["codes"] == ""
+
+    def test_the_code_of_a_call_that_may_have_been_placed_stays_accepted(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now, code_hash="h1")
+        fail(library, now=now, outcome="timeout", error_code="timeout")
+        assert state(library)["codes"] == "h1"
+
+    def test_discarding_a_code_keeps_those_of_earlier_calls(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now, code_hash="h1")
+        deliver(library, now=now)
+        fail(library, now=now, outcome="timeout", error_code="step_timeout", state="timed_out")
+        begin(library, 1, now=now, code_hash="h2", provider="other")
+        fail(library, 2, now=now, discard_code=True)
+        assert state(library)["codes"] == "h1"
+
+    def test_a_failure_after_cancel_is_recorded_but_keeps_the_cancel_reason(
+        self, library: redis.Redis
+    ) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        fcall(library, "flashcall_cancel", "order-42")
+        assert fail(library, now=now) == "ok"
+        status = fcall(library, "flashcall_status", "order-42")
+        assert (status["status"], status["reason"]) == ("canceled", "canceled by the producer")
+        assert events(library)[-1]["event"] == "attempt_failed"
+
+    def test_a_late_delivery_event_names_the_step_of_its_own_attempt(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now, step=0)
+        fail(library, now=now, outcome="timeout", error_code="no_result")
+        begin(library, 1, now=now, provider="other", step=1)
+        deliver(library, 1, now=now)
+        assert events(library)[-1]["step"] == "0"
 
     def test_the_next_attempt_after_a_failure_is_a_fallback_event(self, library: redis.Redis) -> None:
         start(library)
         now = now_ms(library)
         begin(library, now=now)
-        fcall(library, "flashcall_attempt_failed", "order-42", 1, now, "busy", "BUSY", "failed", now + 1)
+        fail(library, now=now)
         begin(library, 1, now=now, provider="other")
         fallback, started = events(library)[-2:]
         assert (fallback["event"], fallback["from_provider"], fallback["provider"], fallback["reason"]) == (
@@ -452,17 +545,7 @@ class TestAttempts:
         now = now_ms(library)
         begin(library, now=now)
         deliver(library, now=now)
-        fcall(
-            library,
-            "flashcall_attempt_failed",
-            "order-42",
-            1,
-            now,
-            "timeout",
-            "step_timeout",
-            "timed_out",
-            now,
-        )
+        fail(library, now=now, outcome="timeout", error_code="step_timeout", state="timed_out")
         assert fcall(library, "flashcall_give_up", "order-42", 1, now, "timeout", "0") == "waiting"
         assert state(library)["status"] == "sent"
 
@@ -471,7 +554,7 @@ class TestAttempts:
         now = now_ms(library)
         begin(library, now=now)
         deliver(library, now=now)
-        fcall(library, "flashcall_attempt_failed", "order-42", 1, now, "bad_number", "x", "failed", now)
+        fail(library, now=now, outcome="bad_number", error_code="number_is_empty")
         assert fcall(library, "flashcall_give_up", "order-42", 1, now, "bad_number", "1") == "failed"
 
 
@@ -558,6 +641,16 @@ class TestStatusAndCancel:
     def test_a_malformed_id_is_refused(self, library: redis.Redis, function: str) -> None:
         with pytest.raises(redis.ResponseError, match="expected one argument: a verification id"):
             fcall(library, function, "a b")
+
+    def test_cancel_answers_with_the_time_of_the_cancel(self, library: redis.Redis) -> None:
+        start(library)
+        library.hset(keys.verification("order-42"), "updated_at", 1)
+        assert fcall(library, "flashcall_cancel", "order-42")["updated_at"] > 1
+
+    @pytest.mark.parametrize("function", ["flashcall_start", "flashcall_check", "flashcall_status"])
+    def test_extra_arguments_are_refused(self, library: redis.Redis, function: str) -> None:
+        with pytest.raises(redis.ResponseError, match="expected one argument"):
+            fcall(library, function, json.dumps({"id": "a", "phone": PHONE}), "extra")
 
     @pytest.mark.parametrize(
         ("cost_e4", "shown"), [(0, "0.00"), (3500, "0.35"), (33000, "3.30"), (10000, "1.00"), (3550, "0.355")]

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import redis
 
 from tests.support import Sandbox
 from worker import keys
@@ -312,3 +313,15 @@ def wait_until_processed(producer: Producer, queue: str, message_id: str, timeou
 
 def on_channel(channel: str) -> Callable[[dict[str, str]], bool]:
     return lambda event: event.get("channel") == channel
+
+
+def test_a_running_worker_reinstalls_the_library_when_redis_lost_it(producer: Producer) -> None:
+    producer.client.function_flush()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            assert producer.client.fcall("flashcall_version", 0)
+            return
+        except redis.ResponseError:
+            time.sleep(0.05)
+    pytest.fail("the library was not reinstalled within 10 s")

@@ -269,7 +269,9 @@ def test_reaching_max_attempts_gives_up() -> None:
 
 def test_a_bad_number_on_the_last_allowed_attempt_still_fails_hard() -> None:
     config = routing(max_attempts=2)
-    verification = fresh(attempt=2, attempt_state="failed", step=0, tried=("vp-b", "vp-a"), reason="bad_number")
+    verification = fresh(
+        attempt=2, attempt_state="failed", step=0, tried=("vp-b", "vp-a"), reason="bad_number"
+    )
 
     assert choose(config, verification)[0] == GiveUp("bad_number", hard=True)
 

@@ -422,25 +422,29 @@ def test_unknown_error_code_is_a_provider_error_kept_verbatim() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "outcome", "error_code"),
+    ("kind", "outcome", "error_code", "uncertain"),
     [
-        (httpx.ReadTimeout, Outcome.TIMEOUT, "timeout"),
-        (httpx.ConnectTimeout, Outcome.TIMEOUT, "timeout"),
-        (httpx.WriteTimeout, Outcome.TIMEOUT, "timeout"),
-        (httpx.PoolTimeout, Outcome.TIMEOUT, "timeout"),
-        (httpx.ConnectError, Outcome.PROVIDER_ERROR, "connect_error"),
-        (httpx.ReadError, Outcome.PROVIDER_ERROR, "read_error"),
-        (httpx.RemoteProtocolError, Outcome.PROVIDER_ERROR, "protocol_error"),
-        (httpx.WriteError, Outcome.PROVIDER_ERROR, "write_error"),
+        (httpx.ReadTimeout, Outcome.TIMEOUT, "timeout", True),
+        (httpx.ConnectTimeout, Outcome.TIMEOUT, "timeout", True),
+        (httpx.WriteTimeout, Outcome.TIMEOUT, "timeout", True),
+        (httpx.PoolTimeout, Outcome.TIMEOUT, "timeout", True),
+        (httpx.ConnectError, Outcome.PROVIDER_ERROR, "connect_error", False),
+        (httpx.ReadError, Outcome.PROVIDER_ERROR, "read_error", True),
+        (httpx.RemoteProtocolError, Outcome.PROVIDER_ERROR, "protocol_error", True),
+        (httpx.WriteError, Outcome.PROVIDER_ERROR, "write_error", True),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else str(value),
 )
 def test_transport_fault_is_classified_as_a_breaker_failure_without_raising(
-    kind: type[httpx.TransportError], outcome: Outcome, error_code: str
+    kind: type[httpx.TransportError], outcome: Outcome, error_code: str, uncertain: bool
 ) -> None:
+    """`uncertain`: no answer tells whether the call was placed; only a connection never
+    made surely carried no request."""
     result, _ = exchange(raising(kind), flashcall())
 
-    assert result == SendResult(outcome=outcome, error_code=error_code, breaker_failure=True)
+    assert result == SendResult(
+        outcome=outcome, error_code=error_code, breaker_failure=True, uncertain=uncertain
+    )
 
 
 def test_provider_hanging_past_its_timeout_is_a_timeout() -> None:
@@ -450,7 +454,9 @@ def test_provider_hanging_past_its_timeout_is_a_timeout() -> None:
 
     result, _ = exchange(hang, flashcall(), timeout=0.2)
 
-    assert result == SendResult(outcome=Outcome.TIMEOUT, error_code="timeout", breaker_failure=True)
+    assert result == SendResult(
+        outcome=Outcome.TIMEOUT, error_code="timeout", breaker_failure=True, uncertain=True
+    )
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
@@ -593,13 +599,17 @@ def refused() -> aiohttp.ClientConnectorError:
 def test_aiohttp_socket_read_timeout_is_a_timeout() -> None:
     result = through_aiohttp(aiohttp.SocketTimeoutError())
 
-    assert result == SendResult(outcome=Outcome.TIMEOUT, error_code="timeout", breaker_failure=True)
+    assert result == SendResult(
+        outcome=Outcome.TIMEOUT, error_code="timeout", breaker_failure=True, uncertain=True
+    )
 
 
 def test_aiohttp_truncated_payload_is_a_read_error() -> None:
     result = through_aiohttp(aiohttp.ClientPayloadError("Response payload is not completed"))
 
-    assert result == SendResult(outcome=Outcome.PROVIDER_ERROR, error_code="read_error", breaker_failure=True)
+    assert result == SendResult(
+        outcome=Outcome.PROVIDER_ERROR, error_code="read_error", breaker_failure=True, uncertain=True
+    )
 
 
 def test_aiohttp_connection_refused_is_a_connect_error() -> None:

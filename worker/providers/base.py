@@ -94,6 +94,9 @@ class SendResult:
     breaker_failure: bool = False
     provider_checks_code: bool = False
     """The provider keeps the code and checks it itself (Telphin's /auth/)."""
+    uncertain: bool = False
+    """No answer says whether the provider acted on the request (a timeout, a dropped
+    connection): the call may have been placed."""
     detail: str = field(default="", compare=False)
     """A short description fit for logs: never a code, key or full phone number."""
 
@@ -110,13 +113,18 @@ class SendResult:
 class TransportFailure(Exception):
     """A request that got no usable answer: the provider is at fault, never the user."""
 
-    def __init__(self, error_code: str, outcome: Outcome = Outcome.PROVIDER_ERROR) -> None:
+    def __init__(
+        self, error_code: str, outcome: Outcome = Outcome.PROVIDER_ERROR, *, uncertain: bool = True
+    ) -> None:
         super().__init__(error_code)
         self.error_code = error_code
         self.outcome = outcome
+        self.uncertain = uncertain
 
     def result(self) -> SendResult:
-        return SendResult(outcome=self.outcome, error_code=self.error_code, breaker_failure=True)
+        return SendResult(
+            outcome=self.outcome, error_code=self.error_code, breaker_failure=True, uncertain=self.uncertain
+        )
 
 
 def parse_price(value: object) -> Decimal | None:
@@ -200,7 +208,8 @@ def transport_fault(error: BaseException) -> TransportFailure:
     for candidate in candidates:
         for kind, error_code, outcome in _TRANSPORT_FAULTS:
             if isinstance(candidate, kind):
-                return TransportFailure(error_code, outcome)
+                # Only a connection that was never made surely carried no request.
+                return TransportFailure(error_code, outcome, uncertain=error_code != "connect_error")
     return TransportFailure("http_error")
 
 
@@ -252,8 +261,8 @@ class HttpProvider(Provider):
             return response.status_code, json.loads(content)
         except (UnicodeDecodeError, json.JSONDecodeError):
             if response.status_code >= 500 or response.status_code == 429:
-                raise TransportFailure(f"http_{response.status_code}") from None
-            raise TransportFailure("invalid_json") from None
+                raise TransportFailure(f"http_{response.status_code}", uncertain=False) from None
+            raise TransportFailure("invalid_json", uncertain=False) from None
 
     async def aclose(self) -> None:
         if self._client is not None:

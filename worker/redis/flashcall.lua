@@ -106,7 +106,7 @@ local function emit(event, v, now, extra)
     add('attempt', v.attempt)
     if extra then
         for _, name in ipairs({'reason', 'error_code', 'from_provider', 'from_channel', 'from_step',
-                               'attempts_left', 'cost'}) do
+                               'attempts_left', 'cost', 'client_ip'}) do
             add(name, extra[name])
         end
     end
@@ -120,7 +120,7 @@ local function clear_timers(id)
 end
 
 local function finish(v, status, reason, now, event, extra)
-    v.status, v.reason = status, reason or ''
+    v.status, v.reason, v.updated_at = status, reason or '', fmt_int(now)
     redis.call('HSET', vkey(v.id), 'status', status, 'reason', reason or '', 'updated_at', fmt_int(now),
         'finished_at', fmt_int(now))
     clear_timers(v.id)
@@ -177,8 +177,9 @@ end
 -- Request validation (producer side)
 ---------------------------------------------------------------------------
 
-local function decode_request(payload, fields)
-    if type(payload) ~= 'string' or payload == '' then
+local function decode_request(args, fields)
+    local payload = args[1]
+    if #args ~= 1 or type(payload) ~= 'string' or payload == '' then
         return nil, 'expected one argument: a JSON object'
     end
     if #payload > MAX_REQUEST_BYTES then
@@ -188,10 +189,13 @@ local function decode_request(payload, fields)
     if not ok or type(request) ~= 'table' or payload:match('^%s*{') == nil then
         return nil, 'request is not a JSON object'
     end
+    local unknown = {}
     for name, _ in pairs(request) do
-        if type(name) ~= 'string' or not fields[name] then
-            return nil, "unknown field '" .. tostring(name) .. "'"
-        end
+        if type(name) ~= 'string' or not fields[name] then unknown[#unknown + 1] = tostring(name) end
+    end
+    if #unknown > 0 then
+        table.sort(unknown)
+        return nil, "unknown field '" .. unknown[1] .. "'"
     end
     return request
 end
@@ -214,6 +218,37 @@ local function normalise_phone(phone)
     return '7' .. national
 end
 
+local function valid_ipv4(text)
+    local parts = {text:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')}
+    if #parts ~= 4 then return false end
+    for _, part in ipairs(parts) do
+        if #part > 3 or tonumber(part) > 255 then return false end
+    end
+    return true
+end
+
+local function valid_ip(text)
+    if type(text) ~= 'string' or #text > 45 then return false end
+    if valid_ipv4(text) then return true end
+    -- IPv6: hex groups of 1 to 4 digits, at most one '::', optionally ending in an IPv4 address.
+    local head, tail = text:match('^(.-):(%d+%.%d+%.%d+%.%d+)$')
+    local groups = text
+    if head then
+        if not valid_ipv4(tail) then return false end
+        groups = head .. ':0:0'
+    end
+    if not groups:match('^[%x:]+$') or not groups:find(':') or groups:find(':::') then return false end
+    local _, doubles = groups:gsub('::', '')
+    if doubles > 1 then return false end
+    local count = 0
+    for group in groups:gmatch('[^:]+') do
+        if #group > 4 then return false end
+        count = count + 1
+    end
+    if doubles == 0 then return count == 8 end
+    return count < 8
+end
+
 local function integer_in(value, name, low, high)
     if type(value) ~= 'number' or value ~= math.floor(value) or value < low or value > high then
         return nil, "'" .. name .. "' must be an integer from " .. low .. ' to ' .. high
@@ -224,8 +259,8 @@ end
 local START_FIELDS = {id = true, phone = true, policy = true, channels = true, code_length = true,
                       ttl = true, client_ip = true, metadata = true}
 
-local function validate_start(payload)
-    local request, err = decode_request(payload, START_FIELDS)
+local function validate_start(args)
+    local request, err = decode_request(args, START_FIELDS)
     if not request then return nil, err end
     local out = {}
     out.id, err = valid_id(request.id)
@@ -276,8 +311,7 @@ local function validate_start(payload)
 
     out.client_ip = ''
     if request.client_ip ~= nil then
-        if type(request.client_ip) ~= 'string' or #request.client_ip > 45
-            or not request.client_ip:match('^[%x:%.]+$') then
+        if not valid_ip(request.client_ip) then
             return nil, "'client_ip' must be an IPv4 or IPv6 address"
         end
         out.client_ip = request.client_ip
@@ -306,18 +340,20 @@ end
 ---------------------------------------------------------------------------
 
 local function start(_, args)
-    local request, err = validate_start(args[1])
+    local request, err = validate_start(args)
     if not request then return refuse(err) end
     local key = vkey(request.id)
-    local existing = redis.call('HMGET', key, 'phone', 'status')
+    local existing = redis.call('HMGET', key, 'phone', 'status', 'expires_at')
+    local now = now_ms()
     if existing[1] then
         if existing[1] ~= request.phone then
             return refuse("id '" .. request.id .. "' is already used by a verification of another phone")
         end
-        return cjson.encode({id = request.id, status = existing[2], created = false})
+        local current = existing[2]
+        if not FINAL[current] and now >= tonumber(existing[3]) then current = 'expired' end
+        return cjson.encode({id = request.id, status = current, created = false})
     end
 
-    local now = now_ms()
     local expires_at = now + request.ttl * 1000
     redis.call('HSET', key,
         'id', request.id, 'phone', request.phone, 'policy', request.policy, 'channels', request.channels,
@@ -329,7 +365,8 @@ local function start(_, args)
     redis.call('PEXPIREAT', key, expires_at + RETENTION_MS)
     redis.call('ZADD', K_EXPIRY_TIMERS, expires_at, request.id)
     redis.call('ZADD', K_STEP_TIMERS, now + START_RECOVERY_MS, request.id)
-    emit('created', {id = request.id, status = 'pending', metadata = request.metadata}, now)
+    emit('created', {id = request.id, status = 'pending', metadata = request.metadata}, now,
+        {client_ip = request.client_ip})
     enqueue_advance(request.id, 0, 'start', now)
     return cjson.encode({id = request.id, status = 'pending', created = true})
 end
@@ -344,7 +381,7 @@ local function reply(key, id, result, extra)
 end
 
 local function check(_, args)
-    local request, err = decode_request(args[1], CHECK_FIELDS)
+    local request, err = decode_request(args, CHECK_FIELDS)
     if not request then return refuse(err) end
     local id
     id, err = valid_id(request.id)
@@ -372,28 +409,35 @@ local function check(_, args)
         reply(reply_key, id, 'rejected', {status = status, attempts_left = math.max(0, max_checks - checks)})
         return reply_key
     end
-    if status ~= 'approved' then
-        if checks >= max_checks then
-            reply(reply_key, id, 'max_attempts', {status = status})
-            return reply_key
-        end
-        -- Reserved now, so that checks racing each other can never compare more than max_checks codes.
-        redis.call('HINCRBY', vkey(id), 'checks', 1)
+    if checks >= max_checks then
+        reply(reply_key, id, 'max_attempts', {status = status})
+        return reply_key
     end
+    -- Reserved now, so that checks racing each other can never compare more than max_checks
+    -- codes; an approved verification counts too, or its code could be guessed afterwards.
+    redis.call('HINCRBY', vkey(id), 'checks', 1)
     enqueue(CHECK_QUEUE, 'check_code',
         '[' .. json_string(id) .. ',' .. json_string(code) .. ',' .. json_string(reply_key) .. ']', now)
     return reply_key
 end
 
-local function status(_, args)
+local function one_id(args)
     local id = args[1]
-    if type(id) ~= 'string' or not valid_id(id) then return refuse('expected one argument: a verification id') end
+    if #args ~= 1 or type(id) ~= 'string' or not valid_id(id) then return nil end
+    return id
+end
+
+local BAD_ID = 'expected one argument: a verification id (1 to 128 characters of letters, digits and . _ : -)'
+
+local function status(_, args)
+    local id = one_id(args)
+    if not id then return refuse(BAD_ID) end
     return public_status(id, hgetall(vkey(id)), now_ms())
 end
 
 local function cancel(_, args)
-    local id = args[1]
-    if type(id) ~= 'string' or not valid_id(id) then return refuse('expected one argument: a verification id') end
+    local id = one_id(args)
+    if not id then return refuse(BAD_ID) end
     local now = now_ms()
     local v = hgetall(vkey(id))
     if v then
@@ -430,7 +474,7 @@ local function begin_attempt(_, args)
     v.status, v.step, v.channel, v.provider = 'sending', step, channel, provider
     redis.call('HSET', vkey(id), 'attempt', v.attempt, 'attempt_state', 'calling', 'status', 'sending',
         'step', step, 'channel', channel, 'provider', provider, 'provider_ref', '', 'tried', tried,
-        'codes', codes, 'reason', '', 'updated_at', fmt_int(now))
+        'codes', codes, 'pending_code', code_hash, 'reason', '', 'updated_at', fmt_int(now))
     redis.call('ZADD', K_STEP_TIMERS, deadline, id)
     if expected > 0 then
         emit('fallback', v, now, {reason = previous.reason, from_provider = previous.provider,
@@ -442,8 +486,8 @@ end
 
 local function attempt_delivered(_, args)
     local id, attempt, now = args[1], tonumber(args[2]), tonumber(args[3])
-    local provider, channel, ref, price_e4 = args[4], args[5], args[6], tonumber(args[7])
-    local code_hash, provider_checks, deadline = args[8], args[9], tonumber(args[10])
+    local provider, channel, step, ref = args[4], args[5], args[6], args[7]
+    local price_e4, code_hash, provider_checks, deadline = tonumber(args[8]), args[9], args[10], tonumber(args[11])
     local key = vkey(id)
     local v = hgetall(key)
     if not v then return 'not_found' end
@@ -471,6 +515,8 @@ local function attempt_delivered(_, args)
     if current then
         fields[#fields + 1] = 'attempt_state'
         fields[#fields + 1] = 'delivered'
+        fields[#fields + 1] = 'pending_code'
+        fields[#fields + 1] = ''
         fields[#fields + 1] = 'provider_ref'
         fields[#fields + 1] = ref
         if not FINAL[v.status] then
@@ -485,7 +531,7 @@ local function attempt_delivered(_, args)
         end
     end
     redis.call('HSET', key, unpack(fields))
-    v.attempt, v.provider, v.channel = fmt_int(attempt), provider, channel
+    v.attempt, v.provider, v.channel, v.step = fmt_int(attempt), provider, channel, step
     emit('delivered', v, now, {cost = format_cost(price_e4), reason = (not current) and 'late' or nil})
     return current and 'ok' or 'late'
 end
@@ -496,14 +542,29 @@ end
 local function attempt_failed(_, args)
     local id, attempt, now = args[1], tonumber(args[2]), tonumber(args[3])
     local outcome, error_code, state, recovery_at = args[4], args[5], args[6], tonumber(args[7])
+    local discard_code = args[8] == '1'
     local key = vkey(id)
     local v = hgetall(key)
     if not v then return 'not_found' end
     if tonumber(v.attempt) ~= attempt or (v.attempt_state ~= 'calling' and v.attempt_state ~= 'delivered') then
         return 'stale'
     end
-    redis.call('HSET', key, 'attempt_state', state, 'reason', outcome, 'updated_at', fmt_int(now))
-    if not FINAL[v.status] then redis.call('ZADD', K_STEP_TIMERS, recovery_at, id) end
+    local fields = {'attempt_state', state, 'updated_at', fmt_int(now), 'pending_code', ''}
+    if discard_code and v.pending_code and v.pending_code ~= '' then
+        -- The provider answered that it placed no call: its code reached nobody.
+        local kept = {}
+        for code in v.codes:gmatch('%S+') do
+            if code ~= v.pending_code then kept[#kept + 1] = code end
+        end
+        fields[#fields + 1] = 'codes'
+        fields[#fields + 1] = table.concat(kept, ' ')
+    end
+    if not FINAL[v.status] then
+        fields[#fields + 1] = 'reason'
+        fields[#fields + 1] = outcome
+        redis.call('ZADD', K_STEP_TIMERS, recovery_at, id)
+    end
+    redis.call('HSET', key, unpack(fields))
     emit('attempt_failed', v, now, {reason = outcome, error_code = error_code})
     return 'ok'
 end

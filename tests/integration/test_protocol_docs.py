@@ -1,0 +1,400 @@
+"""The redis-cli examples of docs/protocol.md, run against the session's Redis and worker.
+
+The conventions are stated at the top of docs/protocol.md. A runnable example is a
+```console block right after an HTML comment `example: NAME` (optionally `code=DIGITS`);
+each `$ redis-cli ...` line runs as `redis-cli -p PORT ...`, and its output must be the
+lines under it. `<name>` in an output line matches any text and remembers it for later
+commands of the same example; JSON objects are compared as JSON. Ids `order-N`, the
+documented phone and the consumer group `backend` are made unique for every run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from tests.support import Sandbox
+from worker import keys
+from worker.phone import mask
+from worker.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+_EXAMPLE = re.compile(
+    r"^<!-- example: (?P<name>[\w-]+)(?P<attrs>(?: \w+=\S+)*) -->\n```console\n(?P<body>.*?)^```$",
+    re.MULTILINE | re.DOTALL,
+)
+_PLACEHOLDER = re.compile(r"<([^<>\n]+)>")
+_SENTINEL = re.compile(r"@@(\d+)@@")
+_ID = re.compile(r"\border-\d+\b")
+_GROUP = re.compile(r"\bbackend\b")
+_CODE = re.compile(r'("code":")(\d+)(")')
+_TABLE_ERROR = re.compile(r"^\|.*\| `(ERR flashcall: [^`]+)` \|$", re.MULTILINE)
+
+# The values the examples show, and what they stand for in the test session.
+DOC_NATIONAL = "9991234567"  # +79991234567, 79991234567, 89991234567
+DOC_SPACED = "(999) 123-45-67"
+DOC_MASKED = "+7999*****67"
+DOC_PROVIDER = "voicepassword"
+#: The cheapest provider of tests/routing.test.yaml, where routing.yaml has voicepassword.
+TEST_PROVIDER = "vp-main"
+
+#: Commands that only read: retried until their output matches, as verifications move on
+#: asynchronously.
+READ_ONLY_COMMANDS = frozenset(
+    {"FCALL_RO", "ZSCORE", "HGET", "HEXISTS", "EXISTS", "LLEN", "LRANGE", "XLEN", "XRANGE", "XREVRANGE"}
+)
+READ_ONLY_FUNCTIONS = frozenset({"flashcall_status", "flashcall_version"})
+RETRY_FOR_S = 20.0
+#: Examples that read the shared event stream run again (with new ids) if another
+#: verification's event came in between.
+STREAM_ATTEMPTS = 3
+
+
+class Mismatch(AssertionError):
+    """A command's output is not the one the documentation shows."""
+
+
+@dataclass(frozen=True)
+class Step:
+    command: str
+    expected: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    code: str | None
+    steps: tuple[Step, ...]
+
+    @property
+    def reads_stream(self) -> bool:
+        return any(re.search(r"\bXREAD(GROUP)?\b", step.command) for step in self.steps)
+
+
+def load_examples(text: str) -> list[Example]:
+    examples = []
+    for found in _EXAMPLE.finditer(text):
+        attrs = dict(pair.split("=", 1) for pair in found["attrs"].split())
+        steps: list[tuple[str, list[str]]] = []
+        for line in found["body"].splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            elif steps:
+                steps[-1][1].append(line)
+            else:
+                raise ValueError(f"example {found['name']}: output before the first command: {line!r}")
+        examples.append(
+            Example(
+                name=found["name"],
+                code=attrs.get("code"),
+                steps=tuple(Step(command, tuple(output)) for command, output in steps),
+            )
+        )
+    return examples
+
+
+EXAMPLES = load_examples(DOC.read_text(encoding="utf-8"))
+
+
+# Matching ---------------------------------------------------------------------------
+
+
+def match_text(expected: str, actual: str) -> dict[str, str] | None:
+    """The placeholders' values if `actual` is `expected` with its placeholders filled in."""
+    names: list[str] = []
+    pattern, position = "", 0
+    for found in _PLACEHOLDER.finditer(expected):
+        pattern += re.escape(expected[position : found.start()]) + "(.+?)"
+        names.append(found[1])
+        position = found.end()
+    pattern += re.escape(expected[position:])
+    matched = re.fullmatch(pattern, actual)
+    return dict(zip(names, matched.groups(), strict=True)) if matched else None
+
+
+def _json_pattern(expected: str) -> tuple[Any, list[str]]:
+    """The expected JSON with each placeholder turned into a sentinel string, and their names."""
+    names: list[str] = []
+    out: list[str] = []
+    in_string, i = False, 0
+    while i < len(expected):
+        char = expected[i]
+        placeholder = _PLACEHOLDER.match(expected, i) if char == "<" else None
+        if placeholder:
+            token = f"@@{len(names)}@@"
+            names.append(placeholder[1])
+            out.append(token if in_string else f'"{token}"')
+            i = placeholder.end()
+            continue
+        if in_string and char == "\\":
+            out.append(expected[i : i + 2])
+            i += 2
+            continue
+        if char == '"':
+            in_string = not in_string
+        out.append(char)
+        i += 1
+    return json.loads("".join(out)), names
+
+
+def _same(pattern: Any, value: Any, names: list[str], captured: dict[str, str]) -> bool:
+    if isinstance(pattern, dict):
+        return (
+            isinstance(value, dict)
+            and pattern.keys() == value.keys()
+            and all(_same(pattern[key], value[key], names, captured) for key in pattern)
+        )
+    if isinstance(pattern, list):
+        return (
+            isinstance(value, list)
+            and len(pattern) == len(value)
+            and all(_same(p, v, names, captured) for p, v in zip(pattern, value, strict=True))
+        )
+    if isinstance(pattern, str) and _SENTINEL.search(pattern):
+        text = value if isinstance(value, str) else json.dumps(value)
+        parts = _SENTINEL.split(pattern)  # literal, index, literal, index, ..., literal
+        regex = "".join(re.escape(part) if n % 2 == 0 else "(.+?)" for n, part in enumerate(parts))
+        matched = re.fullmatch(regex, text)
+        if matched is None:
+            return False
+        for index, group in zip(parts[1::2], matched.groups(), strict=True):
+            captured[names[int(index)]] = group
+        return True
+    return type(pattern) is type(value) and pattern == value
+
+
+def match_json(expected: str, actual: str) -> dict[str, str] | None:
+    """Like match_text, for a JSON object: key order is not significant."""
+    try:
+        value = json.loads(actual)
+    except ValueError:
+        return None
+    pattern, names = _json_pattern(expected)
+    captured: dict[str, str] = {}
+    return captured if _same(pattern, value, names, captured) else None
+
+
+def match_output(expected: list[str], actual: list[str]) -> dict[str, str] | None:
+    if len(expected) != len(actual):
+        return None
+    captured: dict[str, str] = {}
+    for want, got in zip(expected, actual, strict=True):
+        found = match_json(want, got) if want.startswith("{") else match_text(want, got)
+        if found is None:
+            return None
+        captured.update(found)
+    return captured
+
+
+# Running ----------------------------------------------------------------------------
+
+
+def redis_cli(argv: list[str]) -> list[str]:
+    """Output lines, as redis-cli prints them when not on a terminal (trailing blank lines dropped)."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    lines = (done.stdout + done.stderr).splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _spaced(phone: str) -> str:
+    national = phone[1:]
+    return f"({national[:3]}) {national[3:6]}-{national[6:8]}-{national[8:]}"
+
+
+def _read_only(argv: list[str]) -> bool:
+    command = argv[0].upper()
+    return command in READ_ONLY_COMMANDS or (
+        command == "FCALL" and len(argv) > 1 and argv[1] in READ_ONLY_FUNCTIONS
+    )
+
+
+class Run:
+    """One run of an example: unique ids, the values its placeholders matched, what to clean up."""
+
+    def __init__(self, example: Example, *, port: int, phone: str, sandbox: Sandbox) -> None:
+        self.example = example
+        self.port = port
+        self.phone = phone
+        self.sandbox = sandbox
+        self.suffix = secrets.token_hex(4)
+        self.ids: dict[str, str] = {}
+        self.groups: dict[str, str] = {}
+        self.captured: dict[str, str] = {}
+        self.started_at = time.time()
+
+    def unique(self, text: str) -> str:
+        text = _ID.sub(lambda m: self.ids.setdefault(m[0], f"{m[0]}-{self.suffix}"), text)
+        text = _GROUP.sub(lambda m: self.groups.setdefault(m[0], f"{m[0]}-{self.suffix}"), text)
+        text = text.replace(DOC_MASKED, mask(self.phone)).replace(DOC_SPACED, _spaced(self.phone))
+        return text.replace(DOC_NATIONAL, self.phone[1:])
+
+    def delivered_codes(self) -> list[str]:
+        deadline = time.monotonic() + RETRY_FOR_S
+        while True:
+            codes = [
+                message["code"]
+                for message in self.sandbox.inbox(self.phone)
+                if message["at"] >= self.started_at - 1
+            ]
+            if codes:
+                return codes
+            if time.monotonic() > deadline:
+                raise AssertionError(f"example {self.example.name}: no code reached {self.phone}")
+            time.sleep(0.1)
+
+    def _code(self, found: re.Match[str]) -> str:
+        documented = found[2]
+        delivered = self.delivered_codes()
+        if documented == self.example.code:
+            code = delivered[0]
+        else:
+            # A documented wrong code must stay wrong, even if the dice made it right.
+            code = documented
+            while code in delivered:
+                code = f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+        return found[1] + code + found[3]
+
+    def _captured(self, found: re.Match[str]) -> str:
+        name = found[1]
+        if name not in self.captured:
+            raise AssertionError(f"example {self.example.name}: <{name}> is used before any output set it")
+        return self.captured[name]
+
+    def argv(self, command: str) -> list[str]:
+        command = _PLACEHOLDER.sub(self._captured, self.unique(command))
+        argv = shlex.split(command)
+        assert argv[0] == "redis-cli", f"example {self.example.name}: not a redis-cli command: {command}"
+        if self.example.code is not None:
+            argv = [_CODE.sub(self._code, arg) for arg in argv]
+        return argv[1:]
+
+    def expected(self, lines: tuple[str, ...]) -> list[str]:
+        return [self.unique(line).replace(DOC_PROVIDER, TEST_PROVIDER) for line in lines]
+
+    def play(self) -> None:
+        for step in self.example.steps:
+            argv = self.argv(step.command)
+            expected = self.expected(step.expected)
+            deadline = time.monotonic() + (RETRY_FOR_S if _read_only(argv) else 0)
+            while True:
+                actual = redis_cli(["redis-cli", "-p", str(self.port), *argv])
+                captured = match_output(expected, actual)
+                if captured is not None:
+                    self.captured.update(captured)
+                    break
+                if time.monotonic() >= deadline:
+                    raise Mismatch(
+                        f"example {self.example.name}: $ redis-cli {shlex.join(argv)}\n"
+                        "expected:\n  " + "\n  ".join(expected) + "\ngot:\n  " + "\n  ".join(actual)
+                    )
+                time.sleep(0.2)
+
+    def clean_up(self, client: redis.Redis) -> None:
+        """Cancel what the example started, once no call of it is under way, so that no
+        event of it lands in a later example; drop its consumer groups."""
+        for verification_id in self.ids.values():
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                status = json.loads(client.fcall("flashcall_status", 0, verification_id))["status"]
+                if status not in ("pending", "sending"):
+                    break
+                time.sleep(0.1)
+            client.fcall("flashcall_cancel", 0, verification_id)
+        for group in self.groups.values():
+            client.xgroup_destroy(keys.EVENTS, group)
+
+
+@pytest.fixture
+def client(stack: LocalStack) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def cli(stack: LocalStack) -> Callable[..., list[str]]:
+    port = urlsplit(stack.redis_url).port
+    return lambda *args: redis_cli(["redis-cli", "-p", str(port), *args])
+
+
+# Tests ------------------------------------------------------------------------------
+
+
+def test_protocol_doc_has_runnable_examples_with_unique_names() -> None:
+    names = [example.name for example in EXAMPLES]
+    assert len(names) >= 10
+    assert len(names) == len(set(names))
+    assert all(example.steps for example in EXAMPLES)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
+def test_redis_cli_example_prints_the_documented_output(
+    example: Example,
+    stack: LocalStack,
+    worker: object,
+    sandbox: Sandbox,
+    phone: str,
+    client: redis.Redis,
+) -> None:
+    port = urlsplit(stack.redis_url).port
+    assert port is not None
+    attempts = STREAM_ATTEMPTS if example.reads_stream else 1
+    for attempt in range(1, attempts + 1):
+        run = Run(example, port=port, phone=phone, sandbox=sandbox)
+        try:
+            run.play()
+        except Mismatch:
+            if attempt == attempts:
+                raise
+        else:
+            break
+        finally:
+            run.clean_up(client)
+
+
+def test_every_error_in_the_table_is_shown_by_a_runnable_example() -> None:
+    table = _TABLE_ERROR.findall(DOC.read_text(encoding="utf-8"))
+    assert len(table) >= 20
+    shown = [line for example in EXAMPLES for step in example.steps for line in step.expected]
+    # The two size limits need requests too long to show; the next test checks them.
+    missing = [
+        error
+        for error in table
+        if "bytes, the limit is" not in error
+        and not any(match_text(error, line) is not None for line in shown)
+    ]
+    assert missing == []
+
+
+def test_size_limit_errors_read_as_the_table_says(
+    cli: Callable[..., list[str]], client: redis.Redis, phone: str
+) -> None:
+    table = [error for error in _TABLE_ERROR.findall(DOC.read_text(encoding="utf-8")) if "limit is" in error]
+    assert len(table) == 2
+    verification_id = f"order-limits-{secrets.token_hex(4)}"
+    too_long = {"id": verification_id, "phone": f"+{phone}", "metadata": {"note": "x" * 4100}}
+    too_much_metadata = {"id": verification_id, "phone": f"+{phone}", "metadata": {"note": "x" * 1100}}
+
+    for request, size in ((too_long, 4096), (too_much_metadata, 1024)):
+        answer = cli("FCALL", "flashcall_start", "0", json.dumps(request))
+        [documented] = [error for error in table if f"the limit is {size}" in error]
+        assert len(answer) == 1
+        assert match_text(documented, answer[0]) is not None, (documented, answer)
+    assert json.loads(client.fcall("flashcall_status", 0, verification_id))["status"] == "not_found"
