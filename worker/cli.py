@@ -40,7 +40,13 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.sandbox import serve
 
-    serve(args.host, args.port, latency_ms=args.latency_ms)
+    ports: dict[str, int] = {}
+    for item in args.provider_port:
+        name, _, port = item.partition("=")
+        if not port.isdigit():
+            raise FlashcallError(f"--provider-port takes NAME=PORT, not {item!r}")
+        ports[name] = int(port)
+    serve(args.host, args.port, provider_ports=ports, latency_ms=args.latency_ms)
     return 0
 
 
@@ -71,6 +77,13 @@ def _routing_check(args: argparse.Namespace, _: Sequence[str]) -> int:
     return 0
 
 
+def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
+    from worker.providers.catalog import error_table
+
+    print(error_table())
+    return 0
+
+
 def _demo(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.demo import run_demo
 
@@ -96,9 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--shutdown-timeout", type=int, default=30, help="seconds to finish work in flight")
     worker.set_defaults(handler=_worker, passthrough=True)
 
-    sandbox = commands.add_parser("sandbox", help="serve imitations of the provider APIs")
+    sandbox = commands.add_parser(
+        "sandbox", help="serve imitations of the provider APIs (control API on --port, providers after it)"
+    )
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8600)
+    sandbox.add_argument(
+        "--provider-port",
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="serve a provider on this port",
+    )
     sandbox.add_argument("--latency-ms", type=int, default=0)
     sandbox.set_defaults(handler=_sandbox)
 
@@ -113,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     check = routing_sub.add_parser("check", help="validate a routing file")
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_routing_check)
+
+    providers = commands.add_parser("providers", help="what the router knows of its providers")
+    providers_sub = providers.add_subparsers(dest="providers_command", required=True)
+    errors = providers_sub.add_parser("errors", help="print the table of every documented error code")
+    errors.set_defaults(handler=_providers_errors)
 
     demo = commands.add_parser("demo", help="verify a phone end to end against the sandbox")
     demo.set_defaults(handler=_demo)

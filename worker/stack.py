@@ -27,11 +27,11 @@ import yaml
 
 from worker.errors import FlashcallError
 from worker.routing.config import url_override_variable
+from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
 
 __all__ = [
     "REDIS_INSTALL_HINT",
     "REPO_ROUTING",
-    "SANDBOX_VOICEPASSWORD_KEY",
     "LocalStack",
     "ManagedProcess",
     "free_port",
@@ -39,7 +39,6 @@ __all__ = [
     "redis_server",
 ]
 
-SANDBOX_VOICEPASSWORD_KEY = "sandbox-voicepassword-key"
 REDIS_INSTALL_HINT = (
     "redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
     "macOS: brew install redis) or point REDIS_URL at a Redis 7+ server."
@@ -118,6 +117,8 @@ def _wait_until(check: Callable[[], bool], *, timeout: float, what: str, process
 class LocalStack:
     redis_url: str
     sandbox_url: str
+    provider_urls: Mapping[str, str]
+    """Where the sandbox serves each provider type."""
     log_dir: Path
     code_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     processes: list[ManagedProcess] = field(default_factory=list)
@@ -132,14 +133,18 @@ class LocalStack:
                 "FLASHCALL_CODE_SECRET": self.code_secret,
                 "FLASHCALL_ROUTING": str(self.routing_path),
                 "FLASHCALL_LOG_FORMAT": "json",
-                "VOICEPASSWORD_API_KEY": SANDBOX_VOICEPASSWORD_KEY,
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        # Every provider of the routing file goes to the sandbox's imitation of its type.
+        # Every provider of the routing file goes to the sandbox's imitation of its type,
+        # with the sandbox's credentials in the variables the file names.
         routing = yaml.safe_load(self.routing_path.read_text(encoding="utf-8"))
+        specs = {spec.name: spec for spec in SANDBOX_PROVIDERS}
         for name, provider in routing["providers"].items():
-            env[url_override_variable(name)] = f"{self.sandbox_url}/{provider['type']}"
+            spec = specs[provider["type"]]
+            env[url_override_variable(name)] = self.provider_urls[spec.name]
+            for credential, reference in provider.get("credentials", {}).items():
+                env[reference.removeprefix("env:")] = spec.credentials[credential]
         env.update(extra or {})
         return env
 
@@ -202,6 +207,8 @@ def local_stack(
         sandbox_port = free_port()
         argv = [sys.executable, "-m", "worker", "sandbox", "--port", str(sandbox_port)]
         argv += ["--latency-ms", str(sandbox_latency_ms)]
+        for spec in SANDBOX_PROVIDERS:
+            argv += ["--provider-port", f"{spec.name}={free_port()}"]
         sandbox = _spawn("sandbox", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, log_dir)
         cleanup.callback(sandbox.stop)
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
@@ -211,8 +218,13 @@ def local_stack(
             what="sandbox",
             process=sandbox,
         )
+        provider_urls = httpx.get(f"{sandbox_url}/_sandbox/providers", timeout=5).json()
         stack = LocalStack(
-            redis_url=redis_url, sandbox_url=sandbox_url, log_dir=log_dir, routing_path=routing_path
+            redis_url=redis_url,
+            sandbox_url=sandbox_url,
+            provider_urls=provider_urls,
+            log_dir=log_dir,
+            routing_path=routing_path,
         )
         cleanup.callback(stack.stop)
         yield stack

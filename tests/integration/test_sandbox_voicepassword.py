@@ -16,13 +16,13 @@ import httpx
 import pytest
 from aiohttp import web
 
-from worker.sandbox import create_app
+from worker.sandbox import RunningSandbox, start
 
 pytestmark = pytest.mark.integration
 
 API_KEY = "sandbox-voicepassword-key"
-SEND = "/voicepassword/api/voice-password/send/"
-GET = "/voicepassword/api/voice-password/get/"
+SEND = "/api/voice-password/send/"
+GET = "/api/voice-password/get/"
 NUMBER = "79991234567"
 OTHER_NUMBER = "79997654321"
 ANI = "74951111111"
@@ -32,32 +32,28 @@ WAIT_S = 3.0
 @dataclass(frozen=True)
 class Sandbox:
     url: str
+    provider_url: str
     callback_url: str
     refusing_callback_url: str
     callbacks: queue.Queue[dict[str, Any]]
 
 
-async def _start(callbacks: queue.Queue[dict[str, Any]]) -> tuple[list[web.AppRunner], str, str]:
+async def _start(callbacks: queue.Queue[dict[str, Any]]) -> tuple[RunningSandbox, web.AppRunner, str]:
     async def receive(request: web.Request) -> web.Response:
         callbacks.put(await request.json())
         return web.Response(text="OK")
 
     receiver = web.Application()
     receiver.router.add_post("/callback/", receive)
-    runners = []
-    urls = []
-    for app in (create_app(), receiver):
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        urls.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
-    return runners, urls[0], urls[1]
+    runner = web.AppRunner(receiver, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return await start(), runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
-async def _stop(runners: list[web.AppRunner]) -> None:
-    for runner in runners:
-        await runner.cleanup()
+async def _stop(running: RunningSandbox, receiver: web.AppRunner) -> None:
+    await running.stop()
+    await receiver.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -66,24 +62,40 @@ def sandbox() -> Iterator[Sandbox]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     callbacks: queue.Queue[dict[str, Any]] = queue.Queue()
-    runners, url, receiver_url = asyncio.run_coroutine_threadsafe(_start(callbacks), loop).result()
+    running, receiver, receiver_url = asyncio.run_coroutine_threadsafe(_start(callbacks), loop).result()
     try:
         yield Sandbox(
-            url=url,
+            url=running.control_url,
+            provider_url=running.provider_urls["voicepassword"],
             callback_url=f"{receiver_url}/callback/",
             refusing_callback_url=f"{receiver_url}/missing/",
             callbacks=callbacks,
         )
     finally:
-        asyncio.run_coroutine_threadsafe(_stop(runners), loop).result()
+        asyncio.run_coroutine_threadsafe(_stop(running, receiver), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
 
 
+class _ToProvider(httpx.HTTPTransport):
+    """Sends the provider's paths to the provider's port and the rest to the control API."""
+
+    def __init__(self, provider_url: str) -> None:
+        super().__init__()
+        self._provider = httpx.URL(provider_url)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/"):
+            request.url = request.url.copy_with(host=self._provider.host, port=self._provider.port)
+        return super().handle_request(request)
+
+
 @pytest.fixture
 def client(sandbox: Sandbox) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox.url, timeout=WAIT_S) as client:
+    with httpx.Client(
+        base_url=sandbox.url, timeout=WAIT_S, transport=_ToProvider(sandbox.provider_url)
+    ) as client:
         client.post("/_sandbox/reset").raise_for_status()
         while not sandbox.callbacks.empty():
             sandbox.callbacks.get_nowait()
@@ -739,7 +751,14 @@ def test_records_hold_every_request_to_a_number_including_refused_ones(client: h
         "callback_status": None,
         "fault": None,
         "at": found[1]["at"],
+        "body": {"number": NUMBER, "voice": {"code": "1234"}},
+        "headers": {"Authorization": API_KEY},
     }
+
+
+def test_records_keep_the_body_even_when_it_is_not_json(client: httpx.Client) -> None:
+    client.post(SEND, content=b"number=79991234567", headers={"Authorization": API_KEY})
+    assert records(client, provider="voicepassword")[-1]["body"] == "number=79991234567"
 
 
 def test_records_filter_by_provider(client: httpx.Client) -> None:
@@ -766,3 +785,41 @@ def test_reset_forgets_records_scripts_inboxes_and_restores_the_balance(client: 
 
 def test_health_answers_ok(client: httpx.Client) -> None:
     assert client.get("/_sandbox/health").json() == {"ok": True}
+
+
+def chance(client: httpx.Client, probability: float, behaviour: dict[str, Any]) -> httpx.Response:
+    body = {
+        "provider": "voicepassword",
+        "number": NUMBER,
+        "chance": {"probability": probability, "behaviour": behaviour},
+    }
+    return client.post("/_sandbox/script", json=body)
+
+
+def test_a_chance_of_one_applies_its_behaviour_to_every_request(client: httpx.Client) -> None:
+    chance(client, 1, {"error_code": "number_in_spam_list"}).raise_for_status()
+    answers = [send(client, {"number": NUMBER})["error_code"] for _ in range(5)]
+    assert answers == ["number_in_spam_list"] * 5
+
+
+def test_a_chance_of_zero_never_applies(client: httpx.Client) -> None:
+    chance(client, 0, {"error_code": "number_in_spam_list"}).raise_for_status()
+    assert {send(client, {"number": NUMBER})["result"] for _ in range(5)} == {"ok"}
+
+
+def test_a_chance_applies_after_the_scripts_steps(client: httpx.Client) -> None:
+    body = {
+        "provider": "voicepassword",
+        "number": NUMBER,
+        "steps": [{"error_code": "user_disabled"}],
+        "chance": {"probability": 1, "behaviour": {"error_code": "number_in_spam_list"}},
+    }
+    client.post("/_sandbox/script", json=body).raise_for_status()
+    answers = [send(client, {"number": NUMBER})["error_code"] for _ in range(2)]
+    assert answers == ["user_disabled", "number_in_spam_list"]
+
+
+@pytest.mark.parametrize("probability", [-0.1, 1.5, "0.5", True])
+def test_a_chance_outside_zero_to_one_is_refused(client: httpx.Client, probability: Any) -> None:
+    response = chance(client, probability, {"error_code": "number_in_spam_list"})
+    assert (response.status_code, response.json()["field"]) == (400, "chance.probability")

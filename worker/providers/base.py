@@ -22,12 +22,15 @@ import httpx_aiohttp
 __all__ = [
     "Channel",
     "Classification",
+    "CodeCheck",
+    "DocumentedError",
     "HttpProvider",
     "Outcome",
     "Provider",
     "SendRequest",
     "SendResult",
     "TransportFailure",
+    "classifications",
     "parse_price",
     "transport_fault",
 ]
@@ -64,6 +67,35 @@ class Classification:
     breaker_failure: bool
     """Whether it counts against the provider's circuit breaker: provider and account
     faults do, anything about the user's number never does."""
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentedError:
+    """One error of a provider's document, verbatim, and how the router treats it.
+
+    Every adapter lists all of its document's errors; docs/providers.md and the contract
+    tests are generated from these lists.
+    """
+
+    code: str
+    """As the provider writes it (a string code, or the gateway's number)."""
+    meaning: str
+    """The document's own description."""
+    request: str
+    """The request that answers it: "send", "auth" (a provider-side code check) or "get"."""
+    classification: Classification
+    http_status: int | None = None
+    """The HTTP status the document pairs with the code, where it does."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCheck:
+    """A provider's own verdict on a typed code (Telphin's /auth/)."""
+
+    matched: bool
+    error_code: str | None = None
+    breaker_failure: bool = False
+    """The provider could not answer (a fault of its own, not a wrong code)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +159,11 @@ class TransportFailure(Exception):
         )
 
 
+def classifications(errors: tuple[DocumentedError, ...], request: str) -> dict[str, Classification]:
+    """code -> classification for one request's errors: the table an adapter's classify() reads."""
+    return {error.code: error.classification for error in errors if error.request == request}
+
+
 def parse_price(value: object) -> Decimal | None:
     """Providers write prices as decimal strings in roubles ("0.35")."""
     if not isinstance(value, str | int):
@@ -145,6 +182,8 @@ class Provider(abc.ABC):
     channels: ClassVar[frozenset[Channel]]
     credential_names: ClassVar[frozenset[str]] = frozenset()
     option_names: ClassVar[frozenset[str]] = frozenset()
+    errors: ClassVar[tuple[DocumentedError, ...]] = ()
+    """Every error code of the provider's document."""
 
     def __init__(self, name: str, *, timeout: float) -> None:
         self.name = name
@@ -175,6 +214,15 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def send(self, request: SendRequest) -> SendResult:
         """Place the call or send the SMS. Never raises for provider or transport faults."""
+
+    async def check_code(self, phone: str, code: str) -> CodeCheck:
+        """Ask the provider whether `code` is the one it delivered to `phone`; only providers
+        whose SendResult says `provider_checks_code` keep codes of their own."""
+        raise NotImplementedError(f"{self.type} does not check codes itself")
+
+    async def balance(self) -> Decimal | None:
+        """The account's balance in roubles, where the provider tells it; None where it does not."""
+        return None
 
     @abc.abstractmethod
     async def aclose(self) -> None:

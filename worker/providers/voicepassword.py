@@ -13,39 +13,58 @@ from typing import Any, ClassVar, Self
 from worker.providers.base import (
     Channel,
     Classification,
+    DocumentedError,
     HttpProvider,
     Outcome,
     SendRequest,
     SendResult,
     TransportFailure,
+    classifications,
     parse_price,
 )
 
-__all__ = ["SEND_ERRORS", "VoicePassword"]
+__all__ = ["ERRORS", "SEND_ERRORS", "VoicePassword"]
 
-#: Every error code of the send handler, verbatim from the document.
-SEND_ERRORS: Mapping[str, Classification] = {
-    # Ошибочный запрос: our request is malformed, a fault on our side of the integration.
-    "unknown_request": Classification(Outcome.PROVIDER_ERROR, breaker_failure=True),
-    # Ошибка авторизации / Ваш аккаунт заблокирован: the account cannot be used.
-    "authorisation_failed": Classification(Outcome.PROVIDER_ERROR, breaker_failure=True),
-    "user_disabled": Classification(Outcome.PROVIDER_ERROR, breaker_failure=True),
-    # Некорректно указан номер абонента.
-    "number_is_empty": Classification(Outcome.BAD_NUMBER, breaker_failure=False),
-    # Не удалось определить направление / Звонки на данное направление запрещены /
-    # Номер занесен в СПАМ лист: this provider will not call the number; another may.
-    "number_not_valid": Classification(Outcome.REFUSED, breaker_failure=False),
-    "number_not_permitted": Classification(Outcome.REFUSED, breaker_failure=False),
-    "number_in_spam_list": Classification(Outcome.REFUSED, breaker_failure=False),
-    # Недостаточно средств: an account error.
-    "not_enough_money": Classification(Outcome.NOT_ENOUGH_MONEY, breaker_failure=True),
-    # Указан не прописанный в ЛК номер телефона: the configured `ani` is wrong.
-    "ani_phone_not_valid": Classification(Outcome.PROVIDER_ERROR, breaker_failure=True),
-    # Некорректно указан код: we sent a code the provider does not take.
-    "code_not_valid": Classification(Outcome.PROVIDER_ERROR, breaker_failure=True),
-}
+_ACCOUNT = Classification(Outcome.PROVIDER_ERROR, breaker_failure=True)
+_NOT_THIS_PROVIDER = Classification(Outcome.REFUSED, breaker_failure=False)
+_QUERY = Classification(Outcome.PROVIDER_ERROR, breaker_failure=False)
 
-_UNKNOWN_ERROR = Classification(Outcome.PROVIDER_ERROR, breaker_failure=True)
+#: Every error code of the document, verbatim. Those about the number are the user's
+#: (never a breaker failure); those about the account or our request are the provider's.
+ERRORS: tuple[DocumentedError, ...] = (
+    DocumentedError("unknown_request", "Ошибочный запрос", "send", _ACCOUNT),
+    DocumentedError("authorisation_failed", "Ошибка авторизации", "send", _ACCOUNT),
+    DocumentedError("user_disabled", "Ваш аккаунт заблокирован", "send", _ACCOUNT),
+    DocumentedError(
+        "number_is_empty",
+        "Некорректно указан номер абонента",
+        "send",
+        Classification(Outcome.BAD_NUMBER, breaker_failure=False),
+    ),
+    DocumentedError("number_not_valid", "Не удалось определить направление", "send", _NOT_THIS_PROVIDER),
+    DocumentedError(
+        "number_not_permitted", "Звонки на данное направление запрещены", "send", _NOT_THIS_PROVIDER
+    ),
+    DocumentedError("number_in_spam_list", "Номер занесен в СПАМ лист", "send", _NOT_THIS_PROVIDER),
+    DocumentedError(
+        "not_enough_money",
+        "Недостаточно средств",
+        "send",
+        Classification(Outcome.NOT_ENOUGH_MONEY, breaker_failure=True),
+    ),
+    DocumentedError("ani_phone_not_valid", "Указан не прописанный в ЛК номер телефона", "send", _ACCOUNT),
+    DocumentedError("code_not_valid", "Некорректно указан код", "send", _ACCOUNT),
+    DocumentedError("unknown_request", "Ошибочный запрос", "get", _ACCOUNT),
+    DocumentedError("authorisation_failed", "Ошибка авторизации", "get", _ACCOUNT),
+    DocumentedError("user_disabled", "Ваш аккаунт заблокирован", "get", _ACCOUNT),
+    DocumentedError("ID_Not_Found", "Неверный идентификатор запроса", "get", _QUERY),
+    DocumentedError("Date_is_Empty", "В запросе не указана дата", "get", _QUERY),
+)
+
+#: The send handler's errors, by code.
+SEND_ERRORS: Mapping[str, Classification] = classifications(ERRORS, "send")
+
+_UNKNOWN_ERROR = _ACCOUNT
 _CLIENT_CODE_LENGTH = 4
 _SERVICE_CODE_LENGTHS = range(4, 7)
 
@@ -55,6 +74,7 @@ class VoicePassword(HttpProvider):
     channels: ClassVar[frozenset[Channel]] = frozenset(Channel)
     credential_names: ClassVar[frozenset[str]] = frozenset({"api_key"})
     option_names: ClassVar[frozenset[str]] = frozenset({"ani", "repeat"})
+    errors: ClassVar[tuple[DocumentedError, ...]] = ERRORS
 
     SEND_PATH: ClassVar[str] = "/api/voice-password/send/"
 

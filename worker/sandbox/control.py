@@ -44,7 +44,7 @@ async def script(request: web.Request) -> web.Response:
         parsed = parse_script(await _body(request), sandbox.providers)
     except InvalidInputError as error:
         return _refusal(error)
-    sandbox.state.set_script(parsed.provider.name, parsed.number, parsed.steps)
+    sandbox.state.set_script(parsed.provider.name, parsed.number, parsed.steps, parsed.chance)
     return web.json_response(
         {"ok": True, "provider": parsed.provider.name, "number": parsed.number, "steps": len(parsed.steps)}
     )
@@ -82,9 +82,14 @@ async def records(request: web.Request) -> web.Response:
     return web.json_response({"records": [record.to_json() for record in found]})
 
 
+async def providers(request: web.Request) -> web.Response:
+    return web.json_response(dict(request.config_dict[SANDBOX].provider_urls))
+
+
 def build_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/health", health)
+    app.router.add_get("/providers", providers)
     app.router.add_post("/reset", reset)
     app.router.add_post("/script", script)
     app.router.add_post("/balance", balance)

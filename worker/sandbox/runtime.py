@@ -27,6 +27,8 @@ class ProviderSpec:
     states: frozenset[str]
     """Final call and SMS states a script may ask for."""
     build_app: Callable[[], web.Application]
+    credentials: Mapping[str, str]
+    """The sandbox's fixed test credentials, under the router's credential names for this type."""
 
 
 @dataclass(slots=True)
@@ -36,6 +38,8 @@ class Sandbox:
     callbacks: CallbackSender = field(default_factory=CallbackSender)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set on shutdown, so hanging requests let the server stop."""
+    provider_urls: Mapping[str, str] = field(default_factory=dict)
+    """Where each provider is served, for the control API to tell."""
 
 
 SANDBOX = web.AppKey("sandbox", Sandbox)

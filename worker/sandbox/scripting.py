@@ -40,6 +40,8 @@ class Script:
     provider: ProviderSpec
     number: str | None
     steps: tuple[Behaviour, ...]
+    chance: tuple[float, Behaviour] | None = None
+    """After the steps: (probability, behaviour) for each further request."""
 
 
 def _object(value: Any, field: str) -> Mapping[str, Any]:
@@ -133,14 +135,29 @@ def parse_script(value: Any, providers: Mapping[str, ProviderSpec]) -> Script:
     number = body.get("number")
     if number is not None and (not isinstance(number, str) or not number):
         raise InvalidInputError("number", "must be a non-empty string or absent")
-    steps = body.get("steps")
+    steps = body.get("steps", [])
     if not isinstance(steps, list):
         raise InvalidInputError("steps", "must be a list of behaviours")
+    unknown = sorted(set(body) - {"provider", "number", "steps", "chance"})
+    if unknown:
+        raise InvalidInputError(unknown[0], "is not a script field")
     return Script(
         provider=spec,
         number=number,
         steps=tuple(_behaviour(step, spec, f"steps[{i}]") for i, step in enumerate(steps)),
+        chance=_chance(body["chance"], spec) if "chance" in body else None,
     )
+
+
+def _chance(value: Any, spec: ProviderSpec) -> tuple[float, Behaviour]:
+    raw = _object(value, "chance")
+    probability = raw.get("probability")
+    if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 <= probability <= 1:
+        raise InvalidInputError("chance.probability", "must be a number from 0 to 1")
+    unknown = sorted(set(raw) - {"probability", "behaviour"})
+    if unknown:
+        raise InvalidInputError(f"chance.{unknown[0]}", "is not a chance field")
+    return float(probability), _behaviour(raw.get("behaviour"), spec, "chance.behaviour")
 
 
 def parse_balance(value: Any, providers: Mapping[str, ProviderSpec]) -> tuple[ProviderSpec, Decimal]:

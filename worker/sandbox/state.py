@@ -69,6 +69,10 @@ class Record:
     callback_status: str | None = None
     fault: str | None = None
     """`disconnect` or `hang` when the request got no HTTP answer at all."""
+    body: object = None
+    """The request body as received (decoded JSON, or the raw text when it is not JSON), and
+    the request's headers that carry credentials, so contract tests can check every field."""
+    headers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -127,6 +131,7 @@ class SandboxState:
     _records_by_number: dict[str, list[Record]] = field(init=False, default_factory=dict)
     _deliveries_by_provider: dict[str, list[Delivery]] = field(init=False, default_factory=dict)
     _scripts: dict[tuple[str, str | None], deque[Behaviour]] = field(init=False, default_factory=dict)
+    _chances: dict[tuple[str, str | None], tuple[float, Behaviour]] = field(init=False, default_factory=dict)
     _inboxes: dict[str, list[Message]] = field(init=False, default_factory=dict)
     # Ids keep counting across resets so a late answer from before a reset never names a new call.
     _ids: Iterator[int] = field(init=False, default_factory=lambda: itertools.count(_FIRST_ID))
@@ -145,13 +150,31 @@ class SandboxState:
         self._records_by_number.clear()
         self._deliveries_by_provider.clear()
         self._scripts.clear()
+        self._chances.clear()
         self._inboxes.clear()
 
     def new_id(self) -> str:
         return str(next(self._ids))
 
-    def add_record(self, provider: str, path: str, kind: str | None, number: str | None) -> Record:
-        record = Record(provider=provider, path=path, kind=kind, number=number, at=self.now())
+    def add_record(
+        self,
+        provider: str,
+        path: str,
+        kind: str | None,
+        number: str | None,
+        *,
+        body: object = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Record:
+        record = Record(
+            provider=provider,
+            path=path,
+            kind=kind,
+            number=number,
+            at=self.now(),
+            body=body,
+            headers=dict(headers or {}),
+        )
         self.records.append(record)
         self._records_by_provider.setdefault(provider, []).append(record)
         if number is not None:
@@ -166,19 +189,37 @@ class SandboxState:
             return self._records_by_provider.get(provider, [])
         return self.records
 
-    def set_script(self, provider: str, number: str | None, steps: Iterable[Behaviour]) -> None:
+    def set_script(
+        self,
+        provider: str,
+        number: str | None,
+        steps: Iterable[Behaviour],
+        chance: tuple[float, Behaviour] | None = None,
+    ) -> None:
+        """Steps for the next requests, then (if given) a behaviour taken with a probability."""
         self._scripts[(provider, number)] = deque(steps)
+        if chance is None:
+            self._chances.pop((provider, number), None)
+        else:
+            self._chances[(provider, number)] = chance
 
     def next_behaviour(self, provider: str, number: str | None) -> Behaviour:
-        """Consume the next step of the number's own script, else of the provider-wide one.
+        """Consume the next step of the number's own script, else of the provider-wide one;
+        once the steps are spent, the script's chance behaviour, if it has one.
 
         A number with a script of its own never falls back to the provider-wide one, even once
         its steps run out: that is how a test exempts one number from a blanket script.
         """
-        steps = self._scripts.get((provider, number)) if number is not None else None
-        if steps is None:
-            steps = self._scripts.get((provider, None))
-        return steps.popleft() if steps else NORMAL
+        key = (provider, number)
+        if number is None or key not in self._scripts:
+            key = (provider, None)
+        steps = self._scripts.get(key)
+        if steps:
+            return steps.popleft()
+        chance = self._chances.get(key)
+        if chance is not None and self.rng.random() < chance[0]:
+            return chance[1]
+        return NORMAL
 
     def charge(self, provider: str, price: Decimal) -> bool:
         account = self.accounts[provider]

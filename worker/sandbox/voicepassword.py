@@ -1,7 +1,7 @@
 """VoicePassword imitation, to the letter of the provider's document (shared/providers/voicepassword.txt).
 
-Mounted under `/voicepassword`: a client whose base URL is `http://host:port/voicepassword` in place
-of `https://vp.voicepassword.ru` posts to `/api/voice-password/send/` (flash call, voice code,
+Served on its own port: a client whose base URL is `http://host:port` in place of
+`https://vp.voicepassword.ru` posts to `/api/voice-password/send/` (flash call, voice code,
 SMS follow-up) and `/api/voice-password/get/` (balance, call state, daily statistics). Both answer
 HTTP 200 with `{"result": "ok", ...}` or `{"result": "error", "error_code": "..."}`, as the real one.
 
@@ -344,12 +344,28 @@ def _peek(payload: dict[str, Any] | None, state: SandboxState) -> tuple[str | No
     return kind, number if isinstance(number, str) and number else None
 
 
+def _as_received(raw: bytes, payload: dict[str, Any] | None) -> object:
+    return payload if payload is not None else raw.decode("utf-8", errors="replace")
+
+
+def _credential_headers(request: web.Request) -> dict[str, str]:
+    return {name: value for name, value in request.headers.items() if name.lower() == "authorization"}
+
+
 async def send(request: web.Request) -> web.Response:
     sandbox = request.config_dict[SANDBOX]
     state = sandbox.state
-    payload = _decode(await request.read())
+    raw = await request.read()
+    payload = _decode(raw)
     kind, number = _peek(payload, state)
-    record = state.add_record(NAME, request.path, kind, number)
+    record = state.add_record(
+        NAME,
+        request.path,
+        kind,
+        number,
+        body=_as_received(raw, payload),
+        headers=_credential_headers(request),
+    )
     behaviour = state.next_behaviour(NAME, number)
     await delay(behaviour.latency_ms if behaviour.latency_ms is not None else state.latency_ms)
     fault = await faulty_answer(request, behaviour, record, sandbox.closing)
@@ -406,8 +422,11 @@ def _statistics(request: web.Request, payload: dict[str, Any] | None, state: San
 async def get(request: web.Request) -> web.Response:
     sandbox = request.config_dict[SANDBOX]
     state = sandbox.state
-    record = state.add_record(NAME, request.path, "get", None)
-    payload = _decode(await request.read())
+    raw = await request.read()
+    payload = _decode(raw)
+    record = state.add_record(
+        NAME, request.path, "get", None, body=_as_received(raw, payload), headers=_credential_headers(request)
+    )
     await delay(state.latency_ms)
     try:
         answer = _statistics(request, payload, state)
@@ -431,4 +450,5 @@ PROVIDER = ProviderSpec(
     error_codes=SEND_ERRORS,
     states=CALL_STATES | SMS_STATES,
     build_app=build_app,
+    credentials={"api_key": API_KEY},
 )
