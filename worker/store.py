@@ -21,7 +21,7 @@ from worker.errors import StoreUnavailable
 from worker.providers.base import Channel
 from worker.redis import install_async
 
-__all__ = ["FINAL_STATUSES", "Store", "Verification", "price_e4"]
+__all__ = ["FINAL_STATUSES", "CheckMaterial", "Store", "Verification", "price_e4"]
 
 FINAL_STATUSES = frozenset({"approved", "failed", "expired", "canceled", "max_attempts"})
 
@@ -99,6 +99,15 @@ class Verification:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CheckMaterial:
+    hashes: tuple[str, ...]
+    """Keyed hashes of every code the router knows was delivered."""
+    provider_checks: str | None
+    """A provider that delivered a code of its own, which only it can check (Telphin)."""
+    phone: str
+
+
 class Store:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._client = client
@@ -150,12 +159,20 @@ class Store:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
         return Verification.from_hash(fields) if fields else None
 
-    async def code_hashes(self, verification_id: str) -> Sequence[str]:
+    async def check_material(self, verification_id: str) -> CheckMaterial:
+        """What a check compares the typed code with."""
         try:
-            codes = cast(str | None, await self._client.hget(keys.verification(verification_id), "codes"))
+            codes, checker, phone = cast(
+                list[str | None],
+                await self._client.hmget(
+                    keys.verification(verification_id), ["codes", "provider_checks", "phone"]
+                ),
+            )
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
-        return codes.split() if codes else ()
+        return CheckMaterial(
+            hashes=tuple(codes.split()) if codes else (), provider_checks=checker or None, phone=phone or ""
+        )
 
     async def begin_attempt(
         self,

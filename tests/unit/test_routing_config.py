@@ -20,6 +20,7 @@ import pytest
 
 import worker.providers
 from worker.errors import RoutingFileError
+from worker.providers import PROVIDER_TYPES
 from worker.providers.base import Channel, Provider, SendRequest, SendResult
 from worker.routing.config import (
     DEFAULT_FALLBACK_ON,
@@ -220,9 +221,11 @@ def test_unknown_top_level_section_is_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_provider_type_is_refused_with_the_known_ones(tmp_path: Path) -> None:
-    path = write(tmp_path, replaced("type: voicepassword", "type: telphin"))
+    path = write(tmp_path, replaced("type: voicepassword", "type: carrier-pigeon"))
 
-    assert error_of(path) == f"{path}:2: providers.vp: type must be one of voicepassword"
+    assert (
+        error_of(path) == f"{path}:2: providers.vp: type must be one of {', '.join(sorted(PROVIDER_TYPES))}"
+    )
 
 
 class FlashOnly(Provider):

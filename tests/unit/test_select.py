@@ -9,6 +9,7 @@ store would read them.
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -126,7 +127,9 @@ def test_first_attempt_picks_the_cheapest_provider_of_the_first_step() -> None:
 
     decision, providers = choose(config, fresh())
 
-    assert decision == Choice(0, Step(channel=Channel.FLASHCALL, timeout=60.0), providers["vp-b"])
+    assert decision == Choice(
+        0, Step(channel=Channel.FLASHCALL, timeout=60.0), providers["vp-b"], Decimal("0.35")
+    )
 
 
 def test_equal_costs_are_broken_by_provider_name() -> None:
@@ -325,7 +328,9 @@ def test_four_digit_code_is_spoken_by_voicepassword_voice() -> None:
 def test_requested_channels_reorder_the_steps() -> None:
     decision, providers = choose(routing(), fresh(channels=(Channel.VOICE, Channel.FLASHCALL)))
 
-    assert decision == Choice(0, Step(channel=Channel.VOICE, timeout=90.0), providers["vp-c"])
+    assert decision == Choice(
+        0, Step(channel=Channel.VOICE, timeout=90.0), providers["vp-c"], Decimal("0.35")
+    )
 
 
 def test_after_the_first_requested_channel_times_out_the_second_follows() -> None:

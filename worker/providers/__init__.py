@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 from worker.errors import ConfigurationError
 from worker.providers.base import Provider
+from worker.providers.gateway import Gateway
+from worker.providers.mobilgroup import MobilGroup
+from worker.providers.telphin import Telphin
 from worker.providers.voicepassword import VoicePassword
 
 if TYPE_CHECKING:
@@ -14,7 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PROVIDER_TYPES", "build_provider"]
 
-PROVIDER_TYPES: Mapping[str, type[Provider]] = {kind.type: kind for kind in (VoicePassword,)}
+PROVIDER_TYPES: Mapping[str, type[Provider]] = {
+    kind.type: kind for kind in (Gateway, MobilGroup, Telphin, VoicePassword)
+}
 
 
 def build_provider(name: str, config: ProviderConfig, environ: Mapping[str, str]) -> Provider:

@@ -20,6 +20,8 @@ import httpx
 import httpx_aiohttp
 
 __all__ = [
+    "CallState",
+    "CallStatus",
     "Channel",
     "Classification",
     "CodeCheck",
@@ -96,6 +98,34 @@ class CodeCheck:
     error_code: str | None = None
     breaker_failure: bool = False
     """The provider could not answer (a fault of its own, not a wrong code)."""
+
+
+class CallState(StrEnum):
+    """Where an earlier call or SMS stands, as its provider reports it afterwards."""
+
+    IN_PROGRESS = "in_progress"
+    """Not settled yet: still ringing, or an SMS on its way through the network."""
+    DELIVERED = "delivered"
+    """The call was answered, or the SMS delivered."""
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    """The phone was reached and did not take it. A flash call that ends so has still shown
+    its caller number, and so its code."""
+    PROVIDER_ERROR = "provider_error"
+    """The call or SMS failed on the provider's side."""
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatus:
+    """A provider's answer about one earlier call or SMS (`Provider.call_status`)."""
+
+    ref: str
+    """The provider's id of the call, as `SendResult.ref` gave it."""
+    state: CallState
+    provider_state: str
+    """The provider's own name for the state, verbatim, for logs."""
+    price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +252,15 @@ class Provider(abc.ABC):
 
     async def balance(self) -> Decimal | None:
         """The account's balance in roubles, where the provider tells it; None where it does not."""
+        return None
+
+    async def call_status(self, ref: str) -> CallStatus | None:
+        """Where the call or SMS `ref` (a `SendResult.ref` of this provider) stands; None from
+        providers that cannot tell.
+
+        Raises TransportFailure, its `error_code` the provider's error verbatim (or the
+        transport fault's name), when a provider that can tell gives no usable answer now.
+        """
         return None
 
     @abc.abstractmethod

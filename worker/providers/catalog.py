@@ -31,6 +31,13 @@ def consequence(error: DocumentedError) -> str:
     return "leave the balance or call state unknown; ask again later"
 
 
+def _outcome(error: DocumentedError) -> str:
+    # A code check answers matched or not; only the provider's own faults have an outcome.
+    if error.request == "auth" and not error.classification.breaker_failure:
+        return "code rejected"
+    return str(error.classification.outcome)
+
+
 def rows() -> Iterator[tuple[str, DocumentedError]]:
     for name, kind in sorted(PROVIDER_TYPES.items()):
         for error in kind.errors:
@@ -48,7 +55,7 @@ def error_table() -> str:
     for provider, error in rows():
         lines.append(
             f"| {provider} | {error.request} | `{error.code}` | {error.http_status or ''} | {error.meaning} "
-            f"| {error.classification.outcome} | {consequence(error)} "
+            f"| {_outcome(error)} | {consequence(error)} "
             f"| {'yes' if error.classification.breaker_failure else 'no'} |"
         )
     lines += ["", END]

@@ -1,183 +1,114 @@
-"""VoicePassword (vp.voicepassword.ru): flash call, voice call speaking a code, SMS follow-up.
+"""VoicePassword (vp.voicepassword.ru): flash call, voice call speaking a code, SMS follow-up,
+and the `/get/` handler for the balance, a call's state and a day's statistics.
 
-Document: ../shared/providers/voicepassword.txt. Every answer is HTTP 200 with
-{"result": "ok", ...} or {"result": "error", "error_code": "..."}; numbers and options
-travel as strings; prices are decimal strings in roubles.
+Document: ../shared/providers/voicepassword.txt. The send handler is the Voice-Password API
+both VoicePassword and MobilGroup serve (worker/providers/voice_password_api.py); this
+document adds a flash code the client picks (`flashcall.code`), `callback_url`, the
+`Charset` header, two send errors (`number_in_spam_list`, `code_not_valid`) and `/get/`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+import functools
+from collections.abc import Callable, Mapping
+from datetime import date
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
 
 from worker.providers.base import (
-    Channel,
+    CallStatus,
     Classification,
     DocumentedError,
-    HttpProvider,
     Outcome,
-    SendRequest,
-    SendResult,
     TransportFailure,
     classifications,
-    parse_price,
+)
+from worker.providers.voice_password_api import (
+    ACCOUNT,
+    UNKNOWN_ERROR,
+    ErrorAnswer,
+    VoicePasswordApi,
+    ok_answer,
+    send_errors,
+)
+from worker.providers.voicepassword_get import (
+    BALANCE_REQUEST,
+    GET_PATH,
+    DailyStatistics,
+    daily_request,
+    read_balance,
+    read_daily,
+    read_state,
+    state_request,
 )
 
-__all__ = ["ERRORS", "SEND_ERRORS", "VoicePassword"]
+__all__ = ["ERRORS", "GET_ERRORS", "SEND_ERRORS", "VoicePassword"]
 
-_ACCOUNT = Classification(Outcome.PROVIDER_ERROR, breaker_failure=True)
-_NOT_THIS_PROVIDER = Classification(Outcome.REFUSED, breaker_failure=False)
+_T = TypeVar("_T")
+
 _QUERY = Classification(Outcome.PROVIDER_ERROR, breaker_failure=False)
+"""A /get/ request that names no call or day the provider knows: neither side is broken."""
 
-#: Every error code of the document, verbatim. Those about the number are the user's
-#: (never a breaker failure); those about the account or our request are the provider's.
+#: Every error code of the document, verbatim, in its order.
 ERRORS: tuple[DocumentedError, ...] = (
-    DocumentedError("unknown_request", "Ошибочный запрос", "send", _ACCOUNT),
-    DocumentedError("authorisation_failed", "Ошибка авторизации", "send", _ACCOUNT),
-    DocumentedError("user_disabled", "Ваш аккаунт заблокирован", "send", _ACCOUNT),
-    DocumentedError(
+    *send_errors(
+        "unknown_request",
+        "authorisation_failed",
+        "user_disabled",
         "number_is_empty",
-        "Некорректно указан номер абонента",
-        "send",
-        Classification(Outcome.BAD_NUMBER, breaker_failure=False),
-    ),
-    DocumentedError("number_not_valid", "Не удалось определить направление", "send", _NOT_THIS_PROVIDER),
-    DocumentedError(
-        "number_not_permitted", "Звонки на данное направление запрещены", "send", _NOT_THIS_PROVIDER
-    ),
-    DocumentedError("number_in_spam_list", "Номер занесен в СПАМ лист", "send", _NOT_THIS_PROVIDER),
-    DocumentedError(
+        "number_not_valid",
+        "number_not_permitted",
+        "number_in_spam_list",
         "not_enough_money",
-        "Недостаточно средств",
-        "send",
-        Classification(Outcome.NOT_ENOUGH_MONEY, breaker_failure=True),
+        "ani_phone_not_valid",
+        "code_not_valid",
     ),
-    DocumentedError("ani_phone_not_valid", "Указан не прописанный в ЛК номер телефона", "send", _ACCOUNT),
-    DocumentedError("code_not_valid", "Некорректно указан код", "send", _ACCOUNT),
-    DocumentedError("unknown_request", "Ошибочный запрос", "get", _ACCOUNT),
-    DocumentedError("authorisation_failed", "Ошибка авторизации", "get", _ACCOUNT),
-    DocumentedError("user_disabled", "Ваш аккаунт заблокирован", "get", _ACCOUNT),
+    DocumentedError("unknown_request", "Ошибочный запрос", "get", ACCOUNT),
+    DocumentedError("authorisation_failed", "Ошибка авторизации", "get", ACCOUNT),
+    DocumentedError("user_disabled", "Ваш аккаунт заблокирован", "get", ACCOUNT),
     DocumentedError("ID_Not_Found", "Неверный идентификатор запроса", "get", _QUERY),
     DocumentedError("Date_is_Empty", "В запросе не указана дата", "get", _QUERY),
 )
 
 #: The send handler's errors, by code.
 SEND_ERRORS: Mapping[str, Classification] = classifications(ERRORS, "send")
-
-_UNKNOWN_ERROR = _ACCOUNT
-_CLIENT_CODE_LENGTH = 4
-_SERVICE_CODE_LENGTHS = range(4, 7)
+#: The /get/ handler's errors, by code.
+GET_ERRORS: Mapping[str, Classification] = classifications(ERRORS, "get")
 
 
-class VoicePassword(HttpProvider):
+class VoicePassword(VoicePasswordApi):
     type: ClassVar[str] = "voicepassword"
-    channels: ClassVar[frozenset[Channel]] = frozenset(Channel)
-    credential_names: ClassVar[frozenset[str]] = frozenset({"api_key"})
-    option_names: ClassVar[frozenset[str]] = frozenset({"ani", "repeat"})
     errors: ClassVar[tuple[DocumentedError, ...]] = ERRORS
+    client_flash_code: ClassVar[bool] = True
+    takes_callback_url: ClassVar[bool] = True
+    # The document's header table has "Charset: utf-8" beside Content-Type and Authorization.
+    protocol_headers: ClassVar[Mapping[str, str]] = {"Charset": "utf-8"}
 
-    SEND_PATH: ClassVar[str] = "/api/voice-password/send/"
+    async def _query(self, body: Mapping[str, str], read: Callable[[dict[str, Any]], _T]) -> _T:
+        """Ask /get/ and read its ok answer with `read`.
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        base_url: str,
-        timeout: float,
-        api_key: str,
-        ani: str | None = None,
-        repeat: bool = False,
-    ) -> None:
-        super().__init__(name, base_url=base_url, timeout=timeout)
-        self._headers = {"Authorization": api_key}
-        self._ani = ani
-        self._repeat = repeat
-
-    @classmethod
-    def from_config(
-        cls,
-        name: str,
-        *,
-        base_url: str,
-        timeout: float,
-        credentials: Mapping[str, str],
-        options: Mapping[str, str],
-    ) -> Self:
-        return cls(
-            name,
-            base_url=base_url,
-            timeout=timeout,
-            api_key=credentials["api_key"],
-            ani=options.get("ani"),
-            repeat=options.get("repeat", "0") in {"1", "true", "yes"},
-        )
-
-    def supports(self, channel: Channel, code_length: int, previous_ref: str | None) -> bool:
-        if channel is Channel.FLASHCALL:
-            return code_length in _SERVICE_CODE_LENGTHS
-        if channel is Channel.VOICE:
-            # The voice code is "4 цифры кода", whoever generates it.
-            return code_length == _CLIENT_CODE_LENGTH
-        # SMS exists only as a follow-up re-sending the code of an earlier call here.
-        return previous_ref is not None
-
-    def router_generates_code(self, channel: Channel, code_length: int) -> bool:
-        # A client code ("flashcall.code", "voice.code") is known before the call, so it
-        # stays valid even if the worker dies while the provider answers.
-        return channel is not Channel.SMS and code_length == _CLIENT_CODE_LENGTH
-
-    def request_body(self, request: SendRequest) -> dict[str, Any]:
-        body: dict[str, Any]
-        if request.channel is Channel.SMS:
-            body = {"sms": {"id": request.previous_ref}}
-        elif request.channel is Channel.VOICE:
-            voice: dict[str, str] = {}
-            if request.code is not None:
-                voice["code"] = request.code
-            if self._repeat:
-                voice["repeat"] = "1"
-            if self._ani:
-                voice["ani"] = self._ani
-            body = {"number": request.phone, "voice": voice}
-        elif request.code is not None:
-            body = {"number": request.phone, "flashcall": {"code": request.code}}
-        else:
-            body = {"number": request.phone, "capacity": str(request.code_length)}
-        if request.callback_url:
-            body["callback_url"] = request.callback_url
-        return body
-
-    async def send(self, request: SendRequest) -> SendResult:
+        Raises TransportFailure when there is no usable answer: a transport fault; an error
+        answer (its `error_code` verbatim, its outcome from the document's table); or an answer
+        of another shape (`unexpected_answer`).
+        """
+        status, answer = await self.post(GET_PATH, body)
         try:
-            status, answer = await self.post_json(self.SEND_PATH, self.request_body(request), self._headers)
-        except TransportFailure as failure:
-            return failure.result()
-        return self.classify(status, answer, request)
+            return read(ok_answer(status, answer))
+        except ErrorAnswer as error:
+            outcome = GET_ERRORS.get(error.error_code, UNKNOWN_ERROR).outcome
+            raise TransportFailure(error.error_code, outcome, uncertain=False) from None
 
-    def classify(self, status: int, answer: Any, request: SendRequest) -> SendResult:
-        """One answer of the send handler -> the attempt's result."""
-        if status != 200:
-            return SendResult.failed(_UNKNOWN_ERROR, f"http_{status}")
-        if not isinstance(answer, dict):
-            return SendResult.failed(_UNKNOWN_ERROR, "unexpected_answer", "answer is not a JSON object")
-        if answer.get("result") == "error":
-            error_code = answer.get("error_code")
-            if not isinstance(error_code, str):
-                return SendResult.failed(_UNKNOWN_ERROR, "unexpected_answer", "error without error_code")
-            return SendResult.failed(SEND_ERRORS.get(error_code, _UNKNOWN_ERROR), error_code)
-        if answer.get("result") != "ok":
-            return SendResult.failed(_UNKNOWN_ERROR, "unexpected_answer", "result is neither ok nor error")
+    async def balance(self) -> Decimal:
+        """The account's balance in roubles (negative on credit). Raises TransportFailure
+        when the provider tells none now (see `_query`)."""
+        return await self._query(BALANCE_REQUEST, read_balance)
 
-        ref = answer.get("id")
-        if not isinstance(ref, str | int) or isinstance(ref, bool) or str(ref) == "":
-            return SendResult.failed(_UNKNOWN_ERROR, "unexpected_answer", "ok without an id")
-        code = answer.get("code")
-        provider_code = request.code is None and request.channel is not Channel.SMS
-        if provider_code and (not isinstance(code, str | int) or not str(code).isdigit()):
-            return SendResult.failed(_UNKNOWN_ERROR, "unexpected_answer", "ok without the generated code")
-        return SendResult(
-            outcome=Outcome.DELIVERED,
-            ref=str(ref),
-            code=str(code) if provider_code else None,
-            price=parse_price(answer.get("price")),
-        )
+    async def call_status(self, ref: str) -> CallStatus:
+        """Where the call or SMS `ref` stands, from the Russian state name /get/ answers.
+        Raises TransportFailure as `_query` does: `ID_Not_Found` for an id the provider does not know."""
+        return await self._query(state_request(ref), functools.partial(read_state, ref=ref))
+
+    async def daily(self, day: date) -> DailyStatistics:
+        """Every call placed on `day` (the provider's calendar) and its state. Raises
+        TransportFailure as `_query` does."""
+        return await self._query(daily_request(day), functools.partial(read_daily, day=day))

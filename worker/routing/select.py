@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 from worker.providers.base import Provider
 from worker.routing.config import Policy, RoutingConfig, Step
@@ -17,6 +18,8 @@ class Choice:
     step_index: int
     step: Step
     provider: Provider
+    cost: Decimal
+    """The configured price of this attempt, for providers that do not report one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,7 @@ def next_attempt(
                 continue
             candidates.append((offer.cost, name, provider))
         if candidates:
-            _, _, best = min(candidates, key=lambda candidate: (candidate[0], candidate[1]))
-            return Choice(index, step, best)
+            cost, _, best = min(candidates, key=lambda candidate: (candidate[0], candidate[1]))
+            return Choice(index, step, best, cost)
         tried = frozenset()
     return GiveUp(v.reason or "no_provider", hard=False)

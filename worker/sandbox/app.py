@@ -14,13 +14,18 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from worker.sandbox import control, voicepassword
+from worker.sandbox import control, gateway, mobilgroup, telphin, voicepassword
 from worker.sandbox.runtime import SANDBOX, ProviderSpec, Sandbox
 from worker.sandbox.state import SandboxState
 
 __all__ = ["PROVIDERS", "RunningSandbox", "serve", "start"]
 
-PROVIDERS: tuple[ProviderSpec, ...] = (voicepassword.PROVIDER,)
+PROVIDERS: tuple[ProviderSpec, ...] = (
+    voicepassword.PROVIDER,
+    gateway.PROVIDER,
+    telphin.PROVIDER,
+    mobilgroup.PROVIDER,
+)
 CONTROL_PREFIX = "/_sandbox"
 # Hanging requests end on shutdown; this bounds the wait for any other request in flight.
 SHUTDOWN_TIMEOUT_S = 2.0

@@ -6,11 +6,12 @@ It never waits for the sandbox-wide latency: that models the providers, not the 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from worker.sandbox.runtime import SANDBOX
+from worker.sandbox.runtime import SANDBOX, ProviderSettings, ProviderSpec
 from worker.sandbox.scripting import InvalidInputError, parse_balance, parse_latency, parse_script
 
 __all__ = ["build_app"]
@@ -69,6 +70,28 @@ async def latency(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "latency_ms": sandbox.state.latency_ms})
 
 
+def _parse_settings(value: Any, providers: Mapping[str, ProviderSpec]) -> tuple[str, ProviderSettings]:
+    if not isinstance(value, dict):
+        raise InvalidInputError("body", "must be a JSON object")
+    configurable = sorted(name for name, spec in providers.items() if spec.settings is not None)
+    name = value.get("provider")
+    spec = providers.get(name) if isinstance(name, str) else None
+    if spec is None or spec.settings is None:
+        raise InvalidInputError("provider", f"must be one of {configurable}")
+    return spec.name, spec.settings({key: item for key, item in value.items() if key != "provider"})
+
+
+async def settings(request: web.Request) -> web.Response:
+    """Set a provider's own settings; those left out take their defaults again."""
+    sandbox = request.config_dict[SANDBOX]
+    try:
+        name, parsed = _parse_settings(await _body(request), sandbox.providers)
+    except InvalidInputError as error:
+        return _refusal(error)
+    sandbox.settings[name] = parsed
+    return web.json_response({"ok": True, "provider": name, "settings": parsed.to_json()})
+
+
 async def inbox(request: web.Request) -> web.Response:
     number = request.match_info["number"]
     messages = request.config_dict[SANDBOX].state.inbox(number)
@@ -94,6 +117,7 @@ def build_app() -> web.Application:
     app.router.add_post("/script", script)
     app.router.add_post("/balance", balance)
     app.router.add_post("/latency", latency)
+    app.router.add_post("/settings", settings)
     app.router.add_get("/inbox/{number}", inbox)
     app.router.add_get("/records", records)
     return app

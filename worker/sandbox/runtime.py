@@ -6,13 +6,20 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from worker.sandbox.callbacks import CallbackSender
 from worker.sandbox.state import SandboxState
 
-__all__ = ["SANDBOX", "ProviderSpec", "Sandbox"]
+__all__ = ["SANDBOX", "ProviderSettings", "ProviderSpec", "Sandbox"]
+
+
+class ProviderSettings(Protocol):
+    """A provider's own knobs, set through `POST /_sandbox/settings` (its limits, its code lifetime)."""
+
+    def to_json(self) -> dict[str, object]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +36,9 @@ class ProviderSpec:
     build_app: Callable[[], web.Application]
     credentials: Mapping[str, str]
     """The sandbox's fixed test credentials, under the router's credential names for this type."""
+    settings: Callable[[Mapping[str, Any]], ProviderSettings] | None = None
+    """Reads the provider's settings from a `POST /_sandbox/settings` body (all but `provider`);
+    raises scripting.InvalidInputError naming the field. None: the provider has no settings."""
 
 
 @dataclass(slots=True)
@@ -40,6 +50,9 @@ class Sandbox:
     """Set on shutdown, so hanging requests let the server stop."""
     provider_urls: Mapping[str, str] = field(default_factory=dict)
     """Where each provider is served, for the control API to tell."""
+    settings: dict[str, ProviderSettings] = field(default_factory=dict)
+    """Each provider's settings, by name, once set; until then the provider's defaults apply.
+    A reset keeps them: they configure the provider, they are not its memory."""
 
 
 SANDBOX = web.AppKey("sandbox", Sandbox)
