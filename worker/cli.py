@@ -86,8 +86,12 @@ def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 def _demo(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.demo import run_demo
+    from worker.stack import REPO_ROUTING
 
-    return run_demo(redis_url=os.environ.get("REDIS_URL") or None)
+    routing = os.environ.get("FLASHCALL_ROUTING")
+    return run_demo(
+        redis_url=os.environ.get("REDIS_URL") or None, routing_path=Path(routing) if routing else REPO_ROUTING
+    )
 
 
 def _safe_url(url: str) -> str:

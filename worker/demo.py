@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 
 import httpx
 
 from worker.errors import FlashcallError
 from worker.producer import Producer
-from worker.stack import LocalStack, local_stack
+from worker.stack import REPO_ROUTING, LocalStack, local_stack
 
 __all__ = ["run_demo"]
 
@@ -37,7 +38,12 @@ def _play(stack: LocalStack) -> None:
 
     inbox = httpx.get(f"{stack.sandbox_url}/_sandbox/inbox/{number}", timeout=5).json()["messages"]
     call = inbox[-1]
-    _say(f"phone>   missed {call['channel']} call from +{call['from']}; its last digits are the code")
+    delivered = producer.events(verification_id)[-1]
+    _say(f"router>  {delivered['channel']} through {delivered['provider']}")
+    if call["channel"] == "flashcall":
+        _say(f"phone>   missed call from +{call['from']}; its last digits are the code")
+    else:
+        _say(f"phone>   {call['channel']} with the code {call['code']}")
 
     _say(f"backend> FCALL flashcall_check 0 '{json.dumps({'id': verification_id, 'code': call['code']})}'")
     _say("backend> BLPOP <the reply key it returned> 5")
@@ -63,9 +69,9 @@ def _play(stack: LocalStack) -> None:
         raise FlashcallError(f"expected approved, got {status['status']}")
 
 
-def run_demo(*, redis_url: str | None = None) -> int:
-    _say("starting redis-server, the provider sandbox and one worker...")
-    with local_stack(redis_url=redis_url) as stack:
+def run_demo(*, redis_url: str | None = None, routing_path: Path = REPO_ROUTING) -> int:
+    _say(f"starting redis-server, the provider sandbox and one worker, routing by {routing_path}...")
+    with local_stack(redis_url=redis_url, routing_path=routing_path) as stack:
         worker = stack.start_worker(processes=1, threads=16)
         _say(f"  redis {stack.redis_url}, sandbox {stack.sandbox_url}, logs in {stack.log_dir}")
         _say()

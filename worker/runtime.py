@@ -40,7 +40,11 @@ class Runtime:
         global _current
         env = os.environ if environ is None else environ
         config = load_routing(settings.routing_path, env)
-        providers = {name: build_provider(name, entry, env) for name, entry in config.providers.items()}
+        providers = {
+            name: build_provider(name, entry, env)
+            for name, entry in config.providers.items()
+            if entry.enabled
+        }
         store = Store.connect(settings.redis_url, pool_size=settings.redis_pool_size)
         runtime = cls(settings=settings, store=store, routing=Routing(config=config, providers=providers))
         await store.publish_policies(sorted(config.policies))

@@ -325,3 +325,29 @@ def test_a_running_worker_reinstalls_the_library_when_redis_lost_it(producer: Pr
         except redis.ResponseError:
             time.sleep(0.05)
     pytest.fail("the library was not reinstalled within 10 s")
+
+
+def test_a_code_that_telphin_keeps_is_checked_through_telphin(
+    producer: Producer, sandbox: Sandbox, verification_id: str, phone: str
+) -> None:
+    delivered = start_and_wait(producer, verification_id, phone, policy="telphin_first")
+    assert delivered["provider"] == "tel"
+    answer = producer.check(verification_id, delivered_code(sandbox, phone))
+    assert answer["result"] == "approved"
+    assert [r["path"] for r in sandbox.records(phone, provider="telphin")] == ["/", "/auth/"]
+
+
+def test_a_wrong_code_for_a_telphin_call_is_rejected_by_telphin(
+    producer: Producer, sandbox: Sandbox, verification_id: str, phone: str
+) -> None:
+    start_and_wait(producer, verification_id, phone, policy="telphin_first")
+    wrong = "0000" if delivered_code(sandbox, phone) != "0000" else "1111"
+    assert producer.check(verification_id, wrong)["result"] == "rejected"
+    assert [r["error_code"] for r in sandbox.records(phone, provider="telphin")] == [None, "invalid_code"]
+
+
+def test_a_provider_charges_the_configured_cost_when_it_reports_no_price(
+    producer: Producer, verification_id: str, phone: str
+) -> None:
+    start_and_wait(producer, verification_id, phone, policy="telphin_first")
+    assert producer.status(verification_id)["cost"] == "0.30"

@@ -75,7 +75,13 @@ def error_of(path: Path, environ: Mapping[str, str] | None = None) -> str:
 def test_repository_routing_file_loads() -> None:
     config = load_routing(REPOSITORY / "routing.yaml", environ={})
 
-    assert set(config.providers) == {"voicepassword"}
+    assert set(config.providers) == {"voicepassword", "mobilgroup", "telphin", "gateway"}
+    assert {name: entry.type for name, entry in config.providers.items()} == {
+        "voicepassword": "voicepassword",
+        "mobilgroup": "mobilgroup",
+        "telphin": "telphin",
+        "gateway": "gateway",
+    }
     assert set(config.policies) == {"default", "voice_first"}
     default = config.policies["default"]
     assert [(step.channel, step.timeout) for step in default.steps] == [
@@ -84,13 +90,15 @@ def test_repository_routing_file_loads() -> None:
         (Channel.SMS, None),
     ]
     assert config.providers["voicepassword"].base_url == "https://vp.voicepassword.ru"
+    assert config.providers["telphin"].base_url == "https://flashcall.telphin.ru"
+    assert config.providers["mobilgroup"].base_url == "https://voice.mobilgroup.ru"
 
 
 def test_integration_test_routing_file_loads() -> None:
     config = load_routing(REPOSITORY / "tests" / "routing.test.yaml", environ={})
 
-    assert set(config.providers) == {"vp-main", "vp-backup"}
-    assert set(config.policies) == {"default", "flash_only", "strict"}
+    assert set(config.providers) == {"vp-main", "vp-backup", "tel"}
+    assert set(config.policies) == {"default", "flash_only", "strict", "telphin_first"}
     assert config.policies["strict"].fallback_on == frozenset({"busy", "no_answer"})
     assert config.providers["vp-main"].timeout == 2.0
 
@@ -500,3 +508,38 @@ def test_duration_in_milliseconds_loads_as_a_fraction_of_a_second(tmp_path: Path
     config = load_routing(write(tmp_path, replaced("timeout: 5s", "timeout: 750ms")), environ={})
 
     assert config.providers["vp"].timeout == 0.75
+
+
+def gateway_file(tmp_path: Path, channels: str, options: str) -> Path:
+    return write(
+        tmp_path,
+        "providers:\n"
+        "  gw:\n"
+        "    type: gateway\n"
+        "    base_url: https://gw.example.test/send\n"
+        "    credentials: {login: env:GW_LOGIN, password: env:GW_PASSWORD}\n"
+        f"    channels: {channels}\n"
+        f"    options: {options}\n"
+        "policies:\n"
+        "  default:\n"
+        "    steps: [{channel: flashcall}]\n",
+    )
+
+
+def test_an_option_value_the_provider_type_refuses_is_an_error_naming_the_provider(tmp_path: Path) -> None:
+    path = gateway_file(tmp_path, "{flashcall: {cost: 1}}", '{ttl: "9"}')
+
+    assert error_of(path) == f"{path}:2: providers.gw: option ttl must be minutes from 1 to 5, not '9'"
+
+
+def test_a_channel_the_options_make_unservable_is_an_error(tmp_path: Path) -> None:
+    path = gateway_file(tmp_path, "{flashcall: {cost: 1}, voice: {cost: 1}}", "{variant: flashcall}")
+
+    assert (
+        error_of(path) == f"{path}:2: providers.gw: with these options, a gateway provider cannot serve voice"
+    )
+
+
+@pytest.mark.parametrize("name", ["routing.yaml", "docs/examples/telphin.yaml", "docs/examples/gateway.yaml"])
+def test_the_shipped_routing_files_are_valid(name: str) -> None:
+    assert load_routing(Path(__file__).resolve().parents[2] / name, {}).providers

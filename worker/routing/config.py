@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from worker.errors import RoutingFileError
+from worker.errors import ConfigurationError, RoutingFileError
 from worker.providers import PROVIDER_TYPES
 from worker.providers.base import Channel, Outcome
 
@@ -142,6 +142,24 @@ class ProviderConfig(_Frozen):
         unoffered = sorted(set(self.channels) - kind.channels)
         if unoffered:
             raise ValueError(f"a {self.type} provider has no channel {', '.join(unoffered)}")
+        # Building one (without credentials, without connecting) checks the option values.
+        try:
+            sample = kind.from_config(
+                self.type,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                credentials=dict.fromkeys(kind.credential_names, "unchecked"),
+                options=self.options,
+            )
+        except ConfigurationError as error:
+            raise ValueError(str(error).removeprefix(f"provider {self.type}: ")) from None
+        unserved = sorted(
+            channel
+            for channel in self.channels
+            if not any(sample.supports(channel, length, "earlier-call") for length in range(4, 7))
+        )
+        if unserved:
+            raise ValueError(f"with these options, a {self.type} provider cannot serve {', '.join(unserved)}")
         return self
 
     def credential_variables(self) -> dict[str, str]:
