@@ -25,6 +25,15 @@ def verification(verification_id: str) -> str:
     return f"{PREFIX}v:{verification_id}"
 
 
+def breaker(provider: str) -> str:
+    return f"{PREFIX}breaker:{provider}"
+
+
+def balance_poll(provider: str) -> str:
+    """Held by the one process that asks this provider for its balance this minute."""
+    return f"{PREFIX}provider:{provider}:balance_poll"
+
+
 def wake(queue_name: str) -> str:
     """A list that producers push a token onto, so that idle consumers block instead of polling."""
     return f"{PREFIX}wake:{queue_name}"

@@ -1,7 +1,9 @@
-"""What one worker process holds: its Redis client, providers, routing and timer loop.
+"""What one worker process holds: its Redis clients, routing, and background loops.
 
 Built inside the process's event loop at worker boot (never at import, never before
-the fork), torn down at shutdown.
+the fork), torn down at shutdown. The loops: deadlines (worker/timers.py), the routing
+file (reloaded when it changes), the routing state snapshot (once a second), and
+provider balances (one process each minute for the whole cluster).
 """
 
 from __future__ import annotations
@@ -9,60 +11,148 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 
-from worker.errors import FlashcallError
+import redis
+
+from worker import keys
+from worker.errors import FlashcallError, StoreUnavailable
 from worker.logging import get_logger
-from worker.providers import build_provider
-from worker.routing import load_routing
+from worker.providers.base import Provider, TransportFailure
+from worker.routing.reload import Routing, RoutingHolder
+from worker.routing.state import RoutingState
 from worker.settings import Settings
-from worker.store import Store
+from worker.store import PublishedConfig, Store
 from worker.timers import run_timers
-from worker.verifier import Routing, Verifier
+from worker.verifier import Verifier, moscow_day
 
 __all__ = ["Runtime", "current"]
 
 log = get_logger(__name__)
 
+#: How often the routing file is compared with the one in force.
+RELOAD_INTERVAL = 2.0
+#: How often the routing state (breakers, money, health) is read from Redis.
+STATE_INTERVAL = 1.0
+#: How often one process of the cluster asks each provider for its balance.
+BALANCE_INTERVAL = 60.0
+#: A retired provider is closed this long after a reload, when its calls are over.
+RETIRE_AFTER = 60.0
+
 _current: Runtime | None = None
 
 
 class Runtime:
-    def __init__(self, *, settings: Settings, store: Store, routing: Routing) -> None:
+    def __init__(self, *, settings: Settings, store: Store, holder: RoutingHolder) -> None:
         self.settings = settings
         self.store = store
-        self.routing = routing
-        self.verifier = Verifier(store=store, routing=lambda: self.routing, code_secret=settings.code_secret)
-        self._timers: asyncio.Task[None] | None = None
+        self.holder = holder
+        self.state = RoutingState()
+        self.verifier = Verifier(
+            store=store,
+            routing=lambda: self.holder.current,
+            state=lambda: self.state,
+            code_secret=settings.code_secret,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def routing(self) -> Routing:
+        return self.holder.current
 
     @classmethod
     async def start(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> Runtime:
         global _current
         env = os.environ if environ is None else environ
-        config = load_routing(settings.routing_path, env)
-        providers = {
-            name: build_provider(name, entry, env)
-            for name, entry in config.providers.items()
-            if entry.enabled
-        }
+        breaker_client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        holder = RoutingHolder(settings.routing_path, env, breaker_client)
         store = Store.connect(settings.redis_url, pool_size=settings.redis_pool_size)
-        runtime = cls(settings=settings, store=store, routing=Routing(config=config, providers=providers))
-        await store.publish_policies(sorted(config.policies))
-        runtime._timers = asyncio.create_task(run_timers(store, interval=settings.timer_interval))
+        runtime = cls(settings=settings, store=store, holder=holder)
+        await runtime._publish()
+        await runtime._refresh_state()
+        runtime._tasks = [
+            asyncio.create_task(run_timers(store, interval=settings.timer_interval)),
+            asyncio.create_task(_every(RELOAD_INTERVAL, runtime._reload)),
+            asyncio.create_task(_every(STATE_INTERVAL, runtime._refresh_state)),
+            asyncio.create_task(_every(BALANCE_INTERVAL, runtime._poll_balances)),
+        ]
         _current = runtime
-        log.info("worker process ready", providers=sorted(providers), policies=sorted(config.policies))
+        config = runtime.routing.config
+        log.info(
+            "worker process ready",
+            providers=sorted(runtime.routing.providers),
+            policies=sorted(config.policies),
+        )
         return runtime
+
+    async def _publish(self) -> None:
+        config = self.routing.config
+        await self.store.publish_config(
+            PublishedConfig(
+                policies=tuple(sorted(config.policies)),
+                per_phone=tuple((rule.limit, int(rule.per * 1000)) for rule in config.limits.per_phone),
+            )
+        )
+
+    async def _reload(self) -> None:
+        retired = self.holder.reload_if_changed()
+        if retired is None:
+            return
+        await self._publish()
+        for provider in retired:
+            asyncio.get_running_loop().call_later(RETIRE_AFTER, _close_soon, provider)
+
+    async def _refresh_state(self) -> None:
+        now_ms = int(time.time() * 1000)
+        config = self.routing.config
+        raw = await self.store.routing_state(
+            now_ms=now_ms,
+            window_ms=int(config.health.window * 1000),
+            day=moscow_day(now_ms),
+            providers=sorted(config.providers),
+        )
+        self.state = RoutingState.from_json(raw)
+
+    async def _poll_balances(self) -> None:
+        for name, provider in self.routing.providers.items():
+            if not await self.store.try_lease(
+                keys.balance_poll(name), ttl_ms=int(BALANCE_INTERVAL * 1000) - 1000
+            ):
+                continue
+            try:
+                balance = await provider.balance()
+            except TransportFailure as failure:
+                log.warning("balance unknown", provider=name, error_code=failure.error_code)
+                continue
+            if balance is not None:
+                await self.store.provider_balance(name, balance=balance, now_ms=int(time.time() * 1000))
 
     async def stop(self) -> None:
         global _current
-        if self._timers is not None:
-            self._timers.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._timers
+                await task
         for provider in self.routing.providers.values():
             await provider.aclose()
         await self.store.aclose()
         _current = None
+
+
+async def _every(interval: float, work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work` every `interval` seconds until cancelled; a Redis outage only skips a turn."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await work()
+        except StoreUnavailable as error:
+            log.warning("background work skipped: Redis is unreachable", work=work.__name__, error=str(error))
+
+
+def _close_soon(provider: Provider) -> None:
+    asyncio.get_running_loop().create_task(provider.aclose())
 
 
 def current() -> Runtime:

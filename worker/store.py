@@ -8,6 +8,7 @@ number, and a delivery is settled once).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
@@ -21,7 +22,15 @@ from worker.errors import StoreUnavailable
 from worker.providers.base import Channel
 from worker.redis import install_async
 
-__all__ = ["FINAL_STATUSES", "CheckMaterial", "Store", "Verification", "price_e4"]
+__all__ = [
+    "FINAL_STATUSES",
+    "AdmissionGuard",
+    "CheckMaterial",
+    "PublishedConfig",
+    "Store",
+    "Verification",
+    "price_e4",
+]
 
 FINAL_STATUSES = frozenset({"approved", "failed", "expired", "canceled", "max_attempts"})
 
@@ -108,10 +117,37 @@ class CheckMaterial:
     phone: str
 
 
+@dataclass(frozen=True, slots=True)
+class AdmissionGuard:
+    """What the library needs to decide whether a provider may take a call now."""
+
+    reset_ms: int
+    lease_ms: int
+    """How long a half-open trial (or a call made while failing) holds its place."""
+    fail_max: int
+    cost_e4: int
+    budget_e4: int
+    """The provider's daily budget, 0 for none."""
+    day: str
+    """Today in Moscow, YYYYMMDD: budgets reset at Moscow midnight."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedConfig:
+    policies: tuple[str, ...]
+    per_phone: tuple[tuple[int, int], ...]
+    """(limit, per milliseconds) for each per-number window."""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"policies": list(self.policies), "per_phone": [list(rule) for rule in self.per_phone]}
+        )
+
+
 class Store:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._client = client
-        self._policies: tuple[str, ...] = ()
+        self._published: PublishedConfig | None = None
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int) -> Store:
@@ -144,8 +180,8 @@ class Store:
 
     async def _reinstall(self) -> None:
         await install_async(self._client)
-        if self._policies:
-            await self._client.fcall("flashcall_publish_policies", 0, *self._policies)
+        if self._published is not None:
+            await self._client.fcall("flashcall_publish_config", 0, self._published.to_json())
 
     async def start(self, request_json: str) -> str:
         """flashcall_start, for start requests that arrive as queue messages."""
@@ -185,9 +221,13 @@ class Store:
         provider: str,
         code_hash: str,
         deadline_ms: int,
-    ) -> str:
-        """Claim the next attempt: 'ok', or why not ('final', 'stale', 'in_flight', 'not_found')."""
-        result: str = await self._call(
+        guard: AdmissionGuard,
+    ) -> tuple[str, str]:
+        """Claim the next attempt if the provider admits a call: ('ok', admission), where the
+        admission is 'closed', 'probe' or 'trial' (see the breaker); or (why not, ''): 'final',
+        'stale', 'in_flight', 'not_found', or the provider's refusal 'breaker_open', 'no_money',
+        'budget_spent'."""
+        answer: list[str] = await self._call(
             "flashcall_begin_attempt",
             verification_id,
             expected_attempt,
@@ -197,8 +237,14 @@ class Store:
             provider,
             code_hash,
             deadline_ms,
+            guard.reset_ms,
+            guard.lease_ms,
+            guard.fail_max,
+            guard.cost_e4,
+            guard.budget_e4,
+            guard.day,
         )
-        return result
+        return answer[0], answer[1] if len(answer) > 1 else ""
 
     async def attempt_delivered(
         self,
@@ -214,6 +260,8 @@ class Store:
         code_hash: str,
         provider_checks: bool,
         step_deadline_ms: int,
+        latency_ms: int,
+        day: str,
     ) -> str:
         result: str = await self._call(
             "flashcall_attempt_delivered",
@@ -228,6 +276,8 @@ class Store:
             code_hash,
             "1" if provider_checks else "0",
             step_deadline_ms,
+            latency_ms,
+            day,
         )
         return result
 
@@ -242,9 +292,14 @@ class Store:
         state: str,
         recovery_at_ms: int,
         discard_code: bool,
+        provider_fault: bool = False,
+        latency_ms: int = -1,
+        no_money_ms: int = 0,
     ) -> str:
-        """Settle the attempt as failed; `discard_code` when the provider surely placed no call,
-        so that the code the router made for it stops being accepted."""
+        """Settle the attempt as failed. `discard_code` when the provider surely placed no call,
+        so that the code the router made for it stops being accepted; `latency_ms` (-1 for a
+        step that timed out later) when the provider answered, which then counts in its
+        health (as a fault of the provider's when `provider_fault`)."""
         result: str = await self._call(
             "flashcall_attempt_failed",
             verification_id,
@@ -255,6 +310,9 @@ class Store:
             state,
             recovery_at_ms,
             "1" if discard_code else "0",
+            "1" if provider_fault else "0",
+            latency_ms,
+            no_money_ms,
         )
         return result
 
@@ -277,7 +335,23 @@ class Store:
         fired: int = await self._call("flashcall_fire_timers", now_ms, limit)
         return fired
 
-    async def publish_policies(self, names: Sequence[str]) -> None:
-        """Tell flashcall_start which policy names exist; published again whenever the library is."""
-        self._policies = tuple(names)
-        await self._call("flashcall_publish_policies", *names)
+    async def publish_config(self, config: PublishedConfig) -> None:
+        """Tell flashcall_start which policies exist and which per-number limits hold;
+        published again whenever the library is reinstalled."""
+        self._published = config
+        await self._call("flashcall_publish_config", config.to_json())
+
+    async def routing_state(self, *, now_ms: int, window_ms: int, day: str, providers: Sequence[str]) -> Any:
+        """Breakers, money, spend and health of these providers, as one JSON document."""
+        answer: str = await self._call("flashcall_routing_state", now_ms, window_ms, day, *providers)
+        return json.loads(answer)
+
+    async def provider_balance(self, provider: str, *, balance: Decimal, now_ms: int) -> None:
+        await self._call("flashcall_provider_balance", provider, str(balance), now_ms)
+
+    async def try_lease(self, key: str, *, ttl_ms: int) -> bool:
+        """One holder cluster-wide for `ttl_ms` (work that one process does for all)."""
+        try:
+            return bool(await self._client.set(key, "1", nx=True, px=ttl_ms))
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(f"Redis is unreachable ({error})") from error

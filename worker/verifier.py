@@ -10,18 +10,21 @@ waits for something has a timer in Redis; when it fires, `advance` runs with cau
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import structlog
 
 from worker import codes, phone
 from worker.logging import get_logger
-from worker.providers.base import Outcome, Provider, SendRequest
-from worker.routing import GiveUp, RoutingConfig, next_attempt
-from worker.store import Store, Verification, price_e4
+from worker.providers.base import Outcome, SendRequest
+from worker.routing.reload import Routing
+from worker.routing.select import GiveUp, next_attempt
+from worker.routing.state import RoutingState
+from worker.store import AdmissionGuard, Store, Verification, price_e4
 
-__all__ = ["Verifier"]
+__all__ = ["Verifier", "moscow_day"]
 
 log = get_logger(__name__)
 
@@ -33,12 +36,17 @@ CALL_GRACE_MS = 10_000
 RECOVERY_MS = 15_000
 
 
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """One snapshot of the routing configuration and the providers built from it."""
+#: A provider that reported it is out of money leaves rotation until a balance above zero
+#: is read from it, or, for providers that tell no balance, for this long.
+NO_MONEY_MS = 600_000
 
-    config: RoutingConfig
-    providers: Mapping[str, Provider]
+_REFUSALS = frozenset({"breaker_open", "no_money", "budget_spent"})
+_MOSCOW = timezone(timedelta(hours=3))
+
+
+def moscow_day(now_ms: int) -> str:
+    """YYYYMMDD in Moscow, where the providers bill: daily budgets reset at its midnight."""
+    return datetime.fromtimestamp(now_ms / 1000, _MOSCOW).strftime("%Y%m%d")
 
 
 class Verifier:
@@ -47,11 +55,13 @@ class Verifier:
         *,
         store: Store,
         routing: Callable[[], Routing],
+        state: Callable[[], RoutingState],
         code_secret: bytes,
         now: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._routing = routing
+        self._state = state
         self._secret = code_secret
         self._now = now
 
@@ -88,22 +98,32 @@ class Verifier:
             log.warning("policy no longer in routing.yaml; using default", policy=v.policy)
             policy = snapshot.config.policies["default"]
 
+        # Providers that refused this attempt when it was claimed (breaker, money, budget):
+        # the next choice leaves them out, and no attempt is spent on them.
+        refused: dict[str, str] = {}
         while True:
-            decision = next_attempt(snapshot.config, policy, snapshot.providers, v)
+            decision = next_attempt(
+                snapshot.config,
+                policy,
+                snapshot.providers,
+                v,
+                state=self._state(),
+                now_ms=self._now_ms(),
+                refused=refused,
+            )
             if isinstance(decision, GiveUp):
                 await self._give_up(v, decision)
                 return
             provider, step = decision.provider, decision.step
+            settings = snapshot.config.providers[provider.name]
             structlog.contextvars.bind_contextvars(
                 provider=provider.name, channel=str(step.channel), step=decision.step_index
             )
-            code = (
-                codes.generate(v.code_length)
-                if provider.router_generates_code(step.channel, v.code_length)
-                else None
-            )
+            generate = provider.router_generates_code(step.channel, v.code_length)
+            code = codes.generate(v.code_length) if generate else None
             now = self._now_ms()
-            claimed = await self._store.begin_attempt(
+            lease_ms = int(provider.timeout * 1000) + CALL_GRACE_MS
+            claimed, admission = await self._store.begin_attempt(
                 v.id,
                 expected_attempt=v.attempt,
                 now_ms=now,
@@ -111,12 +131,25 @@ class Verifier:
                 channel=step.channel,
                 provider=provider.name,
                 code_hash=codes.code_hash(self._secret, v.id, code) if code else "",
-                deadline_ms=now + int(provider.timeout * 1000) + CALL_GRACE_MS,
+                deadline_ms=now + lease_ms,
+                guard=AdmissionGuard(
+                    reset_ms=int(settings.breaker.reset_timeout * 1000),
+                    lease_ms=lease_ms,
+                    fail_max=settings.breaker.fail_max,
+                    cost_e4=price_e4(decision.cost),
+                    budget_e4=price_e4(settings.daily_budget),
+                    day=moscow_day(now),
+                ),
             )
+            if claimed in _REFUSALS:
+                log.info("provider refused the attempt", reason=claimed)
+                refused[provider.name] = claimed
+                continue
             if claimed != "ok":
                 log.info("attempt not claimed", result=claimed)
                 return
-            log.info("attempt started", attempt=v.attempt + 1)
+            log.info("attempt started", attempt=v.attempt + 1, admission=admission)
+            started = time.monotonic()
             result = await provider.send(
                 SendRequest(
                     channel=step.channel,
@@ -126,8 +159,11 @@ class Verifier:
                     previous_ref=v.refs.get(provider.name),
                 )
             )
+            latency_ms = int((time.monotonic() - started) * 1000)
+            await snapshot.breakers.record(provider.name, admission, result)
             now = self._now_ms()
             if result.outcome is Outcome.DELIVERED:
+                price = result.price if result.price is not None else decision.cost
                 await self._store.attempt_delivered(
                     v.id,
                     attempt=v.attempt + 1,
@@ -136,12 +172,14 @@ class Verifier:
                     channel=step.channel,
                     step=decision.step_index,
                     ref=result.ref or "",
-                    price_e4=price_e4(result.price if result.price is not None else decision.cost),
+                    price_e4=price_e4(price),
                     code_hash=codes.code_hash(self._secret, v.id, result.code) if result.code else "",
                     provider_checks=result.provider_checks_code,
                     step_deadline_ms=now + int(step.timeout * 1000) if step.timeout else 0,
+                    latency_ms=latency_ms,
+                    day=moscow_day(now),
                 )
-                log.info("attempt delivered", attempt=v.attempt + 1, price=str(result.price or decision.cost))
+                log.info("attempt delivered", attempt=v.attempt + 1, price=str(price), latency_ms=latency_ms)
                 return
             log.warning(
                 "attempt failed",
@@ -149,6 +187,7 @@ class Verifier:
                 outcome=str(result.outcome),
                 error_code=result.error_code,
                 breaker_failure=result.breaker_failure,
+                latency_ms=latency_ms,
                 detail=result.detail or None,
             )
             recorded = await self._store.attempt_failed(
@@ -160,6 +199,9 @@ class Verifier:
                 state="failed",
                 recovery_at_ms=now + RECOVERY_MS,
                 discard_code=not result.uncertain,
+                provider_fault=result.breaker_failure,
+                latency_ms=latency_ms,
+                no_money_ms=NO_MONEY_MS,
             )
             if recorded != "ok":
                 return
@@ -220,6 +262,7 @@ class Verifier:
             log.warning("the provider that holds this code is no longer configured", provider=name)
             return False
         verdict = await provider.check_code(phone, code)
+        await self._routing().breakers.record(name, "closed", verdict)
         if verdict.breaker_failure:
             log.warning("provider could not check the code", provider=name, error_code=verdict.error_code)
         return verdict.matched

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 PHONE = "79991234567"
 HOUR_MS = 3_600_000
+DAY = "20261127"
 
 
 def start(client: redis.Redis, **fields: Any) -> dict[str, Any]:
@@ -48,6 +49,42 @@ def now_ms(client: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+def claim(
+    client: redis.Redis,
+    expected: int = 0,
+    *,
+    now: int,
+    provider: str = "vp",
+    step: int = 0,
+    code_hash: str = "",
+    verification_id: str = "order-42",
+    fail_max: int = 5,
+    reset_ms: int = 30_000,
+    cost_e4: int = 3500,
+    budget_e4: int = 0,
+) -> list[str]:
+    """flashcall_begin_attempt's whole answer: ['ok', admission] or [why not]."""
+    answer: list[str] = fcall(
+        client,
+        "flashcall_begin_attempt",
+        verification_id,
+        expected,
+        now,
+        step,
+        "flashcall",
+        provider,
+        code_hash,
+        now + 30_000,
+        reset_ms,
+        30_000,
+        fail_max,
+        cost_e4,
+        budget_e4,
+        DAY,
+    )
+    return answer
+
+
 def begin(
     client: redis.Redis,
     expected: int = 0,
@@ -57,20 +94,8 @@ def begin(
     step: int = 0,
     code_hash: str = "",
 ) -> str:
-    return str(
-        fcall(
-            client,
-            "flashcall_begin_attempt",
-            "order-42",
-            expected,
-            now,
-            step,
-            "flashcall",
-            provider,
-            code_hash,
-            now + 30_000,
-        )
-    )
+    """'ok', or why the attempt was not claimed."""
+    return claim(client, expected, now=now, provider=provider, step=step, code_hash=code_hash)[0]
 
 
 def fail(
@@ -83,12 +108,15 @@ def fail(
     state: str = "failed",
     recovery_at: int | None = None,
     discard_code: bool = False,
+    provider_fault: bool = False,
+    latency_ms: int = 100,
+    verification_id: str = "order-42",
 ) -> str:
     return str(
         fcall(
             client,
             "flashcall_attempt_failed",
-            "order-42",
+            verification_id,
             attempt,
             now,
             outcome,
@@ -96,21 +124,32 @@ def fail(
             state,
             now + 1 if recovery_at is None else recovery_at,
             "1" if discard_code else "0",
+            "1" if provider_fault else "0",
+            latency_ms,
+            600_000,
         )
     )
 
 
 def deliver(
-    client: redis.Redis, attempt: int = 1, *, now: int, price_e4: int = 3500, deadline: int = 0
+    client: redis.Redis,
+    attempt: int = 1,
+    *,
+    now: int,
+    price_e4: int = 3500,
+    deadline: int = 0,
+    provider: str = "vp",
+    verification_id: str = "order-42",
+    latency_ms: int = 100,
 ) -> str:
     return str(
         fcall(
             client,
             "flashcall_attempt_delivered",
-            "order-42",
+            verification_id,
             attempt,
             now,
-            "vp",
+            provider,
             "flashcall",
             0,
             "ref-1",
@@ -118,6 +157,8 @@ def deliver(
             "",
             "0",
             deadline,
+            latency_ms,
+            DAY,
         )
     )
 
@@ -193,7 +234,11 @@ class TestStart:
         assert start(library, client_ip=address)["created"] is True
 
     def test_a_policy_not_published_by_the_workers_is_refused(self, library: redis.Redis) -> None:
-        fcall(library, "flashcall_publish_policies", "default", "voice_first")
+        fcall(
+            library,
+            "flashcall_publish_config",
+            json.dumps({"policies": ["default", "voice_first"], "per_phone": []}),
+        )
         with pytest.raises(redis.ResponseError, match="unknown policy 'vip'"):
             start(library, policy="vip")
         assert start(library, policy="voice_first")["created"] is True

@@ -18,9 +18,11 @@ from worker.providers.base import Channel, Provider
 from worker.providers.voicepassword import VoicePassword
 from worker.routing.config import DEFAULT_FALLBACK_ON, RoutingConfig, Step
 from worker.routing.select import Choice, GiveUp, next_attempt
+from worker.routing.state import RoutingState
 from worker.store import Verification
 
 PHONE = "79991234567"
+NOW_MS = 1_800_000_000_000
 
 #: (flashcall cost, voice cost, sms cost); None when the channel is not offered.
 Offers = tuple[str | None, str | None, str | None]
@@ -108,7 +110,10 @@ def after(
 
 def choose(config: RoutingConfig, verification: Verification) -> tuple[Choice | GiveUp, dict[str, Provider]]:
     providers = built(config)
-    return next_attempt(config, config.policies["default"], providers, verification), providers
+    decision = next_attempt(
+        config, config.policies["default"], providers, verification, state=RoutingState(), now_ms=NOW_MS
+    )
+    return decision, providers
 
 
 def chosen(config: RoutingConfig, verification: Verification) -> tuple[int, Channel, str]:
@@ -154,7 +159,9 @@ def test_provider_not_built_in_this_process_is_skipped() -> None:
     providers = built(config)
     del providers["vp-b"]
 
-    decision = next_attempt(config, config.policies["default"], providers, fresh())
+    decision = next_attempt(
+        config, config.policies["default"], providers, fresh(), state=RoutingState(), now_ms=NOW_MS
+    )
 
     assert isinstance(decision, Choice)
     assert decision.provider.name == "vp-a"

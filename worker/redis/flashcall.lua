@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '1'
+local VERSION = '2'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -26,6 +26,7 @@ local K_SEQ = PREFIX .. 'seq'
 local K_STEP_TIMERS = PREFIX .. 'timers:step'
 local K_EXPIRY_TIMERS = PREFIX .. 'timers:expire'
 local K_POLICIES = PREFIX .. 'config:policies'
+local K_LIMITS = PREFIX .. 'config:limits'
 
 local EVENTS_MAXLEN = '1000000'
 local MAX_REQUEST_BYTES = 4096
@@ -41,11 +42,19 @@ local REPLY_TTL = 60
 -- A start whose first message was lost is picked up again after this long.
 local START_RECOVERY_MS = 30000
 local WAKE_TOKENS = 16
+-- Per-number limits until a worker publishes routing.yaml's: 1 per 2 minutes, 10 per day.
+local DEFAULT_LIMITS = {{1, 120000}, {10, 86400000}}
+-- Health is counted in buckets of this many milliseconds, kept for an hour.
+local HEALTH_BUCKET_MS = 10000
+local HEALTH_TTL = 3600
 
 local FINAL = {approved = true, failed = true, expired = true, canceled = true, max_attempts = true}
 local CHANNELS = {flashcall = true, voice = true, sms = true}
 
 local function vkey(id) return PREFIX .. 'v:' .. id end
+local function breaker_key(name) return PREFIX .. 'breaker:' .. name end
+local function provider_key(name) return PREFIX .. 'provider:' .. name end
+local function spent_key(name, day) return PREFIX .. 'spent:' .. name .. ':' .. day end
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -339,6 +348,37 @@ end
 -- Producer functions
 ---------------------------------------------------------------------------
 
+-- Milliseconds until this number may start another verification, or nil if it may now.
+-- Counts each start in every window of the published limits.
+local function phone_limited(phone, now)
+    local published = redis.call('GET', K_LIMITS)
+    local limits = published and cjson.decode(published) or DEFAULT_LIMITS
+    local key = PREFIX .. 'phone:' .. phone
+    local wait
+    for _, rule in ipairs(limits) do
+        local limit, per = rule[1], rule[2]
+        local recent = redis.call('ZRANGEBYSCORE', key, now - per, '+inf', 'WITHSCORES')
+        local count = #recent / 2
+        if count >= limit then
+            -- The window frees up when the oldest start that still counts leaves it.
+            local until_free = tonumber(recent[2 * (count - limit) + 2]) + per - now
+            if not wait or until_free > wait then wait = until_free end
+        end
+    end
+    return wait
+end
+
+local function remember_start(phone, id, now)
+    local published = redis.call('GET', K_LIMITS)
+    local limits = published and cjson.decode(published) or DEFAULT_LIMITS
+    local longest = 0
+    for _, rule in ipairs(limits) do longest = math.max(longest, rule[2]) end
+    local key = PREFIX .. 'phone:' .. phone
+    redis.call('ZADD', key, now, id)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - longest)
+    redis.call('PEXPIRE', key, longest)
+end
+
 local function start(_, args)
     local request, err = validate_start(args)
     if not request then return refuse(err) end
@@ -354,6 +394,23 @@ local function start(_, args)
         return cjson.encode({id = request.id, status = current, created = false})
     end
 
+    local retry_after = phone_limited(request.phone, now)
+    if retry_after then
+        -- Refused, but recorded: the producer sees a clear status and the stream an event.
+        redis.call('HSET', key, 'id', request.id, 'phone', request.phone, 'policy', request.policy,
+            'channels', request.channels, 'code_length', request.code_length, 'ttl', request.ttl,
+            'client_ip', request.client_ip, 'metadata', request.metadata, 'status', 'failed',
+            'reason', 'rate_limited', 'created_at', fmt_int(now), 'updated_at', fmt_int(now),
+            'finished_at', fmt_int(now), 'expires_at', fmt_int(now), 'attempt', 0, 'attempt_state', '',
+            'step', '', 'channel', '', 'provider', '', 'provider_ref', '', 'tried', '', 'delivered', 0,
+            'codes', '', 'checks', 0, 'max_checks', MAX_CHECKS, 'cost_e4', 0)
+        redis.call('PEXPIREAT', key, now + RETENTION_MS)
+        local v = {id = request.id, status = 'failed', metadata = request.metadata}
+        emit('created', v, now, {client_ip = request.client_ip})
+        emit('failed', v, now, {reason = 'rate_limited'})
+        return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', created = true,
+                             retry_after = math.ceil(retry_after / 1000)})
+    end
     local expires_at = now + request.ttl * 1000
     redis.call('HSET', key,
         'id', request.id, 'phone', request.phone, 'policy', request.policy, 'channels', request.channels,
@@ -363,6 +420,7 @@ local function start(_, args)
         'attempt', 0, 'attempt_state', '', 'step', '', 'channel', '', 'provider', '', 'provider_ref', '',
         'tried', '', 'delivered', 0, 'codes', '', 'checks', 0, 'max_checks', MAX_CHECKS, 'cost_e4', 0)
     redis.call('PEXPIREAT', key, expires_at + RETENTION_MS)
+    remember_start(request.phone, request.id, now)
     redis.call('ZADD', K_EXPIRY_TIMERS, expires_at, request.id)
     redis.call('ZADD', K_STEP_TIMERS, now + START_RECOVERY_MS, request.id)
     emit('created', {id = request.id, status = 'pending', metadata = request.metadata}, now,
@@ -453,17 +511,56 @@ end
 
 -- Claim attempt expected+1 before the provider is called: a redelivered or duplicate
 -- message finds the attempt taken and calls nobody.
+-- May this provider take a call now? Its breaker (shared by every process), the calls it
+-- has in flight while failing, its money and its daily budget decide. Answers the
+-- admission ('closed', 'probe' or 'trial') or why not.
+local function admit(provider, member, now, guard)
+    if redis.call('EXISTS', provider_key(provider) .. ':no_money') == 1 then return nil, 'no_money' end
+    if guard.budget_e4 > 0 then
+        local spent = tonumber(redis.call('GET', spent_key(provider, guard.day)) or '0')
+        if spent + guard.cost_e4 > guard.budget_e4 then return nil, 'budget_spent' end
+    end
+    local bkey = breaker_key(provider)
+    local b = redis.call('HMGET', bkey, 'state', 'failures', 'opened_at')
+    local state, failures = b[1] or 'closed', tonumber(b[2] or '0')
+    if state == 'open' and now < tonumber(b[3] or '0') + guard.reset_ms then return nil, 'breaker_open' end
+    if state ~= 'closed' then
+        -- Reset timeout over: exactly one trial call cluster-wide, under a lease that
+        -- lapses if the process making it dies.
+        if not redis.call('SET', bkey .. ':trial', member, 'NX', 'PX', guard.lease_ms) then
+            return nil, 'breaker_open'
+        end
+        redis.call('HSET', bkey, 'state', 'half-open')
+        return 'trial'
+    end
+    if failures > 0 then
+        -- Failing but not yet open: calls in flight count as failures to come, so that a
+        -- provider that died costs at most fail_max calls before its breaker opens.
+        local probing = bkey .. ':probing'
+        redis.call('ZREMRANGEBYSCORE', probing, '-inf', now - guard.lease_ms)
+        if failures + redis.call('ZCARD', probing) >= guard.fail_max then return nil, 'breaker_open' end
+        redis.call('ZADD', probing, now, member)
+        redis.call('PEXPIRE', probing, guard.lease_ms)
+        return 'probe'
+    end
+    return 'closed'
+end
+
 local function begin_attempt(_, args)
     local id, expected, now = args[1], tonumber(args[2]), tonumber(args[3])
     local step, channel, provider, code_hash = args[4], args[5], args[6], args[7]
     local deadline = tonumber(args[8])
+    local guard = {reset_ms = tonumber(args[9]), lease_ms = tonumber(args[10]), fail_max = tonumber(args[11]),
+                   cost_e4 = tonumber(args[12]), budget_e4 = tonumber(args[13]), day = args[14]}
     local v = hgetall(vkey(id))
-    if not v then return 'not_found' end
+    if not v then return {'not_found'} end
     expire_if_due(v, now)
-    if FINAL[v.status] then return 'final' end
-    if tonumber(v.attempt) ~= expected then return 'stale' end
-    if v.attempt_state == 'calling' or v.attempt_state == 'delivered' then return 'in_flight' end
-    if v.attempt_state == 'exhausted' then return 'final' end
+    if FINAL[v.status] then return {'final'} end
+    if tonumber(v.attempt) ~= expected then return {'stale'} end
+    if v.attempt_state == 'calling' or v.attempt_state == 'delivered' then return {'in_flight'} end
+    if v.attempt_state == 'exhausted' then return {'final'} end
+    local admission, refusal = admit(provider, id .. ':' .. fmt_int(expected + 1), now, guard)
+    if not admission then return {refusal} end
 
     local previous = {provider = v.provider, channel = v.channel, step = v.step, reason = v.reason}
     local tried = provider
@@ -481,17 +578,36 @@ local function begin_attempt(_, args)
                                   from_channel = previous.channel, from_step = previous.step})
     end
     emit('attempt_started', v, now)
-    return 'ok'
+    return {'ok', admission}
+end
+
+-- One attempt's result in its provider's health window: delivered or failed, and how
+-- long the API took.
+local function count_health(provider, channel, now, succeeded, latency_ms)
+    local key = PREFIX .. 'health:' .. provider .. ':' .. channel .. ':' .. fmt_int(math.floor(now / HEALTH_BUCKET_MS))
+    redis.call('HINCRBY', key, succeeded and 'ok' or 'fail', 1)
+    redis.call('HINCRBY', key, 'ms', latency_ms)
+    redis.call('EXPIRE', key, HEALTH_TTL)
+end
+
+local function release_probe(provider, member)
+    redis.call('ZREM', breaker_key(provider) .. ':probing', member)
 end
 
 local function attempt_delivered(_, args)
     local id, attempt, now = args[1], tonumber(args[2]), tonumber(args[3])
     local provider, channel, step, ref = args[4], args[5], args[6], args[7]
     local price_e4, code_hash, provider_checks, deadline = tonumber(args[8]), args[9], args[10], tonumber(args[11])
+    local latency_ms, day = tonumber(args[12]), args[13]
     local key = vkey(id)
     local v = hgetall(key)
     if not v then return 'not_found' end
     if redis.call('HSETNX', key, 'settled:' .. fmt_int(attempt), '1') == 0 then return 'duplicate' end
+    count_health(provider, channel, now, true, latency_ms)
+    release_probe(provider, id .. ':' .. fmt_int(attempt))
+    local spent = spent_key(provider, day)
+    redis.call('INCRBY', spent, price_e4)
+    redis.call('EXPIRE', spent, 2 * 86400)
     -- The call happened, whatever became of the verification meanwhile: what it cost and
     -- the code it carried count even when it arrives late.
     redis.call('HINCRBY', key, 'cost_e4', price_e4)
@@ -543,11 +659,21 @@ local function attempt_failed(_, args)
     local id, attempt, now = args[1], tonumber(args[2]), tonumber(args[3])
     local outcome, error_code, state, recovery_at = args[4], args[5], args[6], tonumber(args[7])
     local discard_code = args[8] == '1'
+    local provider_fault, latency_ms, no_money_ms = args[9] == '1', tonumber(args[10]), tonumber(args[11])
     local key = vkey(id)
     local v = hgetall(key)
     if not v then return 'not_found' end
     if tonumber(v.attempt) ~= attempt or (v.attempt_state ~= 'calling' and v.attempt_state ~= 'delivered') then
         return 'stale'
+    end
+    if latency_ms >= 0 then
+        -- The provider answered this call (not a step timing out later): its health and,
+        -- when its money ran out, its rotation (until a balance is seen again).
+        release_probe(v.provider, id .. ':' .. fmt_int(attempt))
+        count_health(v.provider, v.channel, now, not provider_fault, latency_ms)
+        if outcome == 'not_enough_money' then
+            redis.call('SET', provider_key(v.provider) .. ':no_money', '1', 'PX', no_money_ms)
+        end
     end
     local fields = {'attempt_state', state, 'updated_at', fmt_int(now), 'pending_code', ''}
     if discard_code and v.pending_code and v.pending_code ~= '' then
@@ -649,10 +775,94 @@ local function fire_timers(_, args)
     return fired
 end
 
-local function publish_policies(_, args)
+-- routing.yaml as producers must see it: the policy names start accepts and the
+-- per-number limits it enforces.
+local function publish_config(_, args)
+    local config = cjson.decode(args[1])
     redis.call('DEL', K_POLICIES)
-    if #args > 0 then redis.call('SADD', K_POLICIES, unpack(args)) end
+    if #config.policies > 0 then redis.call('SADD', K_POLICIES, unpack(config.policies)) end
+    redis.call('SET', K_LIMITS, cjson.encode(config.per_phone))
+    return 'ok'
+end
+
+-- A failure recorded while closed: counted, and fail_max of them open the breaker, in
+-- one step so that the cluster opens it once.
+local function breaker_fail(_, args)
+    local name, fail_max, now = args[1], tonumber(args[2]), args[3]
+    local bkey = breaker_key(name)
+    local failures = redis.call('HINCRBY', bkey, 'failures', 1)
+    local state = redis.call('HGET', bkey, 'state') or 'closed'
+    if state == 'closed' and failures >= fail_max then
+        redis.call('HSET', bkey, 'state', 'open', 'opened_at', now)
+        redis.call('DEL', bkey .. ':trial', bkey .. ':probing')
+    end
+    return failures
+end
+
+local function breaker_set(_, args)
+    local name, state, now = args[1], args[2], args[3]
+    local bkey = breaker_key(name)
+    if state == 'closed' then
+        redis.call('HSET', bkey, 'state', 'closed', 'failures', 0, 'successes', 0)
+        redis.call('DEL', bkey .. ':trial', bkey .. ':probing')
+    elseif state == 'open' then
+        redis.call('HSET', bkey, 'state', 'open', 'opened_at', now)
+        redis.call('DEL', bkey .. ':trial', bkey .. ':probing')
+    else
+        redis.call('HSET', bkey, 'state', state)
+    end
+    return state
+end
+
+local function breaker_reset(_, args)
+    for _, name in ipairs(args) do
+        local bkey = breaker_key(name)
+        redis.call('DEL', bkey, bkey .. ':trial', bkey .. ':probing', provider_key(name) .. ':no_money')
+    end
     return #args
+end
+
+-- A balance read from the provider: seen above zero, a provider out of money is back.
+local function provider_balance(_, args)
+    local name, balance, now = args[1], args[2], args[3]
+    redis.call('HSET', provider_key(name), 'balance', balance, 'balance_at', now)
+    if tonumber(balance) > 0 then redis.call('DEL', provider_key(name) .. ':no_money') end
+    return 'ok'
+end
+
+-- Everything routing weighs, for every provider named, in one read: breaker, money,
+-- spend today, and health per channel over the window.
+local function routing_state(_, args)
+    local now, window_ms, day = tonumber(args[1]), tonumber(args[2]), args[3]
+    local out = {}
+    local last_bucket = math.floor(now / HEALTH_BUCKET_MS)
+    local first_bucket = math.floor((now - window_ms) / HEALTH_BUCKET_MS)
+    for i = 4, #args do
+        local name = args[i]
+        local b = redis.call('HMGET', breaker_key(name), 'state', 'failures', 'opened_at')
+        local p = redis.call('HMGET', provider_key(name), 'balance', 'balance_at')
+        local health = {}
+        for channel, _ in pairs(CHANNELS) do
+            local ok, fail, ms = 0, 0, 0
+            for bucket = first_bucket, last_bucket do
+                local h = redis.call('HMGET', PREFIX .. 'health:' .. name .. ':' .. channel .. ':' .. fmt_int(bucket),
+                    'ok', 'fail', 'ms')
+                ok, fail, ms = ok + tonumber(h[1] or '0'), fail + tonumber(h[2] or '0'), ms + tonumber(h[3] or '0')
+            end
+            health[channel] = {ok = ok, fail = fail, ms = ms}
+        end
+        out[name] = {
+            breaker = b[1] or 'closed',
+            failures = tonumber(b[2] or '0'),
+            opened_at = tonumber(b[3] or '0'),
+            no_money_ms = redis.call('PTTL', provider_key(name) .. ':no_money'),
+            spent_e4 = tonumber(redis.call('GET', spent_key(name, day)) or '0'),
+            balance = p[1] or '',
+            balance_at = tonumber(p[2] or '0'),
+            health = health,
+        }
+    end
+    return cjson.encode(out)
 end
 
 local function version() return VERSION end
@@ -668,4 +878,9 @@ redis.register_function('flashcall_attempt_failed', attempt_failed)
 redis.register_function('flashcall_give_up', give_up)
 redis.register_function('flashcall_apply_check', apply_check)
 redis.register_function('flashcall_fire_timers', fire_timers)
-redis.register_function('flashcall_publish_policies', publish_policies)
+redis.register_function('flashcall_publish_config', publish_config)
+redis.register_function('flashcall_breaker_fail', breaker_fail)
+redis.register_function('flashcall_breaker_set', breaker_set)
+redis.register_function('flashcall_breaker_reset', breaker_reset)
+redis.register_function('flashcall_provider_balance', provider_balance)
+redis.register_function{function_name = 'flashcall_routing_state', callback = routing_state, flags = {'no-writes'}}

@@ -32,8 +32,11 @@ from worker.providers.base import Channel, Outcome
 
 __all__ = [
     "DEFAULT_FALLBACK_ON",
+    "HealthConfig",
+    "Limits",
     "Policy",
     "ProviderConfig",
+    "RateLimit",
     "RoutingConfig",
     "Step",
     "load_routing",
@@ -88,7 +91,12 @@ class ChannelOffer(_Frozen):
 
 class BreakerConfig(_Frozen):
     fail_max: int = Field(default=5, ge=1)
+    """Consecutive failures (timeouts, 5xx, account errors) that open the breaker, cluster-wide."""
     reset_timeout: Duration = 30.0
+    """How long an open breaker stays open before one trial call is let through."""
+
+
+_PREFIX = r"^7[0-9]{0,10}$"
 
 
 class ProviderConfig(_Frozen):
@@ -100,6 +108,13 @@ class ProviderConfig(_Frozen):
     channels: dict[Channel, ChannelOffer]
     breaker: BreakerConfig = BreakerConfig()
     options: dict[str, str] = Field(default_factory=dict)
+    prefixes: tuple[Annotated[str, Field(pattern=_PREFIX)], ...] = ()
+    """Numbers served, as prefixes of 7XXXXXXXXXX (e.g. "7900"); empty serves every number."""
+    daily_budget: Decimal | None = Field(default=None, gt=0)
+    """Roubles this provider may be paid per day (Moscow time); spent, it leaves rotation until midnight."""
+    weight: int | None = Field(default=None, ge=1)
+    """Share of traffic among providers that tie on cost and health; without weights the
+    cheaper name wins every tie."""
 
     @field_validator("base_url")
     @classmethod
@@ -162,6 +177,9 @@ class ProviderConfig(_Frozen):
             raise ValueError(f"with these options, a {self.type} provider cannot serve {', '.join(unserved)}")
         return self
 
+    def serves(self, phone: str) -> bool:
+        return not self.prefixes or phone.startswith(self.prefixes)
+
     def credential_variables(self) -> dict[str, str]:
         """credential name -> environment variable that holds it."""
         return {name: reference[len("env:") :] for name, reference in self.credentials.items()}
@@ -198,9 +216,30 @@ class Policy(_Frozen):
         return tuple(by_channel.get(channel, Step(channel=channel)) for channel in channels)
 
 
+class RateLimit(_Frozen):
+    limit: int = Field(ge=1)
+    per: Duration
+
+
+class Limits(_Frozen):
+    per_phone: tuple[RateLimit, ...] = (RateLimit(limit=1, per=120.0), RateLimit(limit=10, per=86400.0))
+    """Verifications one number may start per window; a start beyond any is refused."""
+
+
+class HealthConfig(_Frozen):
+    window: Duration = 300.0
+    """How far back success rates and latencies are measured."""
+    min_samples: int = Field(default=20, ge=1)
+    """Attempts a provider needs in the window before its health moves it in the ranking."""
+    latency_cost: Decimal = Field(default=Decimal("0.05"), ge=0)
+    """Roubles one second of mean API latency is worth when ranking providers."""
+
+
 class RoutingConfig(_Frozen):
     providers: dict[Annotated[str, Field(pattern=_NAME)], ProviderConfig] = Field(min_length=1)
     policies: dict[Annotated[str, Field(pattern=_NAME)], Policy]
+    limits: Limits = Limits()
+    health: HealthConfig = HealthConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RoutingConfig:

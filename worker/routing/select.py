@@ -1,16 +1,38 @@
-"""Which provider makes the next attempt of a verification, or why there is none."""
+"""Which provider makes the next attempt of a verification, or why there is none.
+
+For each step, the candidates are the providers that offer its channel for this number;
+those disabled, already tried in this step, unable to serve the request, with an open
+breaker, out of money or over their daily budget are dropped, each with its reason; the
+rest are ranked by cost adjusted by health: the price of a delivered attempt (cost over
+the recent success rate) plus what the provider's mean latency is worth. Equal scores
+break by name, or by weight where weights are set. `routing explain` prints the same
+candidates, reasons included.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from worker.providers.base import Provider
 from worker.routing.config import Policy, RoutingConfig, Step
+from worker.routing.state import ChannelHealth, RoutingState
 from worker.store import Verification
 
-__all__ = ["Choice", "GiveUp", "next_attempt"]
+__all__ = ["Candidate", "Choice", "GiveUp", "candidates", "next_attempt"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str
+    cost: Decimal
+    score: Decimal
+    """Cost adjusted by health: what ranks candidates, lowest first."""
+    health: ChannelHealth
+    dropped: str | None = None
+    """Why this provider cannot take the attempt now; None when it can."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +51,95 @@ class GiveUp:
     """Fail even if a code was delivered earlier (the number itself is bad)."""
 
 
+def candidates(
+    config: RoutingConfig,
+    providers: Mapping[str, Provider],
+    verification: Verification,
+    step: Step,
+    *,
+    state: RoutingState,
+    now_ms: int,
+    tried: frozenset[str] = frozenset(),
+    refused: Mapping[str, str] | None = None,
+) -> list[Candidate]:
+    """Every provider offering the step's channel, best first; those that cannot take the
+    attempt last, with why. `refused` holds providers that just refused this attempt."""
+    v = verification
+    ranked: list[Candidate] = []
+    names = step.providers if step.providers is not None else tuple(config.providers)
+    for name in names:
+        settings = config.providers[name]
+        offer = settings.channels.get(step.channel)
+        if offer is None:
+            continue
+        provider = providers.get(name)
+        current = state.of(name)
+        health = current.health.get(step.channel, ChannelHealth())
+        dropped: str | None = None
+        if not settings.enabled or provider is None:
+            dropped = "disabled"
+        elif not settings.serves(v.phone):
+            dropped = "does not serve this number's prefix"
+        elif name in tried:
+            dropped = "already tried in this step"
+        elif not provider.supports(step.channel, v.code_length, v.refs.get(name)):
+            dropped = (
+                f"cannot deliver this {step.channel} ({v.code_length} digits, or no earlier call to follow)"
+            )
+        elif refused and name in refused:
+            dropped = refused[name].replace("_", " ")
+        elif current.breaker_open(now_ms, settings.breaker.reset_timeout):
+            dropped = "breaker open"
+        elif current.out_of_money:
+            dropped = "out of money until its balance is seen again"
+        elif current.balance is not None and current.balance < offer.cost:
+            dropped = f"balance {current.balance} below the cost"
+        elif settings.daily_budget is not None and current.spent_today + offer.cost > settings.daily_budget:
+            dropped = "daily budget spent"
+        ranked.append(Candidate(name, offer.cost, _score(config, offer.cost, health), health, dropped))
+    ranked.sort(key=lambda c: (c.dropped is not None, c.score, c.name))
+    return ranked
+
+
+def _score(config: RoutingConfig, cost: Decimal, health: ChannelHealth) -> Decimal:
+    if health.samples < config.health.min_samples:
+        return cost
+    return cost / health.success_rate + config.health.latency_cost * health.mean_latency
+
+
+def _pick(config: RoutingConfig, ranked: list[Candidate], verification: Verification) -> Candidate | None:
+    viable = [c for c in ranked if c.dropped is None]
+    if not viable:
+        return None
+    tied = [c for c in viable if c.score == viable[0].score]
+    weights = [config.providers[c.name].weight for c in tied]
+    if len(tied) == 1 or not any(weights):
+        return tied[0]
+    # Weighted, but the same for the same attempt: a redelivered message chooses alike.
+    seed = hashlib.blake2b(f"{verification.id}:{verification.attempt}".encode(), digest_size=8).digest()
+    point = int.from_bytes(seed) % sum(weight or 0 for weight in weights)
+    for candidate, weight in zip(tied, weights, strict=True):
+        point -= weight or 0
+        if point < 0:
+            return candidate
+    return tied[-1]  # pragma: no cover - the weights add up to more than point
+
+
 def next_attempt(
-    config: RoutingConfig, policy: Policy, providers: Mapping[str, Provider], verification: Verification
+    config: RoutingConfig,
+    policy: Policy,
+    providers: Mapping[str, Provider],
+    verification: Verification,
+    *,
+    state: RoutingState,
+    now_ms: int,
+    refused: Mapping[str, str] | None = None,
 ) -> Choice | GiveUp:
     """The next attempt after the verification's last one settled (or before its first).
 
     A failed attempt moves on to the next provider for the same channel, then to the next
     step; a delivered attempt that timed out moves on to the next step. Within a step no
-    provider is tried twice. Candidates are ranked by cost, then by name, so that equal
-    costs always break the same way.
+    provider is tried twice.
     """
     v = verification
     steps = policy.steps_for(v.channels)
@@ -55,23 +157,13 @@ def next_attempt(
 
     for index in range(first_step, len(steps)):
         step = steps[index]
-        names = step.providers if step.providers is not None else tuple(config.providers)
-        candidates = []
-        for name in names:
-            settings = config.providers[name]
-            offer = settings.channels.get(step.channel)
-            provider = providers.get(name)
-            if (
-                offer is None
-                or provider is None
-                or not settings.enabled
-                or name in tried
-                or not provider.supports(step.channel, v.code_length, v.refs.get(name))
-            ):
-                continue
-            candidates.append((offer.cost, name, provider))
-        if candidates:
-            cost, _, best = min(candidates, key=lambda candidate: (candidate[0], candidate[1]))
-            return Choice(index, step, best, cost)
+        ranked = candidates(
+            config, providers, v, step, state=state, now_ms=now_ms, tried=tried, refused=refused
+        )
+        best = _pick(config, ranked, v)
+        if best is not None:
+            return Choice(index, step, providers[best.name], best.cost)
+        if any(c.dropped == "breaker open" for c in ranked) and "breaker_open" not in policy.fallback_on:
+            return GiveUp("breaker_open", hard=False)
         tried = frozenset()
     return GiveUp(v.reason or "no_provider", hard=False)
