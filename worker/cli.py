@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from worker.errors import FlashcallError
 
@@ -77,6 +79,64 @@ def _routing_check(args: argparse.Namespace, _: Sequence[str]) -> int:
     return 0
 
 
+def _routing_file(args: argparse.Namespace) -> Path:
+    return Path(args.file or os.environ.get("FLASHCALL_ROUTING") or "routing.yaml")
+
+
+def _redis(args: argparse.Namespace) -> Any:
+    import redis
+
+    return redis.Redis.from_url(args.redis_url, decode_responses=True)
+
+
+def _routing_schema(args: argparse.Namespace, _: Sequence[str]) -> int:
+    from worker.routing.config import json_schema
+
+    sys.stdout.write(json_schema())
+    return 0
+
+
+def _routing_explain(args: argparse.Namespace, _: Sequence[str]) -> int:
+    from worker.phone import normalise
+    from worker.providers.base import Channel
+    from worker.routing import load_routing
+    from worker.routing.report import explain, read_state
+
+    config = load_routing(_routing_file(args))
+    if args.policy not in config.policies:
+        raise FlashcallError(f"no policy {args.policy!r} in {_routing_file(args)}")
+    try:
+        phone = normalise(args.phone)
+        channels = [Channel(name) for name in args.channels.split(",")] if args.channels else []
+    except ValueError as error:
+        raise FlashcallError(str(error)) from None
+    client = _redis(args)
+    state = read_state(client, config, now_ms=int(time.time() * 1000))
+    print(
+        explain(
+            config, state, phone=phone, policy=args.policy, channels=channels, code_length=args.code_length
+        )
+    )
+    return 0
+
+
+def _breakers(args: argparse.Namespace, _: Sequence[str]) -> int:
+    from worker.routing import load_routing
+    from worker.routing.report import breaker_report, reset_breakers
+
+    config = load_routing(_routing_file(args))
+    client = _redis(args)
+    names = sorted(config.providers) if args.reset_all else args.reset
+    unknown = sorted(set(names) - set(config.providers))
+    if unknown:
+        raise FlashcallError(f"no provider {', '.join(unknown)} in {_routing_file(args)}")
+    if names:
+        reset_breakers(client, names)
+        print(f"reset: {', '.join(names)}")
+    print(breaker_report(client, config))
+    return 0
+
+
 def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.providers.catalog import error_table
 
@@ -139,6 +199,31 @@ def _parser() -> argparse.ArgumentParser:
     check = routing_sub.add_parser("check", help="validate a routing file")
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_routing_check)
+    schema = routing_sub.add_parser("schema", help="print routing.yaml's JSON Schema (for editors)")
+    schema.set_defaults(handler=_routing_schema)
+    explain = routing_sub.add_parser(
+        "explain", help="which provider each step would pick for a number right now, and why"
+    )
+    explain.add_argument("phone")
+    explain.add_argument("--policy", default="default")
+    explain.add_argument("--channels", help="comma-separated, as a start request's channels")
+    explain.add_argument("--code-length", type=int, default=4)
+    explain.add_argument(
+        "--file", type=Path, help="routing file (default $FLASHCALL_ROUTING or routing.yaml)"
+    )
+    explain.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    explain.set_defaults(handler=_routing_explain)
+
+    breakers = commands.add_parser("breakers", help="show (and reset) the providers' circuit breakers")
+    breakers.add_argument(
+        "--reset", action="append", default=[], metavar="PROVIDER", help="close this breaker"
+    )
+    breakers.add_argument("--reset-all", action="store_true", help="close every breaker")
+    breakers.add_argument(
+        "--file", type=Path, help="routing file (default $FLASHCALL_ROUTING or routing.yaml)"
+    )
+    breakers.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    breakers.set_defaults(handler=_breakers)
 
     providers = commands.add_parser("providers", help="what the router knows of its providers")
     providers_sub = providers.add_subparsers(dest="providers_command", required=True)

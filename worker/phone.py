@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
-__all__ = ["is_valid_russian", "mask"]
+__all__ = ["is_valid_russian", "mask", "normalise"]
+
+_FORMATTING = re.compile(r"[\s()-]")
+_RUSSIAN = re.compile(r"^(?:\+7|7|8)([0-9]{10})$")
+
+
+def normalise(raw: str) -> str:
+    """+7 (999) 123-45-67, 79991234567, 89991234567 -> 79991234567, as flashcall_start does."""
+    found = _RUSSIAN.match(_FORMATTING.sub("", raw))
+    if found is None:
+        raise ValueError(f"{raw!r} is not a Russian number: +7XXXXXXXXXX, 7XXXXXXXXXX or 8XXXXXXXXXX")
+    return "7" + found.group(1)
 
 
 def is_valid_russian(phone: str) -> bool:

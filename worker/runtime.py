@@ -31,12 +31,6 @@ __all__ = ["Runtime", "current"]
 
 log = get_logger(__name__)
 
-#: How often the routing file is compared with the one in force.
-RELOAD_INTERVAL = 2.0
-#: How often the routing state (breakers, money, health) is read from Redis.
-STATE_INTERVAL = 1.0
-#: How often one process of the cluster asks each provider for its balance.
-BALANCE_INTERVAL = 60.0
 #: A retired provider is closed this long after a reload, when its calls are over.
 RETIRE_AFTER = 60.0
 
@@ -73,9 +67,9 @@ class Runtime:
         await runtime._refresh_state()
         runtime._tasks = [
             asyncio.create_task(run_timers(store, interval=settings.timer_interval)),
-            asyncio.create_task(_every(RELOAD_INTERVAL, runtime._reload)),
-            asyncio.create_task(_every(STATE_INTERVAL, runtime._refresh_state)),
-            asyncio.create_task(_every(BALANCE_INTERVAL, runtime._poll_balances)),
+            asyncio.create_task(_every(settings.reload_interval, runtime._reload)),
+            asyncio.create_task(_every(settings.state_interval, runtime._refresh_state)),
+            asyncio.create_task(_every(settings.balance_interval, runtime._poll_balances)),
         ]
         _current = runtime
         config = runtime.routing.config
@@ -101,7 +95,7 @@ class Runtime:
             return
         await self._publish()
         for provider in retired:
-            asyncio.get_running_loop().call_later(RETIRE_AFTER, _close_soon, provider)
+            self._tasks.append(asyncio.create_task(_close_later(provider)))
 
     async def _refresh_state(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -116,9 +110,9 @@ class Runtime:
 
     async def _poll_balances(self) -> None:
         for name, provider in self.routing.providers.items():
-            if not await self.store.try_lease(
-                keys.balance_poll(name), ttl_ms=int(BALANCE_INTERVAL * 1000) - 1000
-            ):
+            # Held a little less than the interval, so that the next round's holder can take it.
+            lease_ms = int(self.settings.balance_interval * 900)
+            if not await self.store.try_lease(keys.balance_poll(name), ttl_ms=lease_ms):
                 continue
             try:
                 balance = await provider.balance()
@@ -151,8 +145,10 @@ async def _every(interval: float, work: Callable[[], Awaitable[None]]) -> None:
             log.warning("background work skipped: Redis is unreachable", work=work.__name__, error=str(error))
 
 
-def _close_soon(provider: Provider) -> None:
-    asyncio.get_running_loop().create_task(provider.aclose())
+async def _close_later(provider: Provider) -> None:
+    """Close a provider a reload retired, once the calls it had in flight are over."""
+    await asyncio.sleep(RETIRE_AFTER)
+    await provider.aclose()
 
 
 def current() -> Runtime:

@@ -21,6 +21,12 @@ class Settings:
     routing_path: Path
     redis_pool_size: int = 64
     timer_interval: float = 0.2
+    reload_interval: float = 2.0
+    """How often the routing file is compared with the one in force."""
+    state_interval: float = 1.0
+    """How often the routing state (breakers, money, health) is read from Redis."""
+    balance_interval: float = 60.0
+    """How often one process of the cluster asks each provider for its balance."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, require_secret: bool = True) -> Settings:
@@ -38,6 +44,9 @@ class Settings:
             routing_path=Path(env.get("FLASHCALL_ROUTING", "routing.yaml")),
             redis_pool_size=_positive_int(env, "FLASHCALL_REDIS_POOL_SIZE", 64),
             timer_interval=_positive_int(env, "FLASHCALL_TIMER_INTERVAL_MS", 200) / 1000,
+            reload_interval=_positive_int(env, "FLASHCALL_RELOAD_INTERVAL_MS", 2000) / 1000,
+            state_interval=_positive_int(env, "FLASHCALL_STATE_INTERVAL_MS", 1000) / 1000,
+            balance_interval=_positive_int(env, "FLASHCALL_BALANCE_INTERVAL_MS", 60000) / 1000,
         )
 
 

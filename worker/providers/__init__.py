@@ -15,7 +15,7 @@ from worker.providers.voicepassword import VoicePassword
 if TYPE_CHECKING:
     from worker.routing.config import ProviderConfig
 
-__all__ = ["PROVIDER_TYPES", "build_provider"]
+__all__ = ["PROVIDER_TYPES", "build_provider", "inspectable_provider"]
 
 PROVIDER_TYPES: Mapping[str, type[Provider]] = {
     kind.type: kind for kind in (Gateway, MobilGroup, Telphin, VoicePassword)
@@ -37,5 +37,17 @@ def build_provider(name: str, config: ProviderConfig, environ: Mapping[str, str]
         base_url=config.base_url,
         timeout=config.timeout,
         credentials=credentials,
+        options=config.options,
+    )
+
+
+def inspectable_provider(name: str, config: ProviderConfig) -> Provider:
+    """A provider built without its credentials, to ask what it can serve; it never sends."""
+    kind = PROVIDER_TYPES[config.type]
+    return kind.from_config(
+        name,
+        base_url=config.base_url,
+        timeout=config.timeout,
+        credentials=dict.fromkeys(kind.credential_names, "unchecked"),
         options=config.options,
     )

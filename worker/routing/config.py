@@ -7,6 +7,7 @@ environment variables (`env:NAME`); every provider's URL can be overridden with
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -22,16 +23,18 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from worker.errors import ConfigurationError, RoutingFileError
-from worker.providers import PROVIDER_TYPES
+from worker.providers import PROVIDER_TYPES, inspectable_provider
 from worker.providers.base import Channel, Outcome
 
 __all__ = [
     "DEFAULT_FALLBACK_ON",
+    "json_schema",
     "HealthConfig",
     "Limits",
     "Policy",
@@ -78,15 +81,29 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
+            ],
+            "description": "500ms, 5s, 2m, 1h, 1d, or a number of seconds",
+        }
+    ),
+]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Attribute docstrings become the JSON Schema's descriptions, shown by editors.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class ChannelOffer(_Frozen):
-    cost: Decimal = Field(ge=0, description="Roubles per attempt on this channel.")
+    cost: Decimal = Field(ge=0)
+    """Roubles per attempt on this channel, as the provider bills it."""
 
 
 class BreakerConfig(_Frozen):
@@ -100,14 +117,23 @@ _PREFIX = r"^7[0-9]{0,10}$"
 
 
 class ProviderConfig(_Frozen):
-    type: str
+    type: Annotated[str, WithJsonSchema({"enum": sorted(PROVIDER_TYPES)})]
+    """Which API this account speaks."""
     base_url: str
-    credentials: dict[str, str] = Field(default_factory=dict)
+    """The API's root URL; FLASHCALL_<NAME>_URL overrides it."""
+    credentials: dict[
+        str, Annotated[str, WithJsonSchema({"type": "string", "pattern": _ENV_REF.pattern})]
+    ] = Field(default_factory=dict)
+    """Each credential as env:VARIABLE_NAME: secrets come only from the environment."""
     timeout: Duration = 5.0
+    """The longest one API request may take, connection included."""
     enabled: bool = True
+    """false takes the provider out of rotation (and needs no credentials)."""
     channels: dict[Channel, ChannelOffer]
+    """The channels this account offers, with their cost."""
     breaker: BreakerConfig = BreakerConfig()
     options: dict[str, str] = Field(default_factory=dict)
+    """Provider-specific settings, as strings (see routing.yaml)."""
     prefixes: tuple[Annotated[str, Field(pattern=_PREFIX)], ...] = ()
     """Numbers served, as prefixes of 7XXXXXXXXXX (e.g. "7900"); empty serves every number."""
     daily_budget: Decimal | None = Field(default=None, gt=0)
@@ -159,13 +185,7 @@ class ProviderConfig(_Frozen):
             raise ValueError(f"a {self.type} provider has no channel {', '.join(unoffered)}")
         # Building one (without credentials, without connecting) checks the option values.
         try:
-            sample = kind.from_config(
-                self.type,
-                base_url=self.base_url,
-                timeout=self.timeout,
-                credentials=dict.fromkeys(kind.credential_names, "unchecked"),
-                options=self.options,
-            )
+            sample = inspectable_provider(self.type, self)
         except ConfigurationError as error:
             raise ValueError(str(error).removeprefix(f"provider {self.type}: ")) from None
         unserved = sorted(
@@ -187,6 +207,7 @@ class ProviderConfig(_Frozen):
 
 class Step(_Frozen):
     channel: Channel
+    """flashcall, voice or sms."""
     timeout: Duration | None = None
     """How long to wait for the user after delivery before the next step; None waits until expiry."""
     providers: tuple[str, ...] | None = None
@@ -195,8 +216,13 @@ class Step(_Frozen):
 
 class Policy(_Frozen):
     steps: tuple[Step, ...] = Field(min_length=1)
-    fallback_on: frozenset[str] = frozenset(DEFAULT_FALLBACK_ON)
+    """Tried in order; each step picks a provider."""
+    fallback_on: Annotated[
+        frozenset[str], WithJsonSchema({"type": "array", "items": {"enum": sorted(_FALLBACK_TRIGGERS)}})
+    ] = frozenset(DEFAULT_FALLBACK_ON)
+    """What moves a verification on to the next provider or step; anything else fails it."""
     max_attempts: int = Field(default=6, ge=1, le=20)
+    """Calls and SMS per verification, at most."""
 
     @field_validator("fallback_on")
     @classmethod
@@ -218,7 +244,9 @@ class Policy(_Frozen):
 
 class RateLimit(_Frozen):
     limit: int = Field(ge=1)
+    """Verifications one number may start..."""
     per: Duration
+    """...within this window."""
 
 
 class Limits(_Frozen):
@@ -236,8 +264,12 @@ class HealthConfig(_Frozen):
 
 
 class RoutingConfig(_Frozen):
+    """flashcall-router's routing.yaml."""
+
     providers: dict[Annotated[str, Field(pattern=_NAME)], ProviderConfig] = Field(min_length=1)
+    """Provider accounts, by the name metrics, logs and events use."""
     policies: dict[Annotated[str, Field(pattern=_NAME)], Policy]
+    """Ways to verify a number; a start request names one, or gets `default`."""
     limits: Limits = Limits()
     health: HealthConfig = HealthConfig()
 
@@ -331,3 +363,10 @@ def _nearest_line(lines: Mapping[tuple[str, ...], int], location: tuple[str, ...
         if location[:end] in lines:
             return lines[location[:end]]
     return 1
+
+
+def json_schema() -> str:
+    """routing.yaml's JSON Schema, for editor completion (docs/routing.schema.json)."""
+    schema = RoutingConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

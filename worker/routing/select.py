@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from worker.providers.base import Provider
+from worker.providers.base import Channel, Provider
 from worker.routing.config import Policy, RoutingConfig, Step
 from worker.routing.state import ChannelHealth, RoutingState
 from worker.store import Verification
@@ -84,7 +84,9 @@ def candidates(
             dropped = "already tried in this step"
         elif not provider.supports(step.channel, v.code_length, v.refs.get(name)):
             dropped = (
-                f"cannot deliver this {step.channel} ({v.code_length} digits, or no earlier call to follow)"
+                "no earlier call of this verification through it, whose code an SMS would re-send"
+                if step.channel is Channel.SMS and provider.supports(step.channel, v.code_length, "earlier")
+                else f"cannot deliver a {v.code_length}-digit code by {step.channel}"
             )
         elif refused and name in refused:
             dropped = refused[name].replace("_", " ")
