@@ -60,7 +60,8 @@ class Runtime:
         global _current
         env = os.environ if environ is None else environ
         breaker_client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        holder = RoutingHolder(settings.routing_path, env, breaker_client)
+        # Reading the file and building breakers does blocking I/O: never on the event loop.
+        holder = await asyncio.to_thread(RoutingHolder, settings.routing_path, env, breaker_client)
         store = Store.connect(settings.redis_url, pool_size=settings.redis_pool_size)
         runtime = cls(settings=settings, store=store, holder=holder)
         await runtime._publish()
@@ -90,7 +91,7 @@ class Runtime:
         )
 
     async def _reload(self) -> None:
-        retired = self.holder.reload_if_changed()
+        retired = await asyncio.to_thread(self.holder.reload_if_changed)
         if retired is None:
             return
         await self._publish()

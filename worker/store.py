@@ -25,6 +25,7 @@ from worker.redis import install_async
 __all__ = [
     "FINAL_STATUSES",
     "AdmissionGuard",
+    "CallbackTarget",
     "CheckMaterial",
     "PublishedConfig",
     "Store",
@@ -130,6 +131,16 @@ class AdmissionGuard:
     """The provider's daily budget, 0 for none."""
     day: str
     """Today in Moscow, YYYYMMDD: budgets reset at Moscow midnight."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackTarget:
+    """The attempt a callback token stands for."""
+
+    id: str
+    attempt: int
+    provider: str
+    type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +359,25 @@ class Store:
 
     async def provider_balance(self, provider: str, *, balance: Decimal, now_ms: int) -> None:
         await self._call("flashcall_provider_balance", provider, str(balance), now_ms)
+
+    async def callback_target(self, token: str) -> CallbackTarget | None:
+        """The attempt a callback token was issued for, or None for a token never issued."""
+        raw: str | None = await self._call("flashcall_callback_target", token)
+        return CallbackTarget(**json.loads(raw)) if raw else None
+
+    async def accept_callback(self, token: str, status: Mapping[str, Any], *, now_ms: int) -> bool:
+        """Queue a parsed status for the workers; False if the token is (no longer) known."""
+        answer: str = await self._call("flashcall_callback_accept", token, json.dumps(status), now_ms)
+        return answer == "accepted"
+
+    async def schedule_poll(self, verification_id: str, *, attempt: int, due_ms: int) -> bool:
+        answer: str = await self._call("flashcall_schedule_poll", verification_id, attempt, due_ms)
+        return answer == "ok"
+
+    async def late_status(
+        self, verification_id: str, *, attempt: int, provider: str, state: str, now_ms: int
+    ) -> None:
+        await self._call("flashcall_late_status", verification_id, attempt, provider, state, now_ms)
 
     async def try_lease(self, key: str, *, ttl_ms: int) -> bool:
         """One holder cluster-wide for `ttl_ms` (work that one process does for all)."""

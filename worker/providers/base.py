@@ -214,6 +214,8 @@ class Provider(abc.ABC):
     option_names: ClassVar[frozenset[str]] = frozenset()
     errors: ClassVar[tuple[DocumentedError, ...]] = ()
     """Every error code of the provider's document."""
+    takes_callback_url: ClassVar[bool] = False
+    """Whether the provider posts call and SMS statuses to a callback URL."""
 
     def __init__(self, name: str, *, timeout: float) -> None:
         self.name = name
@@ -249,6 +251,12 @@ class Provider(abc.ABC):
         """Ask the provider whether `code` is the one it delivered to `phone`; only providers
         whose SendResult says `provider_checks_code` keep codes of their own."""
         raise NotImplementedError(f"{self.type} does not check codes itself")
+
+    @classmethod
+    def parse_callback(cls, body: Any) -> CallStatus:
+        """A status the provider posted to its callback URL; ValueError says what is wrong
+        with a post that is not one."""
+        raise ValueError(f"{cls.type} posts no callbacks")
 
     async def balance(self) -> Decimal | None:
         """The account's balance in roubles, where the provider tells it; None where it does not."""

@@ -149,8 +149,6 @@ class VoicePasswordApi(HttpProvider):
 
     client_flash_code: ClassVar[bool]
     """Whether the document has the `flashcall` section: a 4-digit flash code the client picks."""
-    takes_callback_url: ClassVar[bool]
-    """Whether the document has `callback_url` for call and SMS statuses."""
     protocol_headers: ClassVar[Mapping[str, str]] = {}
     """Headers the document lists besides Content-Type and Authorization."""
 

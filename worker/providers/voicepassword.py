@@ -16,12 +16,14 @@ from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
 from worker.providers.base import (
+    CallState,
     CallStatus,
     Classification,
     DocumentedError,
     Outcome,
     TransportFailure,
     classifications,
+    parse_price,
 )
 from worker.providers.voice_password_api import (
     ACCOUNT,
@@ -76,6 +78,21 @@ SEND_ERRORS: Mapping[str, Classification] = classifications(ERRORS, "send")
 GET_ERRORS: Mapping[str, Classification] = classifications(ERRORS, "get")
 
 
+#: Callback states, as the document lists them for calls and for SMS.
+CALLBACK_STATES: Mapping[str, CallState] = {
+    "ANSWERED": CallState.DELIVERED,
+    "BUSY": CallState.BUSY,
+    "NO ANSWER": CallState.NO_ANSWER,
+    "FAIL": CallState.PROVIDER_ERROR,
+    "CANCEL": CallState.CANCELED,
+    "QUEUED": CallState.IN_PROGRESS,
+    "SEND": CallState.IN_PROGRESS,
+    "DELIVERED": CallState.DELIVERED,
+    # As in /get/: the network could not reach the phone, not a fault of the provider's.
+    "NOT DELIVERED": CallState.NO_ANSWER,
+}
+
+
 class VoicePassword(VoicePasswordApi):
     type: ClassVar[str] = "voicepassword"
     errors: ClassVar[tuple[DocumentedError, ...]] = ERRORS
@@ -83,6 +100,23 @@ class VoicePassword(VoicePasswordApi):
     takes_callback_url: ClassVar[bool] = True
     # The document's header table has "Charset: utf-8" beside Content-Type and Authorization.
     protocol_headers: ClassVar[Mapping[str, str]] = {"Charset": "utf-8"}
+
+    @classmethod
+    def parse_callback(cls, body: Any) -> CallStatus:
+        """{"id","number","duration","state","price","date"}, every value a string."""
+        if not isinstance(body, dict):
+            raise ValueError("a callback is a JSON object")
+        ref, state = body.get("id"), body.get("state")
+        if not isinstance(ref, str | int) or isinstance(ref, bool) or str(ref) == "":
+            raise ValueError("'id' is missing")
+        if not isinstance(state, str) or state not in CALLBACK_STATES:
+            raise ValueError(f"'state' must be one of {', '.join(CALLBACK_STATES)}")
+        return CallStatus(
+            ref=str(ref),
+            state=CALLBACK_STATES[state],
+            provider_state=state,
+            price=parse_price(body.get("price")),
+        )
 
     async def _query(self, body: Mapping[str, str], read: Callable[[dict[str, Any]], _T]) -> _T:
         """Ask /get/ and read its ok answer with `read`.

@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '2'
+local VERSION = '3'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -25,6 +25,7 @@ local K_EVENTS = PREFIX .. 'events'
 local K_SEQ = PREFIX .. 'seq'
 local K_STEP_TIMERS = PREFIX .. 'timers:step'
 local K_EXPIRY_TIMERS = PREFIX .. 'timers:expire'
+local K_POLL_TIMERS = PREFIX .. 'timers:poll'
 local K_POLICIES = PREFIX .. 'config:policies'
 local K_LIMITS = PREFIX .. 'config:limits'
 
@@ -52,6 +53,7 @@ local FINAL = {approved = true, failed = true, expired = true, canceled = true, 
 local CHANNELS = {flashcall = true, voice = true, sms = true}
 
 local function vkey(id) return PREFIX .. 'v:' .. id end
+local function callback_key(token) return PREFIX .. 'callback:' .. token end
 local function breaker_key(name) return PREFIX .. 'breaker:' .. name end
 local function provider_key(name) return PREFIX .. 'provider:' .. name end
 local function spent_key(name, day) return PREFIX .. 'spent:' .. name .. ':' .. day end
@@ -126,6 +128,7 @@ end
 local function clear_timers(id)
     redis.call('ZREM', K_STEP_TIMERS, id)
     redis.call('ZREM', K_EXPIRY_TIMERS, id)
+    redis.call('ZREM', K_POLL_TIMERS, id)
 end
 
 local function finish(v, status, reason, now, event, extra)
@@ -561,6 +564,15 @@ local function begin_attempt(_, args)
     if v.attempt_state == 'exhausted' then return {'final'} end
     local admission, refusal = admit(provider, id .. ':' .. fmt_int(expected + 1), now, guard)
     if not admission then return {refusal} end
+    local token, provider_type = args[15], args[16]
+    if token and token ~= '' then
+        -- The provider posts this attempt's statuses to a URL with this token in it: the
+        -- token is what authenticates the post. It outlives the verification by a day, so
+        -- that late callbacks are still recognised (and recorded, and ignored).
+        redis.call('SET', callback_key(token),
+            cjson.encode({id = id, attempt = expected + 1, provider = provider, type = provider_type}),
+            'PX', math.max(tonumber(v.expires_at) - now, 0) + RETENTION_MS)
+    end
 
     local previous = {provider = v.provider, channel = v.channel, step = v.step, reason = v.reason}
     local tried = provider
@@ -639,6 +651,8 @@ local function attempt_delivered(_, args)
             v.status = 'sent'
             fields[#fields + 1] = 'status'
             fields[#fields + 1] = 'sent'
+            local poll_at = tonumber(args[14] or '0')
+            if poll_at > 0 then redis.call('ZADD', K_POLL_TIMERS, poll_at, id) end
             if deadline > 0 then
                 redis.call('ZADD', K_STEP_TIMERS, deadline, id)
             else
@@ -763,6 +777,15 @@ local function fire_timers(_, args)
             fired = fired + 1
         end
     end
+    due = redis.call('ZRANGEBYSCORE', K_POLL_TIMERS, '-inf', now, 'LIMIT', 0, limit)
+    for _, id in ipairs(due) do
+        redis.call('ZREM', K_POLL_TIMERS, id)
+        local v = redis.call('HMGET', vkey(id), 'status', 'attempt', 'attempt_state')
+        if v[1] and not FINAL[v[1]] and v[3] == 'delivered' then
+            enqueue(VERIFY_QUEUE, 'poll', '[' .. json_string(id) .. ',' .. v[2] .. ']', now)
+            fired = fired + 1
+        end
+    end
     due = redis.call('ZRANGEBYSCORE', K_EXPIRY_TIMERS, '-inf', now, 'LIMIT', 0, limit)
     for _, id in ipairs(due) do
         redis.call('ZREM', K_EXPIRY_TIMERS, id)
@@ -773,6 +796,46 @@ local function fire_timers(_, args)
         end
     end
     return fired
+end
+
+-- Where a callback's token points: {id, attempt, provider, type}, or nil when the token
+-- was never issued (or is past its verification's retention).
+local function callback_target(_, args)
+    return redis.call('GET', callback_key(args[1]))
+end
+
+-- Take a provider's status post, already parsed, into the queue: once this answers
+-- 'accepted', the status is durable and a worker will act on it.
+local function callback_accept(_, args)
+    local token, status_json, now = args[1], args[2], tonumber(args[3])
+    local raw = redis.call('GET', callback_key(token))
+    if not raw then return 'unknown' end
+    local target = cjson.decode(raw)
+    enqueue(VERIFY_QUEUE, 'call_status',
+        '[' .. json_string(target.id) .. ',' .. fmt_int(target.attempt) .. ',' .. json_string(target.provider)
+        .. ',' .. status_json .. ']', now)
+    return 'accepted'
+end
+
+-- The next status poll of a delivered attempt (while it is still the current one).
+local function schedule_poll(_, args)
+    local id, attempt, due = args[1], tonumber(args[2]), tonumber(args[3])
+    local v = redis.call('HMGET', vkey(id), 'status', 'attempt', 'attempt_state')
+    if not v[1] or FINAL[v[1]] or tonumber(v[2]) ~= attempt or v[3] ~= 'delivered' then return 'stale' end
+    redis.call('HINCRBY', vkey(id), 'polls', 1)
+    redis.call('ZADD', K_POLL_TIMERS, due, id)
+    return 'ok'
+end
+
+-- A status that came after its attempt was settled, or for a finished verification:
+-- kept on the verification for the record, and otherwise ignored.
+local function late_status(_, args)
+    local id, attempt, provider, state, now = args[1], args[2], args[3], args[4], args[5]
+    local key = vkey(id)
+    if redis.call('EXISTS', key) == 0 then return 'not_found' end
+    redis.call('HINCRBY', key, 'late_statuses', 1)
+    redis.call('HSET', key, 'last_late_status', provider .. ' attempt ' .. attempt .. ': ' .. state .. ' at ' .. now)
+    return 'recorded'
 end
 
 -- routing.yaml as producers must see it: the policy names start accepts and the
@@ -879,6 +942,10 @@ redis.register_function('flashcall_give_up', give_up)
 redis.register_function('flashcall_apply_check', apply_check)
 redis.register_function('flashcall_fire_timers', fire_timers)
 redis.register_function('flashcall_publish_config', publish_config)
+redis.register_function{function_name = 'flashcall_callback_target', callback = callback_target, flags = {'no-writes'}}
+redis.register_function('flashcall_callback_accept', callback_accept)
+redis.register_function('flashcall_schedule_poll', schedule_poll)
+redis.register_function('flashcall_late_status', late_status)
 redis.register_function('flashcall_breaker_fail', breaker_fail)
 redis.register_function('flashcall_breaker_set', breaker_set)
 redis.register_function('flashcall_breaker_reset', breaker_reset)

@@ -66,6 +66,8 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
         self._key = keys.breaker(name)
         self._fail_max = fail_max
         self._failures: int | None = None
+        self.noticing = False
+        """Set while pybreaker catches up with a state another process set."""
 
     def _fcall(self, function: str, *args: str | int) -> Any:
         return self._client.fcall(function, 0, *args)
@@ -82,6 +84,11 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
         self._failures = int(self._fcall("flashcall_breaker_fail", self._name, self._fail_max, _now_ms()))
 
     def reset_counter(self) -> None:
+        # pybreaker also resets the counter when it merely notices that another process
+        # closed the breaker; that close already reset it in Redis, and failures counted
+        # since by other processes must stay.
+        if self.noticing:
+            return
         self._failures = 0
         self._client.hset(self._key, "failures", 0)
 
@@ -89,6 +96,8 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
         self._client.hincrby(self._key, "successes", 1)
 
     def reset_success_counter(self) -> None:
+        if self.noticing:
+            return
         self._client.hset(self._key, "successes", 0)
 
     @property
@@ -130,13 +139,16 @@ class Breakers:
 
     def __init__(self, client: redis.Redis, configs: Mapping[str, BreakerConfig]) -> None:
         listener = _StateLog()
+        self._storages = {
+            name: RedisBreakerStorage(client, name, config.fail_max) for name, config in configs.items()
+        }
         self._breakers = {
             name: pybreaker.CircuitBreaker(
                 fail_max=config.fail_max,
                 reset_timeout=config.reset_timeout,
                 exclude=[_not_the_providers_fault],
                 listeners=[listener],
-                state_storage=RedisBreakerStorage(client, name, config.fail_max),
+                state_storage=self._storages[name],
                 name=name,
             )
             for name, config in configs.items()
@@ -163,6 +175,12 @@ class Breakers:
         expected = pybreaker.STATE_HALF_OPEN if admission == "trial" else pybreaker.STATE_CLOSED
         if breaker.current_state != expected:
             return
+        storage = self._storages[name]
+        storage.noticing = True
+        try:
+            breaker.state  # noqa: B018 - the getter brings pybreaker's cached state up to date
+        finally:
+            storage.noticing = False
         # pybreaker re-raises the fault, or its own error when the fault opens the breaker;
         # both are already recorded.
         with contextlib.suppress(ProviderFault, pybreaker.CircuitBreakerError):

@@ -34,7 +34,6 @@ from worker.providers.base import Channel, Outcome
 
 __all__ = [
     "DEFAULT_FALLBACK_ON",
-    "json_schema",
     "HealthConfig",
     "Limits",
     "Policy",
@@ -42,6 +41,7 @@ __all__ = [
     "RateLimit",
     "RoutingConfig",
     "Step",
+    "json_schema",
     "load_routing",
     "parse_duration",
     "url_override_variable",

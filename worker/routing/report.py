@@ -17,7 +17,7 @@ from worker import keys
 from worker.providers import inspectable_provider
 from worker.providers.base import Channel
 from worker.routing.config import RoutingConfig
-from worker.routing.select import Candidate, candidates
+from worker.routing.select import Candidate, candidates, shares
 from worker.routing.state import ProviderState, RoutingState
 from worker.store import Verification
 from worker.verifier import moscow_day
@@ -102,11 +102,14 @@ def explain(
             lines.append("  no provider offers this channel")
             continue
         rows = [["", "provider", "cost", "score", "health", "breaker", "money", "verdict"]]
-        first = True
+        split = shares(config, ranked)
         for candidate in ranked:
             current = state.of(candidate.name)
-            if candidate.dropped is None and first:
-                verdict, mark, first = "chosen: the lowest score", "->", False
+            share = split.get(candidate.name)
+            if share == 1:
+                verdict, mark = "chosen: the lowest score", "->"
+            elif share is not None:
+                verdict, mark = f"chosen for {share:.0%} of attempts, by weight", "->"
             elif candidate.dropped is None:
                 verdict, mark = "next if the one above fails", ""
             else:

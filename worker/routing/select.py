@@ -4,8 +4,9 @@ For each step, the candidates are the providers that offer its channel for this 
 those disabled, already tried in this step, unable to serve the request, with an open
 breaker, out of money or over their daily budget are dropped, each with its reason; the
 rest are ranked by cost adjusted by health: the price of a delivered attempt (cost over
-the recent success rate) plus what the provider's mean latency is worth. Equal scores
-break by name, or by weight where weights are set. `routing explain` prints the same
+the recent success rate) plus what the provider's mean latency is worth. The best takes
+the attempt; where weights are set, the providers scoring within 5% of the best share
+attempts by weight instead. `routing explain` prints the same
 candidates, reasons included.
 """
 
@@ -21,7 +22,7 @@ from worker.routing.config import Policy, RoutingConfig, Step
 from worker.routing.state import ChannelHealth, RoutingState
 from worker.store import Verification
 
-__all__ = ["Candidate", "Choice", "GiveUp", "candidates", "next_attempt"]
+__all__ = ["WEIGHT_BAND", "Candidate", "Choice", "GiveUp", "candidates", "next_attempt", "shares"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,22 +110,40 @@ def _score(config: RoutingConfig, cost: Decimal, health: ChannelHealth) -> Decim
     return cost / health.success_rate + config.health.latency_cost * health.mean_latency
 
 
-def _pick(config: RoutingConfig, ranked: list[Candidate], verification: Verification) -> Candidate | None:
+#: Providers whose scores are within this fraction of the best share traffic by weight.
+WEIGHT_BAND = Decimal("0.05")
+
+
+def shares(config: RoutingConfig, ranked: list[Candidate]) -> dict[str, Decimal]:
+    """The traffic each viable candidate gets: all of it to the best, unless weights are set
+    among the candidates scoring within WEIGHT_BAND of it, which then share by weight
+    (a provider without a weight among them counts 1)."""
     viable = [c for c in ranked if c.dropped is None]
     if not viable:
+        return {}
+    band = [c for c in viable if c.score <= viable[0].score * (1 + WEIGHT_BAND)]
+    weights = {c.name: config.providers[c.name].weight for c in band}
+    if len(band) == 1 or not any(weights.values()):
+        return {viable[0].name: Decimal(1)}
+    total = sum(weight or 1 for weight in weights.values())
+    return {name: Decimal(weight or 1) / total for name, weight in weights.items()}
+
+
+def _pick(config: RoutingConfig, ranked: list[Candidate], verification: Verification) -> Candidate | None:
+    split = shares(config, ranked)
+    if not split:
         return None
-    tied = [c for c in viable if c.score == viable[0].score]
-    weights = [config.providers[c.name].weight for c in tied]
-    if len(tied) == 1 or not any(weights):
-        return tied[0]
+    by_name = {c.name: c for c in ranked}
+    if len(split) == 1:
+        return by_name[next(iter(split))]
     # Weighted, but the same for the same attempt: a redelivered message chooses alike.
     seed = hashlib.blake2b(f"{verification.id}:{verification.attempt}".encode(), digest_size=8).digest()
-    point = int.from_bytes(seed) % sum(weight or 0 for weight in weights)
-    for candidate, weight in zip(tied, weights, strict=True):
-        point -= weight or 0
+    point = Decimal(int.from_bytes(seed) % 1_000_000) / 1_000_000
+    for name, share in split.items():
+        point -= share
         if point < 0:
-            return candidate
-    return tied[-1]  # pragma: no cover - the weights add up to more than point
+            return by_name[name]
+    return by_name[name]
 
 
 def next_attempt(
