@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 from typing import Any
 
 import dramatiq
@@ -19,8 +20,9 @@ from worker import keys, runtime
 from worker.broker import build_broker
 from worker.errors import BadMessage, StoreUnavailable
 from worker.logging import configure_from_env
+from worker.providers.base import CallState, CallStatus
 
-__all__ = ["advance", "broker", "check_code", "start"]
+__all__ = ["advance", "broker", "call_status", "check_code", "poll", "start"]
 
 configure_from_env()
 broker = build_broker(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -65,6 +67,33 @@ async def check_code(verification_id: str, code: str, reply_key: str) -> None:
     if not reply_key.startswith(keys.PREFIX + "reply:"):
         raise BadMessage("reply_key must be a key returned by flashcall_check")
     await runtime.current().verifier.check(verification_id, code, reply_key)
+
+
+@dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=5, **_RETRIES)
+async def call_status(verification_id: str, attempt: int, provider: str, status: dict[str, Any]) -> None:
+    """A provider's status for an attempt, posted to the callback receiver."""
+    _expect(verification_id, str, "verification_id")
+    _expect(attempt, int, "attempt")
+    _expect(provider, str, "provider")
+    _expect(status, dict, "status")
+    try:
+        parsed = CallStatus(
+            ref=str(status["ref"]),
+            state=CallState(status["state"]),
+            provider_state=str(status["provider_state"]),
+            price=Decimal(status["price"]) if status.get("price") is not None else None,
+        )
+    except (KeyError, ValueError, ArithmeticError) as error:
+        raise BadMessage(f"argument status is not a call status: {error!r}") from None
+    await runtime.current().verifier.on_status(verification_id, attempt, provider, parsed)
+
+
+@dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=5, **_RETRIES)
+async def poll(verification_id: str, attempt: int) -> None:
+    """Ask a provider where an attempt's call stands (providers that post no callbacks)."""
+    _expect(verification_id, str, "verification_id")
+    _expect(attempt, int, "attempt")
+    await runtime.current().verifier.poll(verification_id, attempt)
 
 
 @dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=10, **_RETRIES)

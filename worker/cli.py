@@ -52,6 +52,15 @@ def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
     return 0
 
 
+def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
+    from worker.callbacks import serve
+    from worker.logging import configure_from_env
+
+    configure_from_env()
+    serve(args.host, args.port, redis_url=args.redis_url)
+    return 0
+
+
 def _redis_install(args: argparse.Namespace, _: Sequence[str]) -> int:
     import redis
 
@@ -187,6 +196,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sandbox.add_argument("--latency-ms", type=int, default=0)
     sandbox.set_defaults(handler=_sandbox)
+
+    callbacks = commands.add_parser("callbacks", help="receive provider status callbacks")
+    callbacks.add_argument("--host", default="0.0.0.0")  # noqa: S104 - providers post from outside
+    callbacks.add_argument("--port", type=int, default=8700)
+    callbacks.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    callbacks.set_defaults(handler=_callbacks)
 
     redis_cmd = commands.add_parser("redis", help="manage the flashcall Redis Functions library")
     redis_sub = redis_cmd.add_subparsers(dest="redis_command", required=True)

@@ -48,6 +48,7 @@ class Runtime:
             routing=lambda: self.holder.current,
             state=lambda: self.state,
             code_secret=settings.code_secret,
+            callback_base_url=settings.callback_base_url,
         )
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -27,6 +27,10 @@ class Settings:
     """How often the routing state (breakers, money, health) is read from Redis."""
     balance_interval: float = 60.0
     """How often one process of the cluster asks each provider for its balance."""
+    callback_base_url: str | None = None
+    """The public root of `flashcall callbacks`; providers that post statuses are given
+    <root>/callbacks/<provider>/<token>. Without it, statuses are polled where providers
+    allow it."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, require_secret: bool = True) -> Settings:
@@ -47,6 +51,7 @@ class Settings:
             reload_interval=_positive_int(env, "FLASHCALL_RELOAD_INTERVAL_MS", 2000) / 1000,
             state_interval=_positive_int(env, "FLASHCALL_STATE_INTERVAL_MS", 1000) / 1000,
             balance_interval=_positive_int(env, "FLASHCALL_BALANCE_INTERVAL_MS", 60000) / 1000,
+            callback_base_url=env.get("FLASHCALL_CALLBACK_BASE_URL") or None,
         )
 
 

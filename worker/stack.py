@@ -164,6 +164,21 @@ class LocalStack:
         _wait_until(lambda: _count_ready(worker) >= processes, timeout=60, what="worker boot", process=worker)
         return worker
 
+    def start_callbacks(self, *, name: str = "callbacks") -> tuple[ManagedProcess, str]:
+        """Start `flashcall callbacks` on a free port; answers it and its base URL."""
+        port = free_port()
+        argv = [sys.executable, "-m", "worker", "callbacks", "--host", "127.0.0.1", "--port", str(port)]
+        receiver = _spawn(name, argv, self.worker_env(), self.log_dir)
+        self.processes.append(receiver)
+        url = f"http://127.0.0.1:{port}"
+        _wait_until(
+            lambda: httpx.get(f"{url}/health", timeout=1).status_code == 200,
+            timeout=20,
+            what="callback receiver",
+            process=receiver,
+        )
+        return receiver, url
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()

@@ -67,6 +67,11 @@ class Verification:
     delivered: int
     refs: Mapping[str, str] = field(default_factory=dict)
     """Provider name -> its id of the last call it placed for this verification."""
+    provider_ref: str = ""
+    """The current attempt's id at its provider."""
+    expires_at_ms: int = 0
+    polls: int = 0
+    """Status polls made so far."""
 
     @property
     def final(self) -> bool:
@@ -90,6 +95,9 @@ class Verification:
             reason=fields["reason"],
             delivered=int(fields["delivered"]),
             refs={k[len(_REF_PREFIX) :]: v for k, v in fields.items() if k.startswith(_REF_PREFIX)},
+            provider_ref=fields.get("provider_ref", ""),
+            expires_at_ms=int(fields["expires_at"]),
+            polls=int(fields.get("polls", "0")),
         )
 
     def after_attempt(
@@ -233,6 +241,8 @@ class Store:
         code_hash: str,
         deadline_ms: int,
         guard: AdmissionGuard,
+        callback_token: str = "",
+        provider_type: str = "",
     ) -> tuple[str, str]:
         """Claim the next attempt if the provider admits a call: ('ok', admission), where the
         admission is 'closed', 'probe' or 'trial' (see the breaker); or (why not, ''): 'final',
@@ -254,6 +264,8 @@ class Store:
             guard.cost_e4,
             guard.budget_e4,
             guard.day,
+            callback_token,
+            provider_type,
         )
         return answer[0], answer[1] if len(answer) > 1 else ""
 
@@ -273,7 +285,9 @@ class Store:
         step_deadline_ms: int,
         latency_ms: int,
         day: str,
+        poll_at_ms: int = 0,
     ) -> str:
+        """Record a delivery; `poll_at_ms` schedules the first status poll (0: none)."""
         result: str = await self._call(
             "flashcall_attempt_delivered",
             verification_id,
@@ -289,6 +303,7 @@ class Store:
             step_deadline_ms,
             latency_ms,
             day,
+            poll_at_ms,
         )
         return result
 

@@ -9,6 +9,7 @@ waits for something has a timer in Redis; when it fires, `advance` runs with cau
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,7 +19,7 @@ import structlog
 
 from worker import codes, phone
 from worker.logging import get_logger
-from worker.providers.base import Outcome, SendRequest
+from worker.providers.base import CallState, CallStatus, Channel, Outcome, SendRequest, TransportFailure
 from worker.routing.reload import Routing
 from worker.routing.select import GiveUp, next_attempt
 from worker.routing.state import RoutingState
@@ -40,6 +41,17 @@ RECOVERY_MS = 15_000
 #: is read from it, or, for providers that tell no balance, for this long.
 NO_MONEY_MS = 600_000
 
+#: Waits between status polls of a delivered call (the last one repeats).
+POLL_DELAYS_MS = (3_000, 5_000, 10_000, 20_000, 30_000)
+
+#: A call state that ends an attempt, as the outcome routing falls back on.
+_FAILED_STATES = {
+    CallState.BUSY: Outcome.BUSY,
+    CallState.NO_ANSWER: Outcome.NO_ANSWER,
+    CallState.PROVIDER_ERROR: Outcome.PROVIDER_ERROR,
+    CallState.CANCELED: Outcome.PROVIDER_ERROR,
+}
+
 _REFUSALS = frozenset({"breaker_open", "no_money", "budget_spent"})
 _MOSCOW = timezone(timedelta(hours=3))
 
@@ -57,8 +69,10 @@ class Verifier:
         routing: Callable[[], Routing],
         state: Callable[[], RoutingState],
         code_secret: bytes,
+        callback_base_url: str | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
+        self._callback_base = (callback_base_url or "").rstrip("/")
         self._store = store
         self._routing = routing
         self._state = state
@@ -123,6 +137,7 @@ class Verifier:
             code = codes.generate(v.code_length) if generate else None
             now = self._now_ms()
             lease_ms = int(provider.timeout * 1000) + CALL_GRACE_MS
+            token = secrets.token_urlsafe(24) if self._callback_base and provider.takes_callback_url else ""
             claimed, admission = await self._store.begin_attempt(
                 v.id,
                 expected_attempt=v.attempt,
@@ -140,6 +155,8 @@ class Verifier:
                     budget_e4=price_e4(settings.daily_budget),
                     day=moscow_day(now),
                 ),
+                callback_token=token,
+                provider_type=provider.type,
             )
             if claimed in _REFUSALS:
                 log.info("provider refused the attempt", reason=claimed)
@@ -156,6 +173,9 @@ class Verifier:
                     phone=v.phone,
                     code_length=v.code_length,
                     code=code,
+                    callback_url=f"{self._callback_base}/callbacks/{provider.name}/{token}"
+                    if token
+                    else None,
                     previous_ref=v.refs.get(provider.name),
                 )
             )
@@ -178,6 +198,8 @@ class Verifier:
                     step_deadline_ms=now + int(step.timeout * 1000) if step.timeout else 0,
                     latency_ms=latency_ms,
                     day=moscow_day(now),
+                    # Without callbacks, a provider that can tell a call's state is asked.
+                    poll_at_ms=now + POLL_DELAYS_MS[0] if provider.polls_status and not token else 0,
                 )
                 log.info("attempt delivered", attempt=v.attempt + 1, price=str(price), latency_ms=latency_ms)
                 return
@@ -212,6 +234,71 @@ class Verifier:
                 state="failed",
                 reason=result.outcome,
             )
+
+    async def on_status(self, verification_id: str, attempt: int, provider: str, status: CallStatus) -> None:
+        """A provider's word on a delivered attempt (its callback, or a poll): a call that
+        failed to reach the user (busy, no answer, failed) moves the verification on."""
+        structlog.contextvars.bind_contextvars(verification_id=verification_id)
+        v = await self._store.load(verification_id)
+        if v is None:
+            log.info("status for an unknown verification ignored", provider=provider)
+            return
+        _bind(v)
+        current = not v.final and v.attempt == attempt and v.provider == provider
+        if not current or v.attempt_state != "delivered":
+            await self._store.late_status(
+                v.id, attempt=attempt, provider=provider, state=status.provider_state, now_ms=self._now_ms()
+            )
+            log.info("late status recorded and ignored", status_attempt=attempt, state=status.provider_state)
+            return
+        if status.state is CallState.IN_PROGRESS:
+            await self._schedule_poll(v)
+            return
+        outcome = _FAILED_STATES.get(status.state)
+        if outcome is Outcome.NO_ANSWER and v.channel == Channel.FLASHCALL:
+            policy = self._routing().config.policies.get(v.policy)
+            if policy is None or policy.flashcall_no_answer == "delivered":
+                outcome = None
+        if outcome is None:
+            log.info("call reached the user", state=status.provider_state)
+            return
+        now = self._now_ms()
+        recorded = await self._store.attempt_failed(
+            v.id,
+            attempt=attempt,
+            now_ms=now,
+            outcome=outcome,
+            error_code=status.provider_state,
+            state="failed",
+            recovery_at_ms=now + RECOVERY_MS,
+            discard_code=False,
+        )
+        if recorded == "ok":
+            log.info("call did not reach the user", state=status.provider_state, outcome=str(outcome))
+            await self.advance(v.id, attempt, "status")
+
+    async def poll(self, verification_id: str, attempt: int) -> None:
+        """Ask the provider where the current attempt's call stands."""
+        structlog.contextvars.bind_contextvars(verification_id=verification_id)
+        v = await self._store.load(verification_id)
+        if v is None or v.final or v.attempt != attempt or v.attempt_state != "delivered":
+            return
+        _bind(v)
+        provider = self._routing().providers.get(v.provider)
+        if provider is None or not v.provider_ref:
+            return
+        try:
+            status = await provider.call_status(v.provider_ref)
+        except TransportFailure as failure:
+            log.info("call state unknown for now", error_code=failure.error_code)
+            await self._schedule_poll(v)
+            return
+        if status is not None:
+            await self.on_status(v.id, attempt, v.provider, status)
+
+    async def _schedule_poll(self, v: Verification) -> None:
+        delay = POLL_DELAYS_MS[min(v.polls + 1, len(POLL_DELAYS_MS) - 1)]
+        await self._store.schedule_poll(v.id, attempt=v.attempt, due_ms=self._now_ms() + delay)
 
     async def _time_out(self, v: Verification) -> Verification | None:
         """The current attempt's deadline passed: settle it as timed out."""

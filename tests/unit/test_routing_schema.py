@@ -23,7 +23,11 @@ def test_the_documented_schema_is_the_one_the_code_generates() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [ROOT / "routing.yaml", ROOT / "tests" / "routing.test.yaml", *sorted((ROOT / "docs" / "examples").glob("*.yaml"))],
+    [
+        ROOT / "routing.yaml",
+        ROOT / "tests" / "routing.test.yaml",
+        *sorted((ROOT / "docs" / "examples").glob("*.yaml")),
+    ],
     ids=lambda path: str(path.relative_to(ROOT)),
 )
 def test_the_shipped_routing_files_satisfy_the_schema(path: Path) -> None:

@@ -216,6 +216,8 @@ class Provider(abc.ABC):
     """Every error code of the provider's document."""
     takes_callback_url: ClassVar[bool] = False
     """Whether the provider posts call and SMS statuses to a callback URL."""
+    polls_status: ClassVar[bool] = False
+    """Whether `call_status()` can tell where an earlier call stands."""
 
     def __init__(self, name: str, *, timeout: float) -> None:
         self.name = name

@@ -98,6 +98,7 @@ class VoicePassword(VoicePasswordApi):
     errors: ClassVar[tuple[DocumentedError, ...]] = ERRORS
     client_flash_code: ClassVar[bool] = True
     takes_callback_url: ClassVar[bool] = True
+    polls_status: ClassVar[bool] = True
     # The document's header table has "Charset: utf-8" beside Content-Type and Authorization.
     protocol_headers: ClassVar[Mapping[str, str]] = {"Charset": "utf-8"}
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -223,6 +223,9 @@ class Policy(_Frozen):
     """What moves a verification on to the next provider or step; anything else fails it."""
     max_attempts: int = Field(default=6, ge=1, le=20)
     """Calls and SMS per verification, at most."""
+    flashcall_no_answer: Literal["delivered", "fallback"] = "delivered"
+    """A flash call the user did not pick up has still shown its number, and so the code:
+    `delivered` waits for the code as usual; `fallback` moves on at once."""
 
     @field_validator("fallback_on")
     @classmethod
