@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test unit lint install clean
+.PHONY: run test unit lint install clean up down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ lint: install
 	$(BIN)/ruff check worker tests
 	$(BIN)/ruff format --check worker tests
 	$(BIN)/mypy
+
+## up: the whole stack in containers (Redis, worker, callbacks, sandbox, Prometheus, Grafana)
+up:
+	FLASHCALL_CODE_SECRET=$${FLASHCALL_CODE_SECRET:-$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(32))')} \
+		docker compose -f deploy/docker-compose.yml up -d --build
+
+down:
+	docker compose -f deploy/docker-compose.yml down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

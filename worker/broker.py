@@ -233,6 +233,10 @@ class FlashcallBroker(RedisBroker):
 def build_broker(redis_url: str) -> FlashcallBroker:
     """The broker every worker process uses, with the router's middleware after Dramatiq's own."""
     client = redis.Redis.from_url(redis_url)
+    # Dramatiq's Prometheus middleware reads its directory and port from the environment
+    # when imported; `flashcall worker` sets them first.
+    from worker.middleware.dramatiq_metrics import DramatiqMetrics
+
     middleware: list[Middleware] = [kind() for kind in default_middleware]
-    middleware += [AsyncIO(), RuntimeBoot(client=client), LogContext(), DeadLetterLog()]
+    middleware += [DramatiqMetrics(), AsyncIO(), RuntimeBoot(client=client), LogContext(), DeadLetterLog()]
     return FlashcallBroker(client=client, middleware=middleware)

@@ -27,6 +27,7 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from worker.logging import configure_from_env
 
     configure_from_env()
+    _prepare_metrics(args.metrics_dir, args.metrics_port)
     argv = [
         "worker.actors",
         "--skip-logging",
@@ -37,6 +38,20 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     ]  # fmt: skip
     code: int = dramatiq_main(make_argument_parser().parse_args(argv))  # type: ignore[no-untyped-call]
     return code
+
+
+def _prepare_metrics(directory: Path, port: int) -> None:
+    """Multiprocess Prometheus files in `directory`, emptied first (files of processes from
+    an earlier run would be summed with this one's), served on `port` by Dramatiq's
+    exposition server. Set before any process starts: prometheus-client reads it on import."""
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    # Dramatiq's own (lower-case) names for these two.
+    os.environ["dramatiq_prom_db"] = str(directory)  # noqa: SIM112
+    os.environ["dramatiq_prom_port"] = str(port)  # noqa: SIM112
 
 
 def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
@@ -180,6 +195,18 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     worker.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     worker.add_argument("--shutdown-timeout", type=int, default=30, help="seconds to finish work in flight")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("FLASHCALL_METRICS_PORT", "9191")),
+        help="Prometheus metrics of every process of this worker, on /metrics",
+    )
+    worker.add_argument(
+        "--metrics-dir",
+        type=Path,
+        default=Path(os.environ.get("FLASHCALL_METRICS_DIR", "/tmp/flashcall-metrics")),  # noqa: S108
+        help="where the processes keep their metrics (emptied at start; one worker per directory)",
+    )
     worker.set_defaults(handler=_worker, passthrough=True)
 
     sandbox = commands.add_parser(

@@ -18,7 +18,9 @@ import redis
 
 from worker import keys
 from worker.errors import FlashcallError, StoreUnavailable
+from worker.events import LogObserver, Observers
 from worker.logging import get_logger
+from worker.metrics import Metrics
 from worker.providers.base import Provider, TransportFailure
 from worker.routing.reload import Routing, RoutingHolder
 from worker.routing.state import RoutingState
@@ -38,10 +40,11 @@ _current: Runtime | None = None
 
 
 class Runtime:
-    def __init__(self, *, settings: Settings, store: Store, holder: RoutingHolder) -> None:
+    def __init__(self, *, settings: Settings, store: Store, holder: RoutingHolder, metrics: Metrics) -> None:
         self.settings = settings
         self.store = store
         self.holder = holder
+        self.metrics = metrics
         self.state = RoutingState()
         self.verifier = Verifier(
             store=store,
@@ -49,6 +52,7 @@ class Runtime:
             state=lambda: self.state,
             code_secret=settings.code_secret,
             callback_base_url=settings.callback_base_url,
+            observer=Observers([LogObserver(), metrics]),
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -64,7 +68,7 @@ class Runtime:
         # Reading the file and building breakers does blocking I/O: never on the event loop.
         holder = await asyncio.to_thread(RoutingHolder, settings.routing_path, env, breaker_client)
         store = Store.connect(settings.redis_url, pool_size=settings.redis_pool_size)
-        runtime = cls(settings=settings, store=store, holder=holder)
+        runtime = cls(settings=settings, store=store, holder=holder, metrics=Metrics())
         await runtime._publish()
         await runtime._refresh_state()
         runtime._tasks = [
@@ -109,6 +113,10 @@ class Runtime:
             providers=sorted(config.providers),
         )
         self.state = RoutingState.from_json(raw)
+        self.metrics.observe_state(self.state, config.providers)
+        self.metrics.count(await self.store.drain_metrics())
+        stats = await self.store.queue_stats()
+        self.metrics.observe_queues(stats["queued"], stats["dead"], stats["timers"])
 
     async def _poll_balances(self) -> None:
         for name, provider in self.routing.providers.items():
@@ -123,6 +131,7 @@ class Runtime:
                 continue
             if balance is not None:
                 await self.store.provider_balance(name, balance=balance, now_ms=int(time.time() * 1000))
+                self.metrics.observe_balance(name, balance)
 
     async def stop(self) -> None:
         global _current

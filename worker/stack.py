@@ -155,10 +155,13 @@ class LocalStack:
         threads: int = 32,
         env: Mapping[str, str] | None = None,
         name: str = "worker",
+        metrics_port: int | None = None,
     ) -> ManagedProcess:
         """Start `flashcall worker`; returns once its processes have installed the library and booted."""
         argv = [sys.executable, "-m", "worker", "worker"]
         argv += ["--processes", str(processes), "--threads", str(threads)]
+        argv += ["--metrics-port", str(metrics_port or free_port())]
+        argv += ["--metrics-dir", str(self.log_dir / f"{name}-metrics")]
         worker = _spawn(name, argv, self.worker_env(env), self.log_dir)
         self.processes.append(worker)
         _wait_until(lambda: _count_ready(worker) >= processes, timeout=60, what="worker boot", process=worker)

@@ -394,6 +394,16 @@ class Store:
     ) -> None:
         await self._call("flashcall_late_status", verification_id, attempt, provider, state, now_ms)
 
+    async def drain_metrics(self) -> dict[str, str]:
+        """The library's counts since the last drain (each taken by one caller only)."""
+        flat: list[str] = await self._call("flashcall_drain_metrics")
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def queue_stats(self) -> Any:
+        """{"queued": {queue: n}, "dead": {queue: n}, "timers": {kind: n}}."""
+        answer: str = await self._call("flashcall_queue_stats")
+        return json.loads(answer)
+
     async def try_lease(self, key: str, *, ttl_ms: int) -> bool:
         """One holder cluster-wide for `ttl_ms` (work that one process does for all)."""
         try:

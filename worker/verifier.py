@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 import structlog
 
 from worker import codes, phone
+from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer
 from worker.logging import get_logger
 from worker.providers.base import CallState, CallStatus, Channel, Outcome, SendRequest, TransportFailure
 from worker.routing.reload import Routing
@@ -70,8 +71,10 @@ class Verifier:
         state: Callable[[], RoutingState],
         code_secret: bytes,
         callback_base_url: str | None = None,
+        observer: Observer | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
+        self._observe = observer or LogObserver()
         self._callback_base = (callback_base_url or "").rstrip("/")
         self._store = store
         self._routing = routing
@@ -179,11 +182,27 @@ class Verifier:
                     previous_ref=v.refs.get(provider.name),
                 )
             )
-            latency_ms = int((time.monotonic() - started) * 1000)
+            latency = time.monotonic() - started
+            latency_ms = int(latency * 1000)
             await snapshot.breakers.record(provider.name, admission, result)
             now = self._now_ms()
-            if result.outcome is Outcome.DELIVERED:
-                price = result.price if result.price is not None else decision.cost
+            delivered = result.outcome is Outcome.DELIVERED
+            price = (result.price if result.price is not None else decision.cost) if delivered else None
+            self._observe.attempt(
+                AttemptEvent(
+                    verification_id=v.id,
+                    attempt=v.attempt + 1,
+                    provider=provider.name,
+                    channel=step.channel,
+                    step=decision.step_index,
+                    outcome=result.outcome,
+                    latency=latency,
+                    price=price,
+                    error_code=result.error_code,
+                    breaker_failure=result.breaker_failure,
+                )
+            )
+            if price is not None:
                 await self._store.attempt_delivered(
                     v.id,
                     attempt=v.attempt + 1,
@@ -201,17 +220,7 @@ class Verifier:
                     # Without callbacks, a provider that can tell a call's state is asked.
                     poll_at_ms=now + POLL_DELAYS_MS[0] if provider.polls_status and not token else 0,
                 )
-                log.info("attempt delivered", attempt=v.attempt + 1, price=str(price), latency_ms=latency_ms)
                 return
-            log.warning(
-                "attempt failed",
-                attempt=v.attempt + 1,
-                outcome=str(result.outcome),
-                error_code=result.error_code,
-                breaker_failure=result.breaker_failure,
-                latency_ms=latency_ms,
-                detail=result.detail or None,
-            )
             recorded = await self._store.attempt_failed(
                 v.id,
                 attempt=v.attempt + 1,
@@ -259,8 +268,18 @@ class Verifier:
             policy = self._routing().config.policies.get(v.policy)
             if policy is None or policy.flashcall_no_answer == "delivered":
                 outcome = None
+        self._observe.call_status(
+            CallStatusEvent(
+                verification_id=v.id,
+                attempt=attempt,
+                provider=provider,
+                channel=v.channel,
+                state=status.state,
+                provider_state=status.provider_state,
+                moved_on=outcome is not None,
+            )
+        )
         if outcome is None:
-            log.info("call reached the user", state=status.provider_state)
             return
         now = self._now_ms()
         recorded = await self._store.attempt_failed(
@@ -274,7 +293,6 @@ class Verifier:
             discard_code=False,
         )
         if recorded == "ok":
-            log.info("call did not reach the user", state=status.provider_state, outcome=str(outcome))
             await self.advance(v.id, attempt, "status")
 
     async def poll(self, verification_id: str, attempt: int) -> None:

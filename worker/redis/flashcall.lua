@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '3'
+local VERSION = '4'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -28,6 +28,8 @@ local K_EXPIRY_TIMERS = PREFIX .. 'timers:expire'
 local K_POLL_TIMERS = PREFIX .. 'timers:poll'
 local K_POLICIES = PREFIX .. 'config:policies'
 local K_LIMITS = PREFIX .. 'config:limits'
+-- Counts of what the library does, drained into the workers' Prometheus counters.
+local K_METRICS = PREFIX .. 'metrics'
 
 local EVENTS_MAXLEN = '1000000'
 local MAX_REQUEST_BYTES = 4096
@@ -64,6 +66,8 @@ local function now_ms()
 end
 
 local function fmt_int(n) return string.format('%d', n) end
+
+local function count(field) redis.call('HINCRBY', K_METRICS, field, 1) end
 
 local function refuse(message)
     return redis.error_reply('ERR flashcall: ' .. message)
@@ -133,6 +137,7 @@ end
 
 local function finish(v, status, reason, now, event, extra)
     v.status, v.reason, v.updated_at = status, reason or '', fmt_int(now)
+    count('finished|' .. status .. '|' .. (status == 'failed' and (reason or '') or ''))
     redis.call('HSET', vkey(v.id), 'status', status, 'reason', reason or '', 'updated_at', fmt_int(now),
         'finished_at', fmt_int(now))
     clear_timers(v.id)
@@ -409,6 +414,8 @@ local function start(_, args)
             'codes', '', 'checks', 0, 'max_checks', MAX_CHECKS, 'cost_e4', 0)
         redis.call('PEXPIREAT', key, now + RETENTION_MS)
         local v = {id = request.id, status = 'failed', metadata = request.metadata}
+        count('started|' .. request.policy)
+        count('finished|failed|rate_limited')
         emit('created', v, now, {client_ip = request.client_ip})
         emit('failed', v, now, {reason = 'rate_limited'})
         return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', created = true,
@@ -424,6 +431,7 @@ local function start(_, args)
         'tried', '', 'delivered', 0, 'codes', '', 'checks', 0, 'max_checks', MAX_CHECKS, 'cost_e4', 0)
     redis.call('PEXPIREAT', key, expires_at + RETENTION_MS)
     remember_start(request.phone, request.id, now)
+    count('started|' .. request.policy)
     redis.call('ZADD', K_EXPIRY_TIMERS, expires_at, request.id)
     redis.call('ZADD', K_STEP_TIMERS, now + START_RECOVERY_MS, request.id)
     emit('created', {id = request.id, status = 'pending', metadata = request.metadata}, now,
@@ -435,6 +443,7 @@ end
 local CHECK_FIELDS = {id = true, code = true}
 
 local function reply(key, id, result, extra)
+    count('checks|' .. result)
     local body = {id = id, result = result}
     if extra then for k, value in pairs(extra) do body[k] = value end end
     redis.call('LPUSH', key, cjson.encode(body))
@@ -586,6 +595,7 @@ local function begin_attempt(_, args)
         'codes', codes, 'pending_code', code_hash, 'reason', '', 'updated_at', fmt_int(now))
     redis.call('ZADD', K_STEP_TIMERS, deadline, id)
     if expected > 0 then
+        count('fallback|' .. (previous.provider or '') .. '|' .. provider .. '|' .. (previous.reason or ''))
         emit('fallback', v, now, {reason = previous.reason, from_provider = previous.provider,
                                   from_channel = previous.channel, from_step = previous.step})
     end
@@ -750,6 +760,7 @@ local function apply_check(_, args)
     elseif FINAL[v.status] then
         result = v.status
     elseif matched then
+        count('approved|' .. v.provider .. '|' .. v.channel)
         finish(v, 'approved', '', now, 'approved')
         result = 'approved'
     elseif checks >= max_checks then
@@ -836,6 +847,26 @@ local function late_status(_, args)
     redis.call('HINCRBY', key, 'late_statuses', 1)
     redis.call('HSET', key, 'last_late_status', provider .. ' attempt ' .. attempt .. ': ' .. state .. ' at ' .. now)
     return 'recorded'
+end
+
+-- Take the counts kept since the last drain; each count is taken once, by one process.
+local function drain_metrics()
+    local taken = redis.call('HGETALL', K_METRICS)
+    if #taken > 0 then redis.call('DEL', K_METRICS) end
+    return taken
+end
+
+-- What waits: messages per queue, dead letters per queue, timers per kind.
+local function queue_stats()
+    local out = {queued = {}, dead = {}, timers = {}}
+    for _, queue in ipairs({VERIFY_QUEUE, CHECK_QUEUE}) do
+        out.queued[queue] = redis.call('LLEN', NAMESPACE .. queue)
+        out.dead[queue] = redis.call('ZCARD', NAMESPACE .. queue .. '.XQ')
+    end
+    out.timers.step = redis.call('ZCARD', K_STEP_TIMERS)
+    out.timers.poll = redis.call('ZCARD', K_POLL_TIMERS)
+    out.timers.expire = redis.call('ZCARD', K_EXPIRY_TIMERS)
+    return cjson.encode(out)
 end
 
 -- routing.yaml as producers must see it: the policy names start accepts and the
@@ -942,6 +973,8 @@ redis.register_function('flashcall_give_up', give_up)
 redis.register_function('flashcall_apply_check', apply_check)
 redis.register_function('flashcall_fire_timers', fire_timers)
 redis.register_function('flashcall_publish_config', publish_config)
+redis.register_function('flashcall_drain_metrics', drain_metrics)
+redis.register_function{function_name = 'flashcall_queue_stats', callback = queue_stats, flags = {'no-writes'}}
 redis.register_function{function_name = 'flashcall_callback_target', callback = callback_target, flags = {'no-writes'}}
 redis.register_function('flashcall_callback_accept', callback_accept)
 redis.register_function('flashcall_schedule_poll', schedule_poll)

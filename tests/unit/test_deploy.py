@@ -1,0 +1,125 @@
+"""deploy/: Prometheus configuration, recording rules and alerts (checked and unit-tested
+with promtool), the compose stack (checked with docker-compose), the image's Dockerfile,
+and the Grafana dashboard: everything they query is a metric the router exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import prometheus_client
+import pytest
+import yaml
+
+from worker.metrics import Metrics
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+PROMETHEUS = DEPLOY / "prometheus"
+
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool is installed by .ci/run"
+)
+
+
+def run(
+    *argv: str, cwd: Path = DEPLOY, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False, env=env)
+
+
+@needs_promtool
+def test_promtool_accepts_the_prometheus_configuration() -> None:
+    checked = run("promtool", "check", "config", "prometheus.yml", cwd=PROMETHEUS)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@needs_promtool
+def test_promtool_accepts_the_recording_rules_and_alerts() -> None:
+    checked = run("promtool", "check", "rules", "rules.yml", "alerts.yml", cwd=PROMETHEUS)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@needs_promtool
+def test_every_alert_fires_as_its_unit_tests_say() -> None:
+    tested = run("promtool", "test", "rules", "alerts.test.yml", cwd=PROMETHEUS)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_every_alert_has_a_unit_test_and_an_entry_in_the_operations_guide() -> None:
+    alerts = {rule["alert"] for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+              for rule in group["rules"]}  # fmt: skip
+    tested = (PROMETHEUS / "alerts.test.yml").read_text()
+    guide = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    for alert in alerts:
+        assert f"alertname: {alert}" in tested, alert
+        assert f"### {alert}" in guide, alert
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is installed by .ci/run")
+def test_the_compose_file_is_valid_and_brings_up_the_whole_stack() -> None:
+    env = {**os.environ, "FLASHCALL_CODE_SECRET": "test-only-secret-0123456789"}
+    checked = run("docker-compose", "-f", "docker-compose.yml", "config", env=env)
+    assert checked.returncode == 0, checked.stderr
+    services = set(yaml.safe_load(checked.stdout)["services"])
+    assert services == {"redis", "worker", "callbacks", "sandbox", "prometheus", "grafana"}
+
+
+def test_the_compose_file_asks_for_the_code_secret_instead_of_holding_one() -> None:
+    assert "${FLASHCALL_CODE_SECRET:?" in (DEPLOY / "docker-compose.yml").read_text()
+
+
+def test_the_image_runs_as_a_non_root_user_from_a_slim_base() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    final_stage = dockerfile.split("\nFROM ")[-1]
+    assert final_stage.startswith("python:3.11-slim")
+    users = re.findall(r"^USER (\S+)$", final_stage, re.MULTILINE)
+    assert users
+    assert users[-1] not in {"root", "0"}
+
+
+def exported_names() -> set[str]:
+    registry = prometheus_client.CollectorRegistry()
+    Metrics(registry)
+    names: set[str] = set()
+    for family in registry.collect():
+        names |= {family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count"}
+    recorded = {rule["record"] for group in yaml.safe_load((PROMETHEUS / "rules.yml").read_text())["groups"]
+                for rule in group["rules"]}  # fmt: skip
+    dramatiq = {
+        "dramatiq_messages_total",
+        "dramatiq_message_errors_total",
+        "dramatiq_messages_inprogress",
+        "dramatiq_message_duration_seconds_bucket",
+    }
+    return names | recorded | dramatiq
+
+
+def queried_names(text: str) -> set[str]:
+    return set(re.findall(r"\b(?:flashcall|dramatiq)[_:][a-z0-9_:]+", text))
+
+
+def test_the_dashboard_queries_only_metrics_the_router_exports() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "flashcall.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", []))
+    assert queried_names(exprs) <= exported_names()
+
+
+def test_the_rules_and_alerts_query_only_metrics_the_router_exports() -> None:
+    text = (PROMETHEUS / "rules.yml").read_text() + (PROMETHEUS / "alerts.yml").read_text()
+    exprs = " ".join(
+        re.findall(r"expr: [|]?\s*((?:.|\n)*?)(?:\n\s*(?:for|labels|record|annotations):)", text)
+    )
+    assert queried_names(exprs) <= exported_names()
+
+
+@pytest.mark.parametrize(
+    "panel_topic",
+    ["Traffic", "Outcomes", "Latency", "Fallbacks and breakers", "Cost and conversion", "Queues"],
+)
+def test_the_dashboard_has_a_row_for(panel_topic: str) -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "flashcall.json").read_text())
+    assert panel_topic in {panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"}
