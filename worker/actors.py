@@ -8,13 +8,16 @@ Everything else a process needs is built at worker boot (worker/middleware/runti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import Coroutine
 from decimal import Decimal
 from typing import Any
 
 import dramatiq
 import redis
+from dramatiq.asyncio import get_event_loop_thread
 
 from worker import keys, runtime
 from worker.broker import build_broker
@@ -49,28 +52,56 @@ def _expect(value: object, kind: type, name: str) -> None:
         raise BadMessage(f"argument {name} must be {kind.__name__}, not {type(value).__name__}")
 
 
+def _on_loop(work: Coroutine[Any, Any, Any]) -> None:
+    """Run a coroutine on the process's event loop; this worker thread waits for it.
+
+    Dramatiq's own bridge for async actors wakes every waiting thread ten times a second
+    to look for interrupts; with hundreds of threads waiting on slow providers, that alone
+    costs a share of the CPU. Here the thread sleeps until its coroutine is done (every
+    provider call and Redis command has a timeout of its own).
+    """
+    loop_thread = get_event_loop_thread()
+    if loop_thread is None:
+        work.close()
+        raise RuntimeError("no event loop: the worker's AsyncIO middleware did not boot")
+    asyncio.run_coroutine_threadsafe(work, loop_thread.loop).result()
+
+
+_START_FIELDS: dict[str, type] = {
+    "phone": str,
+    "policy": str,
+    "channels": str,
+    "code_length": int,
+    "expires_at": int,
+}
+
+
 @dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=10, **_RETRIES)
-async def advance(verification_id: str, attempt: int, cause: str) -> None:
+def advance(verification_id: str, attempt: int, cause: str, start: dict[str, Any] | None = None) -> None:
     """Make the next attempt of a verification (start, fallback or timeout)."""
     _expect(verification_id, str, "verification_id")
     _expect(attempt, int, "attempt")
     _expect(cause, str, "cause")
-    await runtime.current().verifier.advance(verification_id, attempt, cause)
+    if start is not None:
+        _expect(start, dict, "start")
+        for name, kind in _START_FIELDS.items():
+            _expect(start.get(name), kind, f"start.{name}")
+    _on_loop(runtime.current().verifier.advance(verification_id, attempt, cause, start))
 
 
 @dramatiq.actor(queue_name=keys.CHECK_QUEUE, priority=0, **_RETRIES)
-async def check_code(verification_id: str, code: str, reply_key: str) -> None:
+def check_code(verification_id: str, code: str, reply_key: str) -> None:
     """Compare a typed code; the answer goes to the reply key the producer waits on."""
     _expect(verification_id, str, "verification_id")
     _expect(code, str, "code")
     _expect(reply_key, str, "reply_key")
     if not reply_key.startswith(keys.PREFIX + "reply:"):
         raise BadMessage("reply_key must be a key returned by flashcall_check")
-    await runtime.current().verifier.check(verification_id, code, reply_key)
+    _on_loop(runtime.current().verifier.check(verification_id, code, reply_key))
 
 
 @dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=5, **_RETRIES)
-async def call_status(verification_id: str, attempt: int, provider: str, status: dict[str, Any]) -> None:
+def call_status(verification_id: str, attempt: int, provider: str, status: dict[str, Any]) -> None:
     """A provider's status for an attempt, posted to the callback receiver."""
     _expect(verification_id, str, "verification_id")
     _expect(attempt, int, "attempt")
@@ -85,22 +116,24 @@ async def call_status(verification_id: str, attempt: int, provider: str, status:
         )
     except (KeyError, ValueError, ArithmeticError) as error:
         raise BadMessage(f"argument status is not a call status: {error!r}") from None
-    await runtime.current().verifier.on_status(verification_id, attempt, provider, parsed)
+    _on_loop(runtime.current().verifier.on_status(verification_id, attempt, provider, parsed))
 
 
 @dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=5, **_RETRIES)
-async def poll(verification_id: str, attempt: int) -> None:
+def poll(verification_id: str, attempt: int) -> None:
     """Ask a provider where an attempt's call stands (providers that post no callbacks)."""
     _expect(verification_id, str, "verification_id")
     _expect(attempt, int, "attempt")
-    await runtime.current().verifier.poll(verification_id, attempt)
+    _on_loop(runtime.current().verifier.poll(verification_id, attempt))
 
 
 @dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=10, **_RETRIES)
-async def start(request: dict[str, Any]) -> None:
+def start(request: dict[str, Any]) -> None:
     """A start request enqueued directly instead of through FCALL flashcall_start."""
     _expect(request, dict, "request")
     try:
-        await runtime.current().store.start(json.dumps(request, ensure_ascii=False, separators=(",", ":")))
+        _on_loop(
+            runtime.current().store.start(json.dumps(request, ensure_ascii=False, separators=(",", ":")))
+        )
     except redis.ResponseError as error:
         raise BadMessage(f"start request refused: {error}") from None

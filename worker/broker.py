@@ -21,6 +21,7 @@ fixed interval instead.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, current_millis, q_name
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message, get_encoder
-from dramatiq.middleware import AsyncIO, default_middleware
+from dramatiq.middleware import AsyncIO, Retries
 
 from worker import keys
 from worker.logging import get_logger
@@ -71,6 +72,20 @@ return out
 """
 
 
+# Dramatiq's ack (a message done: out of the consumer's unacknowledged set, its body gone), for many.
+_ACK_MANY = """
+local acks, messages = KEYS[1], KEYS[2]
+for _, id in ipairs(ARGV) do
+    if redis.call('SREM', acks, id) > 0 then redis.call('HDEL', messages, id) end
+end
+return #ARGV
+"""
+
+#: Acknowledgements are sent in batches of this many, or after this many seconds.
+ACK_BATCH = 64
+ACK_DELAY = 0.02
+
+
 def _problem(fields: Any, queue_name: str, message_id: str) -> str | None:
     """Why a decoded message cannot be processed, or None when it can."""
     if not isinstance(fields, dict):
@@ -102,10 +117,34 @@ class _Consumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self._wake_key = None if queue_name.endswith(".DQ") else keys.wake(queue_name)
         self._next_maintenance = 0.0
+        self._acks: list[str] = []
+        self._acks_lock = threading.Lock()
+        self._acks_due = 0.0
+
+    def ack(self, message: MessageProxy) -> None:
+        """Acknowledge later, with others: a worker thread does not wait a round trip to
+        Redis per message. Until flushed (at most ACK_DELAY later, or at close) a message
+        that was processed is still unacknowledged; were the process to die then, it would
+        be processed again, which every actor is made to bear."""
+        with self._acks_lock:
+            if not self._acks:
+                self._acks_due = time.monotonic() + ACK_DELAY
+            self._acks.append(message.options["redis_message_id"])
+            self.queued_message_ids.discard(message.message_id)
+
+    def _flush_acks(self, *, force: bool = False) -> None:
+        with self._acks_lock:
+            if not self._acks or (
+                not force and len(self._acks) < ACK_BATCH and time.monotonic() < self._acks_due
+            ):
+                return
+            taken, self._acks = self._acks, []
+        self.broker.ack_many(self.queue_name, taken)
 
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
+                self._flush_acks()
                 if self.message_cache:
                     message_id, data = self.message_cache.pop(0)
                     message = self._decode(message_id, data)
@@ -120,6 +159,7 @@ class _Consumer(_RedisConsumer):
                 if room > 0:
                     self.message_cache = self.broker.fetch(self.queue_name, room)
                 if not self.message_cache:
+                    self._flush_acks(force=True)
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                     if room > 0 and self._wake_key is not None:
                         self.broker.client.blpop([self._wake_key], backoff_ms / 1000)
@@ -162,7 +202,14 @@ class _Consumer(_RedisConsumer):
         )
 
     def close(self) -> None:
-        """Return prefetched messages that were never handed out, instead of stranding them."""
+        """Flush acknowledgements; return prefetched messages that were never handed out,
+        instead of stranding them."""
+        try:
+            self._flush_acks(force=True)
+        except redis.ConnectionError:
+            log.warning(
+                "acknowledgements not sent; those messages will be processed again", queue=self.queue_name
+            )
         cached, self.message_cache = self.message_cache, []
         if cached:
             try:
@@ -184,6 +231,7 @@ class FlashcallBroker(RedisBroker):
             client=client, namespace=keys.BROKER_NAMESPACE, middleware=middleware
         )
         self._fetch = client.register_script(_FETCH)
+        self._ack_many = client.register_script(_ACK_MANY)
 
     @property
     def consumer_class(self) -> type[_Consumer]:
@@ -201,6 +249,11 @@ class FlashcallBroker(RedisBroker):
             args=[count, current_millis(), self.broker_id],
         )
         return [(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)]
+
+    def ack_many(self, queue_name: str, message_ids: list[str]) -> None:
+        """Dramatiq's ack, for many messages in one round trip."""
+        self._ack_many(keys=[keys.consumer_acks(self.broker_id, queue_name), keys.queue_messages(queue_name)],
+                       args=message_ids)  # fmt: skip
 
     def dead_letter(self, queue_name: str, message_id: str, data: bytes) -> None:
         """Move a fetched message to its queue's dead-letter queue, as Dramatiq's nack does."""
@@ -237,6 +290,15 @@ def build_broker(redis_url: str) -> FlashcallBroker:
     # when imported; `flashcall worker` sets them first.
     from worker.middleware.dramatiq_metrics import DramatiqMetrics
 
-    middleware: list[Middleware] = [kind() for kind in default_middleware]
-    middleware += [DramatiqMetrics(), AsyncIO(), RuntimeBoot(client=client), LogContext(), DeadLetterLog()]
+    # Of Dramatiq's defaults only Retries is used: no actor sets an age or time limit
+    # (provider calls and Redis commands have timeouts of their own), and none uses
+    # callbacks, pipelines or shutdown notifications. Each middleware runs on every message.
+    middleware: list[Middleware] = [
+        Retries(),
+        DramatiqMetrics(),
+        AsyncIO(),
+        RuntimeBoot(client=client),
+        LogContext(),
+        DeadLetterLog(),
+    ]
     return FlashcallBroker(client=client, middleware=middleware)

@@ -40,6 +40,7 @@ _SECRET_KEYS = frozenset(
     }
 )
 
+_DIGIT = re.compile(r"[0-9]")
 # A Russian number in any of the forms producers and providers write it.
 _PHONE = re.compile(r"(?<![\d*])(\+?)([78])[\s(-]*(\d{3})[\s)-]*(\d{3})[\s-]*(\d{2})[\s-]*(\d{2})(?!\d)")
 # Dramatiq prints messages as actor(args...): a check message carries the typed code.
@@ -49,7 +50,7 @@ _CALLBACK_TOKEN = re.compile(r"(/callbacks/[\w-]+/)[\w-]+")
 
 
 def _mask_text(text: str) -> str:
-    if any(ch.isdigit() for ch in text):
+    if _DIGIT.search(text):
         text = _PHONE.sub(lambda m: f"{m[1]}{m[2]}{m[3]}*****{m[6]}", text)
         text = _CHECK_MESSAGE.sub(rf"\g<1>{REDACTED}\g<3>", text)
     if "/callbacks/" in text:
@@ -57,37 +58,47 @@ def _mask_text(text: str) -> str:
     return text
 
 
-def _walk(value: Any, leaf: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: REDACTED if _is_secret(key) else _walk(item, leaf) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_walk(item, leaf) for item in value]
-    return leaf(value)
-
-
 def _is_secret(key: object) -> bool:
     return isinstance(key, str) and key.lower() in _SECRET_KEYS
 
 
+def _redacted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: REDACTED if _is_secret(key) else _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return _mask_text(value)
+    if isinstance(value, Mapping):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and _PHONE.fullmatch(str(value)):
+        return _mask_text(str(value))
+    return value
+
+
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Replace values under secret-looking keys, at any depth."""
-    redacted: EventDict = _walk(event_dict, lambda leaf: leaf)
-    return redacted
-
-
-def _mask_leaf(leaf: Any) -> Any:
-    if isinstance(leaf, str):
-        return _mask_text(leaf)
-    if isinstance(leaf, int) and not isinstance(leaf, bool) and _PHONE.fullmatch(str(leaf)):
-        return _mask_text(str(leaf))
-    return leaf
+    # In place, and into nested values only where there are some: it runs for every line.
+    for key, value in event_dict.items():
+        if _is_secret(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, Mapping | list | tuple):
+            event_dict[key] = _redacted(value)
+    return event_dict
 
 
 def mask_phones(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Mask phone numbers (written as text or as integers), and typed codes in Dramatiq's
     message reprs, in every value."""
-    masked: EventDict = _walk(event_dict, _mask_leaf)
-    return masked
+    for key, value in event_dict.items():
+        event_dict[key] = _masked(value)
+    return event_dict
 
 
 def _shared_processors() -> list[Processor]:
@@ -127,6 +138,10 @@ def configure(*, fmt: str = "auto", level: str = "INFO") -> None:
         foreign_pre_chain=_shared_processors(),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
+    # Lines never show threads or processes: skip gathering them for every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()

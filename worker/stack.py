@@ -25,6 +25,7 @@ import httpx
 import redis
 import yaml
 
+from worker import keys
 from worker.errors import FlashcallError
 from worker.routing.config import url_override_variable
 from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
@@ -162,10 +163,21 @@ class LocalStack:
         argv += ["--processes", str(processes), "--threads", str(threads)]
         argv += ["--metrics-port", str(metrics_port or free_port())]
         argv += ["--metrics-dir", str(self.log_dir / f"{name}-metrics")]
-        worker = _spawn(name, argv, self.worker_env(env), self.log_dir)
-        self.processes.append(worker)
-        _wait_until(lambda: _count_ready(worker) >= processes, timeout=60, what="worker boot", process=worker)
-        return worker
+        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        try:
+            before = set(client.zrange(keys.heartbeats(), 0, -1))
+            spawned = _spawn(name, argv, self.worker_env(env), self.log_dir)
+            self.processes.append(spawned)
+            # A process's consumers heartbeat once its runtime is up (it boots before them).
+            _wait_until(
+                lambda: len(set(client.zrange(keys.heartbeats(), 0, -1)) - before) >= processes,
+                timeout=60,
+                what="worker boot",
+                process=spawned,
+            )
+        finally:
+            client.close()
+        return spawned
 
     def start_callbacks(self, *, name: str = "callbacks") -> tuple[ManagedProcess, str]:
         """Start `flashcall callbacks` on a free port; answers it and its base URL."""
@@ -186,10 +198,6 @@ class LocalStack:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
-
-
-def _count_ready(worker: ManagedProcess) -> int:
-    return worker.log_path.read_text(errors="replace").count("worker process ready")
 
 
 @contextlib.contextmanager

@@ -78,6 +78,27 @@ class Verification:
         return self.status in FINAL_STATUSES
 
     @classmethod
+    def first(cls, verification_id: str, start: Mapping[str, Any]) -> Verification:
+        """A verification as flashcall_start leaves it, from what its first `advance` carries."""
+        return cls(
+            id=verification_id,
+            phone=str(start["phone"]),
+            policy=str(start["policy"]),
+            channels=tuple(Channel(name) for name in str(start["channels"]).split(",") if name),
+            code_length=int(start["code_length"]),
+            status="pending",
+            attempt=0,
+            attempt_state="",
+            step=None,
+            channel="",
+            provider="",
+            tried=(),
+            reason="",
+            delivered=0,
+            expires_at_ms=int(start["expires_at"]),
+        )
+
+    @classmethod
     def from_hash(cls, fields: Mapping[str, str]) -> Verification:
         return cls(
             id=fields["id"],
@@ -172,8 +193,9 @@ class Store:
     def connect(cls, url: str, *, pool_size: int) -> Store:
         # A blocking pool: hundreds of coroutines wait their turn for a connection instead
         # of failing with "Too many connections".
+        # Commands time out too: a worker thread waits for its coroutine without a limit.
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=pool_size, timeout=10, decode_responses=True
+            url, max_connections=pool_size, timeout=10, socket_timeout=10, decode_responses=True
         )
         return cls(redis.asyncio.Redis(connection_pool=pool))
 

@@ -9,18 +9,28 @@ waits for something has a timer in Redis; when it fires, `advance` runs with cau
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import structlog
 
 from worker import codes, phone
 from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer
 from worker.logging import get_logger
-from worker.providers.base import CallState, CallStatus, Channel, Outcome, SendRequest, TransportFailure
+from worker.providers.base import (
+    CallState,
+    CallStatus,
+    Channel,
+    Outcome,
+    Provider,
+    SendRequest,
+    TransportFailure,
+)
+from worker.routing.config import Policy, Step
 from worker.routing.reload import Routing
 from worker.routing.select import GiveUp, next_attempt
 from worker.routing.state import RoutingState
@@ -54,12 +64,17 @@ _FAILED_STATES = {
 }
 
 _REFUSALS = frozenset({"breaker_open", "no_money", "budget_spent"})
-_MOSCOW = timezone(timedelta(hours=3))
+_MOSCOW_OFFSET_MS = 3 * 3_600_000
 
 
 def moscow_day(now_ms: int) -> str:
     """YYYYMMDD in Moscow, where the providers bill: daily budgets reset at its midnight."""
-    return datetime.fromtimestamp(now_ms / 1000, _MOSCOW).strftime("%Y%m%d")
+    return _day((now_ms + _MOSCOW_OFFSET_MS) // 86_400_000)
+
+
+@functools.lru_cache(maxsize=4)
+def _day(days_since_epoch: int) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(days_since_epoch * 86_400))
 
 
 class Verifier:
@@ -85,10 +100,21 @@ class Verifier:
     def _now_ms(self) -> int:
         return int(self._now() * 1000)
 
-    async def advance(self, verification_id: str, attempt: int, cause: str) -> None:
-        """Make the next attempt of a verification whose attempt number is `attempt`."""
-        structlog.contextvars.bind_contextvars(verification_id=verification_id)
-        v = await self._store.load(verification_id)
+    async def advance(
+        self, verification_id: str, attempt: int, cause: str, start: Mapping[str, Any] | None = None
+    ) -> None:
+        """Make the next attempt of a verification whose attempt number is `attempt`.
+
+        `start` (what flashcall_start enqueued with the first attempt) saves reading the
+        verification back: if it changed meanwhile (canceled, or a duplicate message already
+        made the attempt), the claim of the attempt says so.
+        """
+        first = start is not None and attempt == 0
+        v = (
+            Verification.first(verification_id, start)
+            if first and start
+            else await self._store.load(verification_id)
+        )
         if v is None:
             log.warning("verification not found; nothing to do", cause=cause)
             return
@@ -168,7 +194,6 @@ class Verifier:
             if claimed != "ok":
                 log.info("attempt not claimed", result=claimed)
                 return
-            log.info("attempt started", attempt=v.attempt + 1, admission=admission)
             started = time.monotonic()
             result = await provider.send(
                 SendRequest(
@@ -217,8 +242,9 @@ class Verifier:
                     step_deadline_ms=now + int(step.timeout * 1000) if step.timeout else 0,
                     latency_ms=latency_ms,
                     day=moscow_day(now),
-                    # Without callbacks, a provider that can tell a call's state is asked.
-                    poll_at_ms=now + POLL_DELAYS_MS[0] if provider.polls_status and not token else 0,
+                    poll_at_ms=now + POLL_DELAYS_MS[0]
+                    if self._should_poll(provider, step, policy, token)
+                    else 0,
                 )
                 return
             recorded = await self._store.attempt_failed(
@@ -247,7 +273,6 @@ class Verifier:
     async def on_status(self, verification_id: str, attempt: int, provider: str, status: CallStatus) -> None:
         """A provider's word on a delivered attempt (its callback, or a poll): a call that
         failed to reach the user (busy, no answer, failed) moves the verification on."""
-        structlog.contextvars.bind_contextvars(verification_id=verification_id)
         v = await self._store.load(verification_id)
         if v is None:
             log.info("status for an unknown verification ignored", provider=provider)
@@ -297,7 +322,6 @@ class Verifier:
 
     async def poll(self, verification_id: str, attempt: int) -> None:
         """Ask the provider where the current attempt's call stands."""
-        structlog.contextvars.bind_contextvars(verification_id=verification_id)
         v = await self._store.load(verification_id)
         if v is None or v.final or v.attempt != attempt or v.attempt_state != "delivered":
             return
@@ -313,6 +337,16 @@ class Verifier:
             return
         if status is not None:
             await self.on_status(v.id, attempt, v.provider, status)
+
+    @staticmethod
+    def _should_poll(provider: Provider, step: Step, policy: Policy, token: str) -> bool:
+        """Without callbacks, a provider that can tell a call's state is asked about it,
+        unless nothing it could say would change what happens next: a flash call's state
+        matters only to a policy that falls back on its no answer (its other failures are
+        left to the step timeout)."""
+        if token or not provider.polls_status:
+            return False
+        return step.channel is not Channel.FLASHCALL or policy.flashcall_no_answer == "fallback"
 
     async def _schedule_poll(self, v: Verification) -> None:
         delay = POLL_DELAYS_MS[min(v.polls + 1, len(POLL_DELAYS_MS) - 1)]
@@ -349,7 +383,6 @@ class Verifier:
 
     async def check(self, verification_id: str, code: str, reply_key: str) -> str:
         """Compare a typed code with those delivered and answer on the reply key."""
-        structlog.contextvars.bind_contextvars(verification_id=verification_id)
         material = await self._store.check_material(verification_id)
         matched = codes.matches(self._secret, verification_id, code, material.hashes)
         if not matched and material.provider_checks:
@@ -374,6 +407,7 @@ class Verifier:
 
 
 def _bind(v: Verification) -> None:
-    structlog.contextvars.bind_contextvars(
-        provider=v.provider or None, channel=v.channel or None, step=v.step
-    )
+    # The message's log context (worker/middleware/logcontext.py) already names the
+    # verification; this adds where it stands, once it stands somewhere.
+    if v.provider:
+        structlog.contextvars.bind_contextvars(provider=v.provider, channel=v.channel, step=v.step)

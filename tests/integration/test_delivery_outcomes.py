@@ -227,7 +227,7 @@ def test_a_callback_delivered_twice_moves_the_verification_on_once(
     sandbox.script(phone, {"state": "BUSY", "callback_delay_ms": 200})
     producer.start("twice", "+" + phone, policy="voice")
     producer.wait_for("twice", {"fallback"}, timeout=15)
-    [call] = [r for r in sandbox.records(phone) if r["callback_status"]]
+    [call] = [r for r in sandbox.records(phone) if r["callback_status"] and r["state"] == "BUSY"]
     response = httpx.post(call["body"]["callback_url"], json=callback_body(call), timeout=5)
     assert response.status_code == 200
     wait_for_message_drained(producer)

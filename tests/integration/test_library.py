@@ -173,7 +173,19 @@ class TestStart:
         start(library)
         [message] = queued(library)
         assert message["actor_name"] == "advance"
-        assert message["args"] == ["order-42", 0, "start"]
+        assert message["args"][:3] == ["order-42", 0, "start"]
+
+    def test_the_first_advance_carries_what_the_first_attempt_needs(self, library: redis.Redis) -> None:
+        start(library, channels=["voice", "sms"], code_length=6, ttl=120)
+        [message] = queued(library)
+        expires_at = int(state(library)["expires_at"])
+        assert message["args"][3] == {
+            "phone": PHONE,
+            "policy": "default",
+            "channels": "voice,sms",
+            "code_length": 6,
+            "expires_at": expires_at,
+        }
         assert message["queue_name"] == keys.VERIFY_QUEUE
         assert message["options"]["redis_message_id"] == library.lindex(keys.queue(keys.VERIFY_QUEUE), 0)
 

@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '4'
+local VERSION = '5'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -93,9 +93,12 @@ local function enqueue(queue, actor, args_json, now)
     return mid
 end
 
-local function enqueue_advance(id, attempt, cause, now)
+-- `first`, for a verification's first attempt, carries what the worker needs to make it,
+-- so that the worker need not read the verification back first.
+local function enqueue_advance(id, attempt, cause, now, first)
     return enqueue(VERIFY_QUEUE, 'advance',
-        '[' .. json_string(id) .. ',' .. fmt_int(attempt) .. ',' .. json_string(cause) .. ']', now)
+        '[' .. json_string(id) .. ',' .. fmt_int(attempt) .. ',' .. json_string(cause)
+        .. (first and (',' .. first) or '') .. ']', now)
 end
 
 local function hgetall(key)
@@ -436,7 +439,9 @@ local function start(_, args)
     redis.call('ZADD', K_STEP_TIMERS, now + START_RECOVERY_MS, request.id)
     emit('created', {id = request.id, status = 'pending', metadata = request.metadata}, now,
         {client_ip = request.client_ip})
-    enqueue_advance(request.id, 0, 'start', now)
+    enqueue_advance(request.id, 0, 'start', now, cjson.encode({
+        phone = request.phone, policy = request.policy, channels = request.channels,
+        code_length = request.code_length, expires_at = expires_at}))
     return cjson.encode({id = request.id, status = 'pending', created = true})
 end
 

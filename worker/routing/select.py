@@ -121,6 +121,8 @@ def shares(config: RoutingConfig, ranked: list[Candidate]) -> dict[str, Decimal]
     viable = [c for c in ranked if c.dropped is None]
     if not viable:
         return {}
+    if len(viable) == 1 or not any(config.providers[c.name].weight for c in viable):
+        return {viable[0].name: Decimal(1)}
     band = [c for c in viable if c.score <= viable[0].score * (1 + WEIGHT_BAND)]
     weights = {c.name: config.providers[c.name].weight for c in band}
     if len(band) == 1 or not any(weights.values()):
