@@ -15,9 +15,10 @@ from worker.errors import FlashcallError
 __all__ = ["main"]
 
 #: Provider calls take 0.2 to 2 s and run as coroutines, but Dramatiq caps the calls in
-#: flight per process at its thread count even for async actors (each thread waits on
-#: its coroutine); 256 threads keep a few hundred calls in flight per process.
-DEFAULT_THREADS = 256
+#: flight per process at its thread count (each thread waits for its coroutine). 512 per
+#: process keep 1,000 calls in flight on a 2-core host: 400 verifications/s even with
+#: providers answering in 2 s (docs/benchmarks.md). Waiting threads cost no CPU.
+DEFAULT_THREADS = 512
 
 
 def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
