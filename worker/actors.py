@@ -97,7 +97,9 @@ def check_code(verification_id: str, code: str, reply_key: str) -> None:
     _expect(reply_key, str, "reply_key")
     if not reply_key.startswith(keys.PREFIX + "reply:"):
         raise BadMessage("reply_key must be a key returned by flashcall_check")
-    _on_loop(runtime.current().verifier.check(verification_id, code, reply_key))
+    current = runtime.current()
+    if current.checks.check(verification_id, code, reply_key) is None:
+        _on_loop(current.verifier.check(verification_id, code, reply_key))
 
 
 @dramatiq.actor(queue_name=keys.VERIFY_QUEUE, priority=5, **_RETRIES)

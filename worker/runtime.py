@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import redis
 
 from worker import keys
+from worker.checks import CodeChecks
 from worker.errors import FlashcallError, StoreUnavailable
 from worker.events import LogObserver, Observers
 from worker.logging import get_logger
@@ -40,9 +41,18 @@ _current: Runtime | None = None
 
 
 class Runtime:
-    def __init__(self, *, settings: Settings, store: Store, holder: RoutingHolder, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        holder: RoutingHolder,
+        metrics: Metrics,
+        client: redis.Redis,
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.checks = CodeChecks(client, settings.code_secret)
         self.holder = holder
         self.metrics = metrics
         self.state = RoutingState()
@@ -64,11 +74,12 @@ class Runtime:
     async def start(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> Runtime:
         global _current
         env = os.environ if environ is None else environ
-        breaker_client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        # For what worker threads do themselves: breakers (pybreaker is synchronous) and checks.
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10)
         # Reading the file and building breakers does blocking I/O: never on the event loop.
-        holder = await asyncio.to_thread(RoutingHolder, settings.routing_path, env, breaker_client)
+        holder = await asyncio.to_thread(RoutingHolder, settings.routing_path, env, client)
         store = Store.connect(settings.redis_url, pool_size=settings.redis_pool_size)
-        runtime = cls(settings=settings, store=store, holder=holder, metrics=Metrics())
+        runtime = cls(settings=settings, store=store, holder=holder, metrics=Metrics(), client=client)
         await runtime._publish()
         await runtime._refresh_state()
         runtime._tasks = [

@@ -140,8 +140,6 @@ class Verification:
 
 @dataclass(frozen=True, slots=True)
 class CheckMaterial:
-    hashes: tuple[str, ...]
-    """Keyed hashes of every code the router knows was delivered."""
     provider_checks: str | None
     """A provider that delivered a code of its own, which only it can check (Telphin)."""
     phone: str
@@ -239,17 +237,13 @@ class Store:
     async def check_material(self, verification_id: str) -> CheckMaterial:
         """What a check compares the typed code with."""
         try:
-            codes, checker, phone = cast(
+            checker, phone = cast(
                 list[str | None],
-                await self._client.hmget(
-                    keys.verification(verification_id), ["codes", "provider_checks", "phone"]
-                ),
+                await self._client.hmget(keys.verification(verification_id), ["provider_checks", "phone"]),
             )
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
-        return CheckMaterial(
-            hashes=tuple(codes.split()) if codes else (), provider_checks=checker or None, phone=phone or ""
-        )
+        return CheckMaterial(provider_checks=checker or None, phone=phone or "")
 
     async def begin_attempt(
         self,
@@ -373,10 +367,10 @@ class Store:
         )
         return result
 
-    async def apply_check(self, verification_id: str, *, matched: bool, reply_key: str, now_ms: int) -> str:
-        result: str = await self._call(
-            "flashcall_apply_check", verification_id, "1" if matched else "0", reply_key, now_ms
-        )
+    async def apply_check(self, verification_id: str, *, proof: str, reply_key: str, now_ms: int) -> str:
+        """Answer a check on its reply key; `proof` is a verdict or the typed code's hash
+        (worker/checks.py), and the answer ASK_PROVIDER when only the provider can judge."""
+        result: str = await self._call("flashcall_apply_check", verification_id, proof, reply_key, now_ms)
         return result
 
     async def fire_timers(self, *, now_ms: int, limit: int) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from worker import codes, phone
+from worker import checks, codes, phone
 from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer
 from worker.logging import get_logger
 from worker.providers.base import (
@@ -382,14 +382,20 @@ class Verifier:
             log.info("no further attempt; waiting for the user's code", reason=decision.reason)
 
     async def check(self, verification_id: str, code: str, reply_key: str) -> str:
-        """Compare a typed code with those delivered and answer on the reply key."""
-        material = await self._store.check_material(verification_id)
-        matched = codes.matches(self._secret, verification_id, code, material.hashes)
-        if not matched and material.provider_checks:
-            matched = await self._ask_provider(material.provider_checks, material.phone, code)
+        """Compare a typed code with those delivered and answer on the reply key (the same
+        as worker/checks.py does on the worker thread, and what it falls back to)."""
+        now_ms = self._now_ms()
+        proof = checks.hash_proof(self._secret, verification_id, code)
         result = await self._store.apply_check(
-            verification_id, matched=matched, reply_key=reply_key, now_ms=self._now_ms()
+            verification_id, proof=proof, reply_key=reply_key, now_ms=now_ms
         )
+        if result == checks.ASK_PROVIDER:
+            material = await self._store.check_material(verification_id)
+            checker = material.provider_checks
+            matched = checker is not None and await self._ask_provider(checker, material.phone, code)
+            result = await self._store.apply_check(
+                verification_id, proof=checks.verdict(matched), reply_key=reply_key, now_ms=self._now_ms()
+            )
         log.info("code checked", result=result)
         return result
 

@@ -141,6 +141,7 @@ def deliver(
     provider: str = "vp",
     verification_id: str = "order-42",
     latency_ms: int = 100,
+    provider_checks: bool = False,
 ) -> str:
     return str(
         fcall(
@@ -155,7 +156,7 @@ def deliver(
             "ref-1",
             price_e4,
             "",
-            "0",
+            "1" if provider_checks else "0",
             deadline,
             latency_ms,
             DAY,
@@ -429,6 +430,55 @@ class TestCheck:
         self.check(library)
         assert self.answer(library, self.check(library))["result"] == "max_attempts"
         assert state(library)["status"] == "approved"
+
+    def delivered(self, client: redis.Redis, *hashes: str, provider_checks: bool = False) -> None:
+        start(client)
+        now = now_ms(client)
+        for attempt, code_hash in enumerate(hashes):
+            if attempt:
+                fail(
+                    client, attempt, now=now, outcome="timeout", error_code="step_timeout", state="timed_out"
+                )
+            begin(client, attempt, now=now, code_hash=code_hash, provider=f"p{attempt}")
+            deliver(client, attempt + 1, now=now, provider=f"p{attempt}", provider_checks=provider_checks)
+
+    @pytest.mark.parametrize("typed", ["aa11", "bb22"])
+    def test_the_hash_of_any_delivered_code_approves(self, library: redis.Redis, typed: str) -> None:
+        self.delivered(library, "aa11", "bb22")
+        reply_key = self.check(library)
+        answer = fcall(
+            library, "flashcall_apply_check", "order-42", f"hash:{typed}", reply_key, now_ms(library)
+        )
+        assert answer == "approved"
+        assert self.answer(library, reply_key)["result"] == "approved"
+
+    def test_the_hash_of_a_code_never_delivered_is_rejected(self, library: redis.Redis) -> None:
+        self.delivered(library, "aa11")
+        reply_key = self.check(library)
+        answer = fcall(library, "flashcall_apply_check", "order-42", "hash:aa12", reply_key, now_ms(library))
+        assert answer == "rejected"
+        assert state(library)["status"] == "sent"
+
+    def test_a_hash_matches_nothing_before_a_code_was_delivered(self, library: redis.Redis) -> None:
+        start(library)
+        reply_key = self.check(library)
+        answer = fcall(library, "flashcall_apply_check", "order-42", "hash:aa11", reply_key, now_ms(library))
+        assert answer == "rejected"
+
+    def test_a_mismatch_where_a_provider_keeps_the_code_asks_for_the_provider(
+        self, library: redis.Redis
+    ) -> None:
+        self.delivered(library, "", provider_checks=True)
+        reply_key = self.check(library)
+        answer = fcall(library, "flashcall_apply_check", "order-42", "hash:aa11", reply_key, now_ms(library))
+        assert answer == "ask_provider"
+        assert library.llen(reply_key) == 0
+        assert state(library)["status"] == "sent"
+
+    def test_a_verdict_other_than_1_0_or_a_hash_is_refused(self, library: redis.Redis) -> None:
+        start(library)
+        with pytest.raises(redis.ResponseError, match="verdict"):
+            fcall(library, "flashcall_apply_check", "order-42", "yes", self.check(library), now_ms(library))
 
     def test_a_wrong_code_for_an_approved_verification_is_rejected(self, library: redis.Redis) -> None:
         start(library)

@@ -1,4 +1,4 @@
-"""Verification codes (generation, keyed hashes, matching) and Russian phone numbers
+"""Verification codes (generation, keyed hashes) and Russian phone numbers
 (validation beyond shape, masking for logs)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from worker.codes import code_hash, generate, matches
+from worker.codes import code_hash, generate
 from worker.phone import is_valid_russian, mask
 
 SECRET = b"unit-test-code-secret"
@@ -66,40 +66,6 @@ def test_code_hash_is_64_hex_digits_unlike_an_unkeyed_hash_of_the_code() -> None
     assert set(digest) <= set("0123456789abcdef")
     assert digest != hashlib.sha256(b"4821").hexdigest()
     assert digest != hashlib.sha256(b"order-42:4821").hexdigest()
-
-
-# --- matches --------------------------------------------------------------------------
-
-
-def delivered(*codes: str, verification_id: str = "order-42") -> list[str]:
-    return [code_hash(SECRET, verification_id, code) for code in codes]
-
-
-@pytest.mark.parametrize("code", ["1111", "4821", "9090"])
-def test_code_matches_any_of_the_delivered_codes(code: str) -> None:
-    assert matches(SECRET, "order-42", code, delivered("1111", "4821", "9090")) is True
-
-
-def test_code_that_was_not_delivered_does_not_match() -> None:
-    assert matches(SECRET, "order-42", "4822", delivered("1111", "4821", "9090")) is False
-
-
-def test_nothing_matches_when_no_code_was_delivered() -> None:
-    assert matches(SECRET, "order-42", "4821", []) is False
-
-
-def test_code_of_another_verification_does_not_match() -> None:
-    assert matches(SECRET, "order-42", "4821", delivered("4821", verification_id="order-43")) is False
-
-
-def test_code_hashed_under_another_secret_does_not_match() -> None:
-    foreign = [code_hash(b"another-secret", "order-42", "4821")]
-
-    assert matches(SECRET, "order-42", "4821", foreign) is False
-
-
-def test_matches_reads_hashes_from_any_iterable() -> None:
-    assert matches(SECRET, "order-42", "4821", iter(delivered("0000", "4821"))) is True
 
 
 # --- is_valid_russian -----------------------------------------------------------------

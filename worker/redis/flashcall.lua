@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '5'
+local VERSION = '6'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -745,14 +745,30 @@ local function give_up(_, args)
     return 'failed'
 end
 
+-- The verdict on a typed code: '1' or '0' when the worker judged it, or 'hash:<hmac>' to
+-- compare with the codes delivered here, in the same call. A mismatch on a verification
+-- whose code a provider keeps (Telphin) answers 'ask_provider' and changes nothing: the
+-- worker asks the provider and calls again with its verdict.
 local function apply_check(_, args)
-    local id, matched, reply_key, now = args[1], args[2] == '1', args[3], tonumber(args[4])
+    local id, proof, reply_key, now = args[1], args[2], args[3], tonumber(args[4])
     local v = hgetall(vkey(id))
     if not v then
         reply(reply_key, id, 'not_found')
         return 'not_found'
     end
     expire_if_due(v, now)
+    local matched = proof == '1'
+    local candidate = string.match(proof, '^hash:(%x+)$')
+    if candidate then
+        for stored in string.gmatch(v.codes or '', '%S+') do
+            if stored == candidate then matched = true end
+        end
+        if not matched and (v.provider_checks or '') ~= '' and (not FINAL[v.status] or v.status == 'approved') then
+            return 'ask_provider'
+        end
+    elseif proof ~= '0' and proof ~= '1' then
+        return redis.error_reply('ERR the verdict must be 1, 0 or hash:<hex>')
+    end
     local checks, max_checks = tonumber(v.checks), tonumber(v.max_checks)
     local left = math.max(0, max_checks - checks)
     local result

@@ -1,0 +1,62 @@
+"""Code checks, answered on the worker thread that took the message.
+
+The process's event loop carries every provider call in flight, hundreds of them when
+providers are slow; a check queued behind them there waited up to a quarter of a second
+under load. The common check needs no provider: the typed code's keyed hash goes to
+`flashcall_apply_check`, which compares it with the codes delivered and answers the
+producer, in one round trip from this thread. Only a code a provider keeps (Telphin), or
+a Redis that lost the library, sends the check on to the event loop (Verifier.check).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+
+from worker.codes import code_hash
+from worker.errors import StoreUnavailable
+from worker.logging import get_logger
+
+__all__ = ["ASK_PROVIDER", "CodeChecks", "hash_proof", "verdict"]
+
+ASK_PROVIDER = "ask_provider"
+"""flashcall_apply_check's answer when the code did not match one the router delivered,
+but a provider keeps a code of its own for the verification."""
+
+log = get_logger(__name__)
+
+
+def hash_proof(secret: bytes, verification_id: str, code: str) -> str:
+    return "hash:" + code_hash(secret, verification_id, code)
+
+
+def verdict(matched: bool) -> str:
+    return "1" if matched else "0"
+
+
+class CodeChecks:
+    def __init__(self, client: redis.Redis, secret: bytes, now: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._secret = secret
+        self._now = now
+
+    def check(self, verification_id: str, code: str, reply_key: str) -> str | None:
+        """The check's result, already answered on the reply key; None when the event loop
+        must finish it (a provider's code, or a library to reinstall)."""
+        proof = hash_proof(self._secret, verification_id, code)
+        try:
+            result: str = self._client.fcall(
+                "flashcall_apply_check", 0, verification_id, proof, reply_key, int(self._now() * 1000)
+            )
+        except redis.ResponseError as error:
+            if "function not found" in str(error).lower():
+                return None
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
+        if result == ASK_PROVIDER:
+            return None
+        log.info("code checked", result=result)
+        return result
