@@ -36,7 +36,7 @@ from dramatiq.middleware import AsyncIO, Retries
 
 from worker import keys
 from worker.logging import get_logger
-from worker.middleware import DeadLetterLog, LogContext, RuntimeBoot
+from worker.middleware import DeadLetterLog, LogContext, ProcessRoles, RuntimeBoot
 
 __all__ = ["MAINTENANCE_INTERVAL", "FlashcallBroker", "build_broker"]
 
@@ -294,6 +294,7 @@ def build_broker(redis_url: str) -> FlashcallBroker:
     # (provider calls and Redis commands have timeouts of their own), and none uses
     # callbacks, pipelines or shutdown notifications. Each middleware runs on every message.
     middleware: list[Middleware] = [
+        ProcessRoles(),
         Retries(),
         DramatiqMetrics(),
         AsyncIO(),

@@ -26,13 +26,25 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from dramatiq.cli import make_argument_parser
 
     from worker.logging import configure_from_env
+    from worker.middleware import roles
 
     configure_from_env()
+    if not 0 <= args.check_processes <= 64 or not 0 <= args.nice <= 19:
+        raise FlashcallError("--check-processes must be from 0 to 64, --nice from 0 to 19")
+    if args.check_processes and "--queues" in extra:
+        raise FlashcallError("--queues picks the queues itself: add --check-processes 0 to it")
     _prepare_metrics(args.metrics_dir, args.metrics_port)
+    # Checks get processes of their own, which the others yield the CPU to
+    # (worker/middleware/roles.py); every process inherits this environment.
+    roles_dir = args.metrics_dir / "roles"
+    roles_dir.mkdir()
+    os.environ[roles.CHECK_PROCESSES] = str(args.check_processes)
+    os.environ[roles.WORKER_NICE] = str(args.nice)
+    os.environ[roles.ROLES_DIR] = str(roles_dir)
     argv = [
         "worker.actors",
         "--skip-logging",
-        "--processes", str(args.processes),
+        "--processes", str(args.processes + args.check_processes),
         "--threads", str(args.threads),
         "--worker-shutdown-timeout", str(args.shutdown_timeout * 1000),
         *extra,
@@ -193,9 +205,23 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser(
         "worker", help="run worker processes (extra arguments go to dramatiq)", allow_abbrev=False
     )
-    worker.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    worker.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1, help="processes that make verification calls"
+    )
     worker.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     worker.add_argument("--shutdown-timeout", type=int, default=30, help="seconds to finish work in flight")
+    worker.add_argument(
+        "--check-processes",
+        type=int,
+        default=1,
+        help="processes of their own for code checks (0: the verification processes answer them too)",
+    )
+    worker.add_argument(
+        "--nice",
+        type=int,
+        default=5,
+        help="how much lower the verification processes' CPU priority is than the check processes'",
+    )
     worker.add_argument(
         "--metrics-port",
         type=int,

@@ -124,6 +124,7 @@ class LocalStack:
     code_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     processes: list[ManagedProcess] = field(default_factory=list)
     routing_path: Path = REPO_ROUTING
+    sandbox: ManagedProcess | None = None
 
     def worker_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a worker that talks to this stack: sandbox URLs and credentials."""
@@ -153,14 +154,18 @@ class LocalStack:
         self,
         *,
         processes: int = 1,
-        threads: int = 32,
+        threads: int | None = 32,
+        check_processes: int = 1,
         env: Mapping[str, str] | None = None,
         name: str = "worker",
         metrics_port: int | None = None,
     ) -> ManagedProcess:
-        """Start `flashcall worker`; returns once its processes have installed the library and booted."""
-        argv = [sys.executable, "-m", "worker", "worker"]
-        argv += ["--processes", str(processes), "--threads", str(threads)]
+        """Start `flashcall worker` (with its default threads when `threads` is None); returns
+        once its processes have installed the library and booted."""
+        argv = [sys.executable, "-m", "worker", "worker", "--processes", str(processes)]
+        argv += ["--check-processes", str(check_processes)]
+        if threads is not None:
+            argv += ["--threads", str(threads)]
         argv += ["--metrics-port", str(metrics_port or free_port())]
         argv += ["--metrics-dir", str(self.log_dir / f"{name}-metrics")]
         client = redis.Redis.from_url(self.redis_url, decode_responses=True)
@@ -170,7 +175,9 @@ class LocalStack:
             self.processes.append(spawned)
             # A process's consumers heartbeat once its runtime is up (it boots before them).
             _wait_until(
-                lambda: len(set(client.zrange(keys.heartbeats(), 0, -1)) - before) >= processes,
+                lambda: (
+                    len(set(client.zrange(keys.heartbeats(), 0, -1)) - before) >= processes + check_processes
+                ),
                 timeout=60,
                 what="worker boot",
                 process=spawned,
@@ -178,6 +185,12 @@ class LocalStack:
         finally:
             client.close()
         return spawned
+
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> ManagedProcess:
+        """Any other process, stopped with the stack; its output goes to <log_dir>/<name>.log."""
+        process = _spawn(name, argv, env, self.log_dir)
+        self.processes.append(process)
+        return process
 
     def start_callbacks(self, *, name: str = "callbacks") -> tuple[ManagedProcess, str]:
         """Start `flashcall callbacks` on a free port; answers it and its base URL."""
@@ -251,6 +264,7 @@ def local_stack(
             provider_urls=provider_urls,
             log_dir=log_dir,
             routing_path=routing_path,
+            sandbox=sandbox,
         )
         cleanup.callback(stack.stop)
         yield stack

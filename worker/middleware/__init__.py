@@ -1,7 +1,8 @@
-"""Cross-cutting work around every message: process runtime and log context."""
+"""Cross-cutting work around every message: process roles and runtime, log context, dead letters."""
 
 from worker.middleware.deadletters import DeadLetterLog
 from worker.middleware.logcontext import LogContext
+from worker.middleware.roles import ProcessRoles
 from worker.middleware.runtime import RuntimeBoot
 
-__all__ = ["DeadLetterLog", "LogContext", "RuntimeBoot"]
+__all__ = ["DeadLetterLog", "LogContext", "ProcessRoles", "RuntimeBoot"]
