@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test unit lint install clean up down
+.PHONY: run test unit lint install bench chaos clean up down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,18 @@ unit: install
 	$(BIN)/pytest -q -m "not integration"
 
 lint: install
-	$(BIN)/ruff check worker tests
-	$(BIN)/ruff format --check worker tests
+	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff format --check worker tests bench
 	$(BIN)/mypy
+
+## bench: the project against bare Dramatiq actors (~10 min); writes docs/benchmarks.md
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench
+
+## chaos: kill workers, restart and freeze Redis, break providers, flood it (~15 min); writes docs/reliability.md
+chaos: install
+	$(BIN)/python -m bench.chaos
 
 ## up: the whole stack in containers (Redis, worker, callbacks, sandbox, Prometheus, Grafana)
 up:

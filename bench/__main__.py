@@ -1,0 +1,130 @@
+"""`python -m bench`: every scenario, then the table (printed, docs/benchmarks.md, bench/results.json).
+
+Exits non-zero only when the benchmark could not run; missed targets are read from the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import report, scenarios
+from bench.harness import CPUS, ROOT, baselines_missing, stack
+
+_NOTES = Path(__file__).with_name("notes.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=12.0, help="how long each throughput run lasts")
+    parser.add_argument("--quick", action="store_true", help="tiny runs: checks that the benchmark works")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument(
+        "--docs", type=Path, default=ROOT / "docs", help="where benchmarks.md and its plot go"
+    )
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args(argv)
+    missing = baselines_missing()
+    if missing:
+        print(f"cannot run the benchmark: {missing}", file=sys.stderr)
+        return 2
+    seconds = 1.0 if args.quick else args.seconds
+    # A plain SIGTERM would skip the `finally` blocks that stop Redis, the sandbox and workers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    began = time.monotonic()
+
+    def say(text: str) -> None:
+        print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
+
+    try:
+        results = run(seconds, profile=not (args.quick or args.no_profile), say=say)
+    except Exception as error:  # noqa: BLE001 - any failure means the figures do not exist
+        print(f"the benchmark could not run: {error!r}", file=sys.stderr)
+        return 1
+    write(results, args.docs, args.results)
+    print()
+    print(report.console(results))
+    print(f"\nwritten: {args.docs / 'benchmarks.md'}, {args.results}")
+    return 0
+
+
+def run(seconds: float, *, profile: bool, say: scenarios.Say) -> dict[str, Any]:
+    checks = max(50, int(seconds * 80))
+    with stack(0) as started:
+        bench = scenarios.Bench(started, seconds, say)
+        throughput = [
+            scenarios.throughput(bench, 0, bare_actor=True),
+            scenarios.throughput(bench, 100),
+            scenarios.throughput(
+                bench, 500, side=lambda: scenarios.checks_under_load(bench, checks, latency_ms=500)
+            ),
+            scenarios.throughput(bench, 2000),
+            scenarios.throughput(bench, 500, 1),
+            scenarios.throughput(bench, 500, 2 * CPUS),
+        ]
+        checked = next(run.pop("checks") for run in throughput if "checks" in run)
+        say("breaker overhead")
+        breaker = scenarios.breaker_overhead(bench)
+        say("Redis commands per verification")
+        commands = scenarios.redis_commands(bench, max(50, int(seconds * 40)))
+        best = max(run["project"]["rate"] for run in throughput)
+        say("sandbox capacity")
+        capacity = scenarios.sandbox_capacity(bench, best)
+        profiled = scenarios.profile(bench) if profile else None
+        redis_version = redis.Redis.from_url(started.redis_url).info("server")["redis_version"]
+    return {
+        "machine": {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpus": CPUS,
+            "python": platform.python_version(),
+            "redis": redis_version,
+            "commit": _commit(),
+            "seconds": seconds,
+        },
+        "throughput": throughput,
+        "checks": checked,
+        "breaker": breaker,
+        "commands": commands,
+        "memory": {
+            "peak_rss_mb": round(max(bench.peaks_mb), 1),
+            "all_mb": [round(p, 1) for p in bench.peaks_mb],
+        },
+        "sandbox": capacity,
+        "profile": profiled,
+    }
+
+
+def write(results: dict[str, Any], docs: Path, results_path: Path) -> None:
+    docs.mkdir(parents=True, exist_ok=True)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    image = docs / "benchmarks.png"
+    plot_error = report.plot(results, image)
+    notes = _NOTES.read_text(encoding="utf-8")
+    text = report.markdown(results, image.name if plot_error is None else None, plot_error, notes)
+    (docs / "benchmarks.md").write_text(text, encoding="utf-8")
+
+
+def _commit() -> str:
+    found = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - git from PATH, as a developer runs it
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    return found.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

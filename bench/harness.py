@@ -1,0 +1,327 @@
+"""What every benchmark scenario needs: a stack, a worker, a load, and measurements.
+
+The project and the bare Dramatiq baselines run against the same redis-server and the
+same sandbox endpoint (VoicePassword's send URL), one after the other, with the same
+number of worker processes. Throughput is counted from the first message enqueued to
+the last one done, with the workers already running.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import redis
+
+from worker import keys
+from worker.stack import LocalStack, ManagedProcess, local_stack
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUTING = ROOT / "docs" / "examples" / "voicepassword.yaml"
+BASELINES = Path(os.environ.get("FLASHCALL_BASELINE_DIR", ROOT / "bench" / "baselines"))
+CPUS = os.cpu_count() or 1
+STALL_S = 15.0
+"""A run ends when nothing more finished for this long: bare actors drop what fails."""
+
+
+@dataclass
+class Run:
+    """One throughput measurement."""
+
+    label: str
+    latency_ms: int
+    processes: int
+    count: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    """start -> delivered of each verification (project runs only)."""
+    ids: list[str] = field(default_factory=list)
+    """The verifications delivered (project runs only)."""
+    providers: Counter[str] = field(default_factory=Counter)
+    """The providers that delivered them (project runs only)."""
+    requested: int = 0
+    """How many were sent; more than `count` when some never finished (see STALL_S)."""
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def percentile(self, p: float) -> float:
+        return percentile(self.latencies_ms, p)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+@contextmanager
+def stack(latency_ms: int, routing: Path = ROUTING) -> Iterator[LocalStack]:
+    with local_stack(sandbox_latency_ms=latency_ms, routing_path=routing) as started:
+        reset(started, latency_ms)
+        yield started
+
+
+def set_latency(started: LocalStack, latency_ms: int) -> None:
+    httpx.post(f"{started.sandbox_url}/_sandbox/latency", json={"latency_ms": latency_ms}).raise_for_status()
+
+
+def start_project(
+    started: LocalStack, processes: int = CPUS, env: dict[str, str] | None = None
+) -> ManagedProcess:
+    """`flashcall worker` with its default threads, as an operator runs it."""
+    return started.start_worker(processes=processes, threads=None, env=env)
+
+
+class Phones:
+    """Numbers no earlier run of the benchmark used (per-number limits apply)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def take(self, count: int) -> list[str]:
+        first, self._next = self._next, self._next + count
+        return [f"7999{n:07d}" for n in range(first, first + count)]
+
+
+def drive_project(
+    started: LocalStack,
+    phones: list[str],
+    label: str,
+    latency_ms: int,
+    processes: int,
+    per_second: float | None = None,
+) -> Run:
+    """Start one verification per phone through FCALL flashcall_start (all at once, or
+    `per_second`) and wait until each is delivered (its call placed): the rate from the
+    first start to the last delivery."""
+    client = redis.Redis.from_url(started.redis_url, decode_responses=True)
+    last_id = cast(list[Any], client.xrevrange(keys.EVENTS, count=1))
+    cursor = last_id[0][0] if last_id else "0-0"
+    prefix = f"{label}-{time.time_ns()}-"
+    began = time.time()
+    feeder = threading.Thread(target=_start_all, args=(started.redis_url, prefix, phones, per_second))
+    feeder.start()
+    created: dict[str, int] = {}
+    done: dict[str, int] = {}
+    providers: Counter[str] = Counter()
+    last = began
+    while len(done) < len(phones) and time.time() - last < STALL_S:
+        answer = cast(list[Any], client.xread({keys.EVENTS: cursor}, block=1000, count=5000) or [])
+        for _, entries in answer:
+            for entry_id, fields in entries:
+                cursor = entry_id
+                verification = fields.get("id", "")
+                if not verification.startswith(prefix):
+                    continue
+                if fields["event"] == "created":
+                    created[verification] = int(fields["at"])
+                elif fields["event"] == "delivered" and verification not in done:
+                    done[verification] = int(fields["at"])
+                    providers[fields.get("provider", "")] += 1
+                    last = time.time()
+    seconds = last - began
+    feeder.join()
+    client.close()
+    latencies = [float(done[v] - created[v]) for v in done if v in created]
+    return Run(
+        label,
+        latency_ms,
+        processes,
+        len(done),
+        seconds,
+        latencies,
+        sorted(done, key=_number),
+        providers,
+        requested=len(phones),
+    )
+
+
+def _number(verification: str) -> int:
+    return int(verification.rsplit("-", 1)[1])
+
+
+def _start_all(redis_url: str, prefix: str, phones: list[str], per_second: float | None) -> None:
+    client = redis.Redis.from_url(redis_url)
+    if per_second is None:
+        pipe = client.pipeline(transaction=False)
+        for n, phone in enumerate(phones):
+            pipe.fcall("flashcall_start", 0, _start_request(prefix, n, phone))
+            if n % 200 == 199:
+                pipe.execute()
+        pipe.execute()
+    else:
+        began = time.perf_counter()
+        for n, phone in enumerate(phones):
+            time.sleep(max(0.0, began + n / per_second - time.perf_counter()))
+            client.fcall("flashcall_start", 0, _start_request(prefix, n, phone))
+    client.close()
+
+
+def _start_request(prefix: str, n: int, phone: str) -> str:
+    return json.dumps({"id": f"{prefix}{n}", "phone": "+" + phone})
+
+
+def baselines_missing() -> str | None:
+    """Why the baselines cannot run, if they cannot."""
+    missing = [name for name in ("bare_actor.py", "bare_async_actor.py") if not (BASELINES / name).exists()]
+    if missing:
+        return f"{', '.join(missing)} not found in {BASELINES} (set FLASHCALL_BASELINE_DIR)"
+    return None
+
+
+def drive_baseline(
+    started: LocalStack, module: str, threads: int, count: int, latency_ms: int, processes: int = CPUS
+) -> Run:
+    """A bare actor of ../shared/bench, pointed at the sandbox's VoicePassword endpoint."""
+    url = started.redis_url.rsplit("/", 1)[0] + "/1"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "UPSTREAM": started.provider_urls["voicepassword"] + "/api/voice-password/send/",
+        "PYTHONPATH": str(BASELINES),
+        "dramatiq_worker_timeout": "100",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        module,
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+    ]
+    worker = started.spawn(f"baseline-{module}", argv, env)
+    try:
+        deadline = time.time() + 60
+        while client.zcard("dramatiq:__heartbeats__") < processes and time.time() < deadline:
+            time.sleep(0.05)
+        sender = subprocess.Popen(  # noqa: S603 - argv built here
+            [
+                sys.executable,
+                "-c",
+                f"import {module} as b\nfor i in range({count}): b.send.send(i, '7999%07d' % i)",
+            ],
+            env=env,
+            cwd=BASELINES,
+        )
+        began = last = time.time()
+        done = 0
+        while done < count and time.time() - last < STALL_S:
+            time.sleep(0.02)
+            now = int(cast(bytes | None, client.get("bench:done")) or 0)
+            if now > done:
+                done, last = now, time.time()
+        seconds = last - began
+        sender.wait()
+    finally:
+        worker.stop(timeout=5)
+        client.flushdb()
+        client.close()
+    return Run(f"{module} ({processes}x{threads})", latency_ms, processes, done, seconds, requested=count)
+
+
+def check_round_trips(started: LocalStack, verifications: list[str], pause: float = 0.0) -> list[float]:
+    """FCALL flashcall_check until its answer is popped, in milliseconds, one check at a
+    time (a wrong code: the verifications stay open). Timed from a process of its own, as
+    a producer would: this one's threads would delay the replies they time."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as prober:
+        return prober.submit(_time_checks, started.redis_url, verifications, pause).result()
+
+
+def _time_checks(redis_url: str, verifications: list[str], pause: float) -> list[float]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    taken: list[float] = []
+    for verification in verifications:
+        began = time.perf_counter()
+        key = client.fcall("flashcall_check", 0, json.dumps({"id": verification, "code": "00000000"}))
+        if client.blpop([cast(str, key)], 5) is None:
+            raise RuntimeError("a check got no answer within 5 s")
+        taken.append((time.perf_counter() - began) * 1000)
+        if pause:
+            time.sleep(pause)
+    client.close()
+    return taken
+
+
+def open_verifications(started: LocalStack, phones: list[str], label: str) -> list[str]:
+    """Verifications started and delivered, left open for checks to be made against."""
+    run = drive_project(started, phones, label, latency_ms=0, processes=0)
+    if run.count < len(phones):
+        raise RuntimeError(f"only {run.count} of {len(phones)} verifications were delivered")
+    return run.ids
+
+
+def peak_rss_mb(worker: ManagedProcess) -> list[float]:
+    """VmHWM of each worker process (the children of `flashcall worker`)."""
+    peaks = []
+    for pid in worker_pids(worker):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return peaks
+
+
+def worker_pids(worker: ManagedProcess) -> list[int]:
+    """The worker processes `flashcall worker` forked."""
+    pid = worker.process.pid
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def reset(started: LocalStack, latency_ms: int) -> None:
+    """A clean slate between scenarios: an empty Redis database and a fresh sandbox with
+    money on every account (no worker runs meanwhile)."""
+    client = redis.Redis.from_url(started.redis_url)
+    client.flushdb()
+    client.close()
+    httpx.post(f"{started.sandbox_url}/_sandbox/reset").raise_for_status()
+    for spec in ("voicepassword", "mobilgroup"):
+        answer = httpx.post(
+            f"{started.sandbox_url}/_sandbox/balance", json={"provider": spec, "balance": "1000000000.00"}
+        )
+        answer.raise_for_status()
+    set_latency(started, latency_ms)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User and system CPU time the processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total

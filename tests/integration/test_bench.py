@@ -1,0 +1,60 @@
+"""`make bench` works end to end: a tiny run of every scenario writes the table, the plot
+and the JSON. The figures of such a short run mean nothing; `make bench` measures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--docs", str(out), "--results", str(out / "run.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    return out
+
+
+@pytest.mark.timeout(660)
+def test_the_page_holds_the_targets_the_throughput_table_and_every_section(quick_run: Path) -> None:
+    page = (quick_run / "benchmarks.md").read_text(encoding="utf-8")
+    for heading in (
+        "## Targets",
+        "## Throughput, start to delivered",
+        "### Check round trip",
+        "### Breaker open",
+        "### Redis commands per verification",
+        "### Memory",
+        "### The sandbox is no bottleneck",
+    ):
+        assert heading in page
+
+
+@pytest.mark.timeout(660)
+def test_the_plot_is_drawn(quick_run: Path) -> None:
+    assert (quick_run / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(660)
+def test_every_throughput_run_measured_the_project_beside_a_baseline(quick_run: Path) -> None:
+    results = json.loads((quick_run / "run.json").read_text(encoding="utf-8"))
+    for run in results["throughput"]:
+        assert run["project"]["count"] > 0
+        assert run["baselines"]
+        assert all(baseline["count"] > 0 for baseline in run["baselines"])
+        assert run["ratio"] is not None
