@@ -81,6 +81,7 @@ def test_every_documented_send_error_is_classified_as_the_table_says(
 
 FAULTS: list[tuple[str, dict[str, Any], Outcome, bool]] = [
     ("no answer in time", {"hang": True}, Outcome.TIMEOUT, True),
+    ("a byte a second, never the whole answer", {"trickle": True}, Outcome.TIMEOUT, True),
     ("connection dropped", {"disconnect": True}, Outcome.PROVIDER_ERROR, True),
     ("HTTP 500", {"http_status": 500}, Outcome.PROVIDER_ERROR, False),
     (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from http import HTTPStatus
 
 from aiohttp import web
@@ -13,6 +14,7 @@ __all__ = ["delay", "faulty_answer"]
 
 # A hanging request looks for its client leaving this often; cheap even with hundreds in flight.
 _HANG_POLL_S = 0.1
+_TRICKLE_BYTE_S = 1.0
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
@@ -32,6 +34,17 @@ def _drop(request: web.BaseRequest) -> web.Response:
     return web.Response()
 
 
+async def _trickle(request: web.BaseRequest, closing: asyncio.Event) -> web.StreamResponse:
+    """A server that is alive but stuck: every read succeeds, so only a total deadline ends it."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):
+        while not _gone(request) and not closing.is_set():
+            await response.write(b" ")
+            await asyncio.sleep(_TRICKLE_BYTE_S)
+    return response
+
+
 def _error_page(status: int) -> web.Response:
     """What the reverse proxy in front of a real provider sends when the service behind it fails."""
     title = f"{status} {_REASONS.get(status, 'Error')}"
@@ -44,7 +57,7 @@ def _error_page(status: int) -> web.Response:
 
 async def faulty_answer(
     request: web.BaseRequest, behaviour: Behaviour, record: Record, closing: asyncio.Event
-) -> web.Response | None:
+) -> web.StreamResponse | None:
     """The scripted transport-level answer, or None when the provider answers normally."""
     if behaviour.hang:
         record.fault = "hang"
@@ -52,6 +65,9 @@ async def faulty_answer(
         while not _gone(request) and not closing.is_set():
             await asyncio.sleep(_HANG_POLL_S)
         return _drop(request)
+    if behaviour.trickle:
+        record.fault = "trickle"
+        return await _trickle(request, closing)
     if behaviour.disconnect:
         record.fault = "disconnect"
         return _drop(request)

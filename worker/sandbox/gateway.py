@@ -250,7 +250,7 @@ def _credential_headers(request: web.Request) -> dict[str, str]:
     return {name: value for name, value in request.headers.items() if name.lower() == "authorization"}
 
 
-async def send(request: web.Request) -> web.Response:
+async def send(request: web.Request) -> web.StreamResponse:
     sandbox = request.config_dict[SANDBOX]
     state = sandbox.state
     raw = await request.read()

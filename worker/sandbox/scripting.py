@@ -104,6 +104,7 @@ def _behaviour(value: Any, spec: ProviderSpec, field: str) -> Behaviour:
         "body": _text,
         "disconnect": _flag,
         "hang": _flag,
+        "trickle": _flag,
         "deliver": _flag,
     }
     fields: dict[str, Any] = {}
@@ -118,6 +119,7 @@ def _behaviour(value: Any, spec: ProviderSpec, field: str) -> Behaviour:
         name
         for name, chosen in (
             ("hang", behaviour.hang),
+            ("trickle", behaviour.trickle),
             ("disconnect", behaviour.disconnect),
             ("http_status/body", behaviour.http_status is not None or behaviour.body is not None),
             ("error_code", behaviour.error_code is not None),

@@ -43,6 +43,8 @@ class Behaviour:
     body: str | None = None
     disconnect: bool = False
     hang: bool = False
+    trickle: bool = False
+    """Answer 200 with headers at once, then a body of one byte a second that never ends."""
     state: str | None = None
     deliver: bool = True
     callback_delay_ms: int | None = None
@@ -68,7 +70,7 @@ class Record:
     http_status: int | None = None
     callback_status: str | None = None
     fault: str | None = None
-    """`disconnect` or `hang` when the request got no HTTP answer at all."""
+    """`disconnect`, `hang` or `trickle` when the request got no whole HTTP answer."""
     body: object = None
     """The request body as received (decoded JSON, or the raw text when it is not JSON), and
     the request's headers that carry credentials, so contract tests can check every field."""

@@ -278,7 +278,7 @@ def _check(
 _Handler = Callable[[Sandbox, dict[str, Any] | None, Behaviour, Record], dict[str, str]]
 
 
-async def _serve(request: web.Request, kind: str, handle: _Handler) -> web.Response:
+async def _serve(request: web.Request, kind: str, handle: _Handler) -> web.StreamResponse:
     """Record the request, play the number's next scripted step, else answer as Telphin would."""
     sandbox = request.config_dict[SANDBOX]
     state = sandbox.state
@@ -303,8 +303,8 @@ async def _serve(request: web.Request, kind: str, handle: _Handler) -> web.Respo
     return web.json_response(answer)
 
 
-def _route(kind: str, handle: _Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def route(request: web.Request) -> web.Response:
+def _route(kind: str, handle: _Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def route(request: web.Request) -> web.StreamResponse:
         return await _serve(request, kind, handle)
 
     return route

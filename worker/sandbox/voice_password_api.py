@@ -397,7 +397,7 @@ def _peek(
     return kind, number if isinstance(number, str) and number else None
 
 
-async def send(request: web.Request) -> web.Response:
+async def send(request: web.Request) -> web.StreamResponse:
     sandbox = request.config_dict[SANDBOX]
     dialect = request.config_dict[DIALECT]
     state = sandbox.state
