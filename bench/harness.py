@@ -28,6 +28,7 @@ import httpx
 import redis
 
 from worker import keys
+from worker.connections import sync_client
 from worker.stack import LocalStack, ManagedProcess, local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,7 +303,7 @@ def median(values: Sequence[float]) -> float:
 def reset(started: LocalStack, latency_ms: int) -> None:
     """A clean slate between scenarios: an empty Redis database and a fresh sandbox with
     money on every account (no worker runs meanwhile)."""
-    client = redis.Redis.from_url(started.redis_url)
+    client = sync_client(started.redis_url)
     client.flushdb()
     client.close()
     httpx.post(f"{started.sandbox_url}/_sandbox/reset").raise_for_status()

@@ -35,6 +35,7 @@ from dramatiq.message import Message, get_encoder
 from dramatiq.middleware import AsyncIO, Retries
 
 from worker import keys
+from worker.connections import sync_client
 from worker.logging import get_logger
 from worker.middleware import DeadLetterLog, LogContext, ProcessRoles, RuntimeBoot
 
@@ -285,7 +286,7 @@ class FlashcallBroker(RedisBroker):
 
 def build_broker(redis_url: str) -> FlashcallBroker:
     """The broker every worker process uses, with the router's middleware after Dramatiq's own."""
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     # Dramatiq's Prometheus middleware reads its directory and port from the environment
     # when imported; `flashcall worker` sets them first.
     from worker.middleware.dramatiq_metrics import DramatiqMetrics

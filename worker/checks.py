@@ -11,12 +11,12 @@ a Redis that lost the library, sends the check on to the event loop (Verifier.ch
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 
 from worker.codes import code_hash
-from worker.errors import StoreUnavailable
+from worker.errors import ConfigurationError, StoreUnavailable
 from worker.logging import get_logger
 
 __all__ = ["ASK_PROVIDER", "CodeChecks", "hash_proof", "verdict"]
@@ -28,8 +28,14 @@ but a provider keeps a code of its own for the verification."""
 log = get_logger(__name__)
 
 
-def hash_proof(secret: bytes, verification_id: str, code: str) -> str:
-    return "hash:" + code_hash(secret, verification_id, code)
+def hash_proof(secrets: Sequence[bytes], verification_id: str, code: str) -> str:
+    """The typed code's HMAC under each accepted secret, current first: `hash:<hex>[,<hex>...]`.
+
+    All of them travel in the one call, so that a rotation of the secret costs a check
+    one HMAC more per previous secret, never a second round trip."""
+    if not secrets:
+        raise ConfigurationError("no code secret to hash the typed code with: set FLASHCALL_CODE_SECRET")
+    return "hash:" + ",".join(code_hash(secret, verification_id, code) for secret in secrets)
 
 
 def verdict(matched: bool) -> str:
@@ -37,15 +43,23 @@ def verdict(matched: bool) -> str:
 
 
 class CodeChecks:
-    def __init__(self, client: redis.Redis, secret: bytes, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        secret: bytes,
+        now: Callable[[], float] = time.time,
+        *,
+        previous_secrets: Sequence[bytes] = (),
+    ) -> None:
+        """`previous_secrets`: those a rotation of the code secret still accepts."""
         self._client = client
-        self._secret = secret
+        self._secrets = (secret, *previous_secrets)
         self._now = now
 
     def check(self, verification_id: str, code: str, reply_key: str) -> str | None:
         """The check's result, already answered on the reply key; None when the event loop
         must finish it (a provider's code, or a library to reinstall)."""
-        proof = hash_proof(self._secret, verification_id, code)
+        proof = hash_proof(self._secrets, verification_id, code)
         try:
             result: str = self._client.fcall(
                 "flashcall_apply_check", 0, verification_id, proof, reply_key, int(self._now() * 1000)

@@ -25,10 +25,14 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
+    from worker.connections import RedisTarget
     from worker.logging import configure_from_env
     from worker.middleware import roles
+    from worker.settings import DEFAULT_REDIS_URL
 
     configure_from_env()
+    # Each Dramatiq process would otherwise fail on it at import, with a traceback.
+    RedisTarget.parse(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
     if not 0 <= args.check_processes <= 64 or not 0 <= args.nice <= 19:
         raise FlashcallError("--check-processes must be from 0 to 64, --nice from 0 to 19")
     if args.check_processes and "--queues" in extra:
@@ -90,13 +94,12 @@ def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _redis_install(args: argparse.Namespace, _: Sequence[str]) -> int:
-    import redis
-
+    from worker.connections import RedisTarget, sync_client
     from worker.redis import install, library_version
 
-    client = redis.Redis.from_url(args.redis_url)
-    install(client)
-    print(f"installed the flashcall library, version {library_version()}, into {_safe_url(args.redis_url)}")
+    target = RedisTarget.parse(args.redis_url, setting="--redis-url")
+    install(sync_client(target))
+    print(f"installed the flashcall library, version {library_version()}, into {target.describe()}")
     return 0
 
 
@@ -121,9 +124,9 @@ def _routing_file(args: argparse.Namespace) -> Path:
 
 
 def _redis(args: argparse.Namespace) -> Any:
-    import redis
+    from worker.connections import RedisTarget, sync_client
 
-    return redis.Redis.from_url(args.redis_url, decode_responses=True)
+    return sync_client(RedisTarget.parse(args.redis_url, setting="--redis-url"), decode_responses=True)
 
 
 def _routing_schema(args: argparse.Namespace, _: Sequence[str]) -> int:
@@ -189,13 +192,6 @@ def _demo(args: argparse.Namespace, _: Sequence[str]) -> int:
     return run_demo(
         redis_url=os.environ.get("REDIS_URL") or None, routing_path=Path(routing) if routing else REPO_ROUTING
     )
-
-
-def _safe_url(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,16 +6,19 @@ Node, PHP and Go); the demo, the tests and the benchmarks use this client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import redis
 
 from worker import keys
+from worker.connections import sync_client
+from worker.errors import StoreUnavailable
 
-__all__ = ["CheckTimeout", "Event", "Producer"]
+__all__ = ["CheckTimeout", "Event", "Producer", "StoreUnavailable"]
 
 Event = dict[str, str]
 
@@ -24,13 +27,27 @@ class CheckTimeout(Exception):
     """No answer to a check arrived on its reply key in time."""
 
 
+@contextlib.contextmanager
+def _unavailable(what: str) -> Iterator[None]:
+    """Never a silent drop: a request no primary answered (Redis down, or Sentinel failing
+    over for longer than redis-py's retries) raises, and every function is safe to send
+    again (a start with the same id calls nobody twice)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise StoreUnavailable(
+            f"{what}: no Redis primary answered ({error}); the request may not have been taken: send it again"
+        ) from error
+
+
 class Producer:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
 
     @classmethod
     def from_url(cls, url: str) -> Producer:
-        return cls(redis.Redis.from_url(url, decode_responses=True))
+        """Any form of REDIS_URL, a Sentinel one included (worker/connections.py)."""
+        return cls(sync_client(url, decode_responses=True))
 
     @property
     def client(self) -> redis.Redis:
@@ -40,7 +57,8 @@ class Producer:
         self._client.close()
 
     def _fcall(self, function: str, argument: str) -> str:
-        answer = self._client.fcall(function, 0, argument)
+        with _unavailable(function):
+            answer = self._client.fcall(function, 0, argument)
         return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     def start(self, verification_id: str, phone: str, **fields: Any) -> dict[str, Any]:
@@ -49,7 +67,8 @@ class Producer:
 
     def check(self, verification_id: str, code: str, *, timeout: float = 5.0) -> dict[str, Any]:
         reply_key = self._fcall("flashcall_check", json.dumps({"id": verification_id, "code": code}))
-        popped = cast(tuple[str, str] | None, self._client.blpop([reply_key], timeout))
+        with _unavailable("the check's answer"):
+            popped = cast(tuple[str, str] | None, self._client.blpop([reply_key], timeout))
         if popped is None:
             raise CheckTimeout(f"no answer on {reply_key} within {timeout} s")
         return cast(dict[str, Any], json.loads(popped[1]))

@@ -18,6 +18,7 @@ import redis
 
 from worker import keys
 from worker.checks import CodeChecks
+from worker.connections import sync_client
 from worker.errors import FlashcallError, StoreUnavailable
 from worker.events import LogObserver, Observers
 from worker.logging import get_logger
@@ -52,7 +53,9 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.checks = CodeChecks(client, settings.code_secret)
+        self.checks = CodeChecks(
+            client, settings.code_secret, previous_secrets=settings.previous_code_secrets
+        )
         self.holder = holder
         self.metrics = metrics
         self.state = RoutingState()
@@ -61,6 +64,7 @@ class Runtime:
             routing=lambda: self.holder.current,
             state=lambda: self.state,
             code_secret=settings.code_secret,
+            previous_code_secrets=settings.previous_code_secrets,
             callback_base_url=settings.callback_base_url,
             observer=Observers([LogObserver(), metrics]),
         )
@@ -75,7 +79,7 @@ class Runtime:
         global _current
         env = os.environ if environ is None else environ
         # For what worker threads do themselves: breakers (pybreaker is synchronous) and checks.
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10)
+        client = sync_client(settings.redis_url, decode_responses=True, socket_timeout=10)
         # Reading the file and building breakers does blocking I/O: never on the event loop.
         holder = await asyncio.to_thread(RoutingHolder, settings.routing_path, env, client)
         store = Store.connect(settings.redis_url, pool_size=settings.redis_pool_size)

@@ -7,9 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.connections import RedisTarget
 from worker.errors import ConfigurationError
 
-__all__ = ["Settings"]
+__all__ = ["DEFAULT_REDIS_URL", "Settings"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 _MIN_SECRET_BYTES = 16
 
@@ -17,6 +20,7 @@ _MIN_SECRET_BYTES = 16
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str
+    """One server's URL or a redis+sentinel:// one (worker/connections.py), checked on reading."""
     code_secret: bytes
     routing_path: Path
     redis_pool_size: int = 64
@@ -31,6 +35,14 @@ class Settings:
     """The public root of `flashcall callbacks`; providers that post statuses are given
     <root>/callbacks/<provider>/<token>. Without it, statuses are polled where providers
     allow it."""
+    previous_code_secrets: tuple[bytes, ...] = ()
+    """Secrets being rotated away from: checks still accept codes hashed under them, new
+    codes are hashed under `code_secret` only."""
+
+    @property
+    def code_secrets(self) -> tuple[bytes, ...]:
+        """Every secret a typed code is compared under, the current one first."""
+        return (self.code_secret, *self.previous_code_secrets)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, require_secret: bool = True) -> Settings:
@@ -42,8 +54,10 @@ class Settings:
                 f"{_MIN_SECRET_BYTES} bytes (codes are stored as HMACs keyed with it); "
                 "generate one with: python -c 'import secrets; print(secrets.token_hex(32))'"
             )
+        redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
+        RedisTarget.parse(redis_url)  # a mistyped URL stops the process here, saying what to write
         return cls(
-            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_url=redis_url,
             code_secret=secret.encode(),
             routing_path=Path(env.get("FLASHCALL_ROUTING", "routing.yaml")),
             redis_pool_size=_positive_int(env, "FLASHCALL_REDIS_POOL_SIZE", 64),
@@ -52,7 +66,30 @@ class Settings:
             state_interval=_positive_int(env, "FLASHCALL_STATE_INTERVAL_MS", 1000) / 1000,
             balance_interval=_positive_int(env, "FLASHCALL_BALANCE_INTERVAL_MS", 60000) / 1000,
             callback_base_url=env.get("FLASHCALL_CALLBACK_BASE_URL") or None,
+            previous_code_secrets=_previous_secrets(env, secret.encode()),
         )
+
+
+def _previous_secrets(env: Mapping[str, str], current: bytes) -> tuple[bytes, ...]:
+    """FLASHCALL_CODE_SECRET_PREVIOUS: comma-separated, each held to the rule of the current
+    secret (a short one would make the codes hashed under it guessable from a Redis dump)."""
+    raw = env.get("FLASHCALL_CODE_SECRET_PREVIOUS", "")
+    previous: list[bytes] = []
+    for position, entry in enumerate(raw.split(","), start=1):
+        secret = entry.strip().encode()
+        if not secret:
+            continue
+        if len(secret) < _MIN_SECRET_BYTES:
+            # The position, never the value: settings errors end up in logs.
+            raise ConfigurationError(
+                f"FLASHCALL_CODE_SECRET_PREVIOUS: secret number {position} is shorter than "
+                f"{_MIN_SECRET_BYTES} bytes; list the earlier values of FLASHCALL_CODE_SECRET, "
+                "comma-separated, exactly as they were set"
+            )
+        # A repeat would only cost one more HMAC per check.
+        if secret != current and secret not in previous:
+            previous.append(secret)
+    return tuple(previous)
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

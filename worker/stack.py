@@ -26,6 +26,7 @@ import redis
 import yaml
 
 from worker import keys
+from worker.connections import sync_client
 from worker.errors import FlashcallError
 from worker.routing.config import url_override_variable
 from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
@@ -168,7 +169,7 @@ class LocalStack:
             argv += ["--threads", str(threads)]
         argv += ["--metrics-port", str(metrics_port or free_port())]
         argv += ["--metrics-dir", str(self.log_dir / f"{name}-metrics")]
-        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        client = sync_client(self.redis_url, decode_responses=True)
         try:
             before = set(client.zrange(keys.heartbeats(), 0, -1))
             spawned = _spawn(name, argv, self.worker_env(env), self.log_dir)

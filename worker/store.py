@@ -18,6 +18,7 @@ import redis
 import redis.asyncio
 
 from worker import keys
+from worker.connections import async_client
 from worker.errors import StoreUnavailable
 from worker.providers.base import Channel
 from worker.redis import install_async
@@ -57,7 +58,8 @@ class Verification:
     status: str
     attempt: int
     attempt_state: str
-    """'' before the first attempt, then calling, delivered, failed, timed_out or exhausted."""
+    """'' before the first attempt, then calling, delivered, unknown (a call that may have
+    reached the user: its worker died during it), failed, timed_out or exhausted."""
     step: int | None
     channel: str
     provider: str
@@ -72,6 +74,8 @@ class Verification:
     expires_at_ms: int = 0
     polls: int = 0
     """Status polls made so far."""
+    claimed_at_ms: int = 0
+    """When the current attempt was claimed: its step's timeout counts from then."""
 
     @property
     def final(self) -> bool:
@@ -119,6 +123,7 @@ class Verification:
             provider_ref=fields.get("provider_ref", ""),
             expires_at_ms=int(fields["expires_at"]),
             polls=int(fields.get("polls", "0")),
+            claimed_at_ms=int(fields.get("claimed_at") or 0),
         )
 
     def after_attempt(
@@ -158,6 +163,8 @@ class AdmissionGuard:
     """The provider's daily budget, 0 for none."""
     day: str
     """Today in Moscow, YYYYMMDD: budgets reset at Moscow midnight."""
+    slow_ms: int = 0
+    """A call unanswered this long makes the provider suspect (routing.yaml's breaker.slow_call)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +196,13 @@ class Store:
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int) -> Store:
-        # A blocking pool: hundreds of coroutines wait their turn for a connection instead
-        # of failing with "Too many connections".
-        # Commands time out too: a worker thread waits for its coroutine without a limit.
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=pool_size, timeout=10, socket_timeout=10, decode_responses=True
+        # A blocking pool (one server's or Sentinel's primary, as REDIS_URL says): hundreds of
+        # coroutines wait their turn for a connection instead of failing with "Too many
+        # connections". Commands time out too: a worker thread waits for its coroutine
+        # without a limit.
+        return cls(
+            async_client(url, pool_size=pool_size, timeout=10, socket_timeout=10, decode_responses=True)
         )
-        return cls(redis.asyncio.Redis(connection_pool=pool))
 
     @property
     def client(self) -> redis.asyncio.Redis:
@@ -282,6 +289,7 @@ class Store:
             guard.day,
             callback_token,
             provider_type,
+            guard.slow_ms,
         )
         return answer[0], answer[1] if len(answer) > 1 else ""
 

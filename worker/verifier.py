@@ -9,16 +9,18 @@ waits for something has a timer in Redis; when it fires, `advance` runs with cau
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from worker import checks, codes, phone
+from worker.errors import StoreUnavailable
 from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer
 from worker.logging import get_logger
 from worker.providers.base import (
@@ -39,6 +41,8 @@ from worker.store import AdmissionGuard, Store, Verification, price_e4
 __all__ = ["Verifier", "moscow_day"]
 
 log = get_logger(__name__)
+
+_T = TypeVar("_T")
 
 #: How long past a provider's own timeout a claimed attempt may stay without a result
 #: before its timer declares the worker that claimed it dead.
@@ -85,6 +89,7 @@ class Verifier:
         routing: Callable[[], Routing],
         state: Callable[[], RoutingState],
         code_secret: bytes,
+        previous_code_secrets: Sequence[bytes] = (),
         callback_base_url: str | None = None,
         observer: Observer | None = None,
         now: Callable[[], float] = time.time,
@@ -95,6 +100,8 @@ class Verifier:
         self._routing = routing
         self._state = state
         self._secret = code_secret
+        # Checks also accept codes hashed before a rotation of the secret (docs/operations.md).
+        self._check_secrets = (code_secret, *previous_code_secrets)
         self._now = now
 
     def _now_ms(self) -> int:
@@ -122,7 +129,7 @@ class Verifier:
         if v.final or v.attempt != attempt:
             log.debug("stale message ignored", cause=cause, status=v.status, current_attempt=v.attempt)
             return
-        if v.attempt_state in ("calling", "delivered"):
+        if v.attempt_state in ("calling", "delivered", "unknown"):
             if cause != "timeout":
                 log.debug("attempt already in flight", cause=cause)
                 return
@@ -166,6 +173,7 @@ class Verifier:
             code = codes.generate(v.code_length) if generate else None
             now = self._now_ms()
             lease_ms = int(provider.timeout * 1000) + CALL_GRACE_MS
+            lease_ends_ms = now + lease_ms
             token = secrets.token_urlsafe(24) if self._callback_base and provider.takes_callback_url else ""
             claimed, admission = await self._store.begin_attempt(
                 v.id,
@@ -183,6 +191,7 @@ class Verifier:
                     cost_e4=price_e4(decision.cost),
                     budget_e4=price_e4(settings.daily_budget),
                     day=moscow_day(now),
+                    slow_ms=int(settings.breaker.slow_call * 1000),
                 ),
                 callback_token=token,
                 provider_type=provider.type,
@@ -228,7 +237,9 @@ class Verifier:
                 )
             )
             if price is not None:
-                await self._store.attempt_delivered(
+                await self._while_leased(
+                    lease_ends_ms,
+                    self._store.attempt_delivered,
                     v.id,
                     attempt=v.attempt + 1,
                     now_ms=now,
@@ -247,7 +258,9 @@ class Verifier:
                     else 0,
                 )
                 return
-            recorded = await self._store.attempt_failed(
+            recorded = await self._while_leased(
+                lease_ends_ms,
+                self._store.attempt_failed,
                 v.id,
                 attempt=v.attempt + 1,
                 now_ms=now,
@@ -269,6 +282,23 @@ class Verifier:
                 state="failed",
                 reason=result.outcome,
             )
+
+    async def _while_leased(
+        self, lease_ends_ms: int, record: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
+    ) -> _T:
+        """Record a provider's answer, retrying while Redis is away (a restart, a failover)
+        until the attempt's lease ends: an answer given up on leaves the call `unknown`, and
+        the user waits for the step's timeout instead of the answer's seconds."""
+        delay_s = 0.1
+        while True:
+            try:
+                return await record(*args, **kwargs)
+            except StoreUnavailable:
+                if self._now_ms() + delay_s * 1000 >= lease_ends_ms:
+                    raise
+                log.warning("Redis unreachable; recording the provider's answer again", retry_in_s=delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
 
     async def on_status(self, verification_id: str, attempt: int, provider: str, status: CallStatus) -> None:
         """A provider's word on a delivered attempt (its callback, or a poll): a call that
@@ -353,24 +383,61 @@ class Verifier:
         await self._store.schedule_poll(v.id, attempt=v.attempt, due_ms=self._now_ms() + delay)
 
     async def _time_out(self, v: Verification) -> Verification | None:
-        """The current attempt's deadline passed: settle it as timed out."""
-        delivered = v.attempt_state == "delivered"
-        state = "timed_out" if delivered else "failed"
+        """The current attempt's deadline passed: settle it as timed out.
+
+        A call still `calling` at its deadline lost its worker (or its answer) mid-call: it
+        may have reached the user, whose code stays valid. Calling them again at once
+        through another provider would be the double call this avoids: the attempt waits,
+        `unknown`, until its step's timeout from the claim, as a delivered one would, and
+        then moves on to the next step.
+        """
         now = self._now_ms()
+        if v.attempt_state == "unknown" and self._step_deadline_ms(v) > now:
+            # The lease's timeout again (a redelivery): the step's own comes later.
+            log.debug("early timeout of an unknown attempt ignored", attempt=v.attempt)
+            return None
+        if v.attempt_state == "calling":
+            wait_until = self._step_deadline_ms(v)
+            if wait_until > now:
+                recorded = await self._store.attempt_failed(
+                    v.id,
+                    attempt=v.attempt,
+                    now_ms=now,
+                    outcome=Outcome.TIMEOUT,
+                    error_code="outcome_unknown",
+                    state="unknown",
+                    recovery_at_ms=wait_until,
+                    discard_code=False,
+                )
+                if recorded == "ok":
+                    log.warning(
+                        "call outcome unknown; no new call before the step's timeout",
+                        attempt=v.attempt,
+                        waits_ms=wait_until - now,
+                    )
+                return None
         recorded = await self._store.attempt_failed(
             v.id,
             attempt=v.attempt,
             now_ms=now,
             outcome=Outcome.TIMEOUT,
-            error_code="step_timeout" if delivered else "no_result",
-            state=state,
+            error_code="step_timeout" if v.attempt_state == "delivered" else "no_result",
+            state="timed_out",
             recovery_at_ms=now + RECOVERY_MS,
             discard_code=False,
         )
         if recorded != "ok":
             return None
-        log.info("attempt timed out", attempt=v.attempt, delivered=delivered)
-        return replace(v, attempt_state=state, reason=Outcome.TIMEOUT.value)
+        log.info("attempt timed out", attempt=v.attempt, state=v.attempt_state)
+        return replace(v, attempt_state="timed_out", reason=Outcome.TIMEOUT.value)
+
+    def _step_deadline_ms(self, v: Verification) -> int:
+        """When the current attempt's step times out, counted from its claim (0: no timeout)."""
+        config = self._routing().config
+        policy = config.policies.get(v.policy) or config.policies["default"]
+        steps = policy.steps_for(v.channels)
+        timeout = steps[v.step].timeout if v.step is not None and v.step < len(steps) else None
+        return v.claimed_at_ms + int(timeout * 1000) if timeout else 0
 
     async def _give_up(self, v: Verification, decision: GiveUp) -> None:
         result = await self._store.give_up(
@@ -385,7 +452,7 @@ class Verifier:
         """Compare a typed code with those delivered and answer on the reply key (the same
         as worker/checks.py does on the worker thread, and what it falls back to)."""
         now_ms = self._now_ms()
-        proof = checks.hash_proof(self._secret, verification_id, code)
+        proof = checks.hash_proof(self._check_secrets, verification_id, code)
         result = await self._store.apply_check(
             verification_id, proof=proof, reply_key=reply_key, now_ms=now_ms
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -23,6 +24,7 @@ from worker import keys
 from worker.providers.base import CodeCheck, Outcome, SendResult
 from worker.routing.breakers import Breakers
 from worker.routing.config import BreakerConfig
+from worker.stack import redis_server
 
 pytestmark = pytest.mark.integration
 
@@ -275,3 +277,17 @@ def test_failures_after_a_recovery_count_across_processes(client: redis.Redis) -
     record(opener, "probe", FAULT)
 
     assert stored(client)["state"] == "open"
+
+
+# --- Redis away ---------------------------------------------------------------------------
+
+
+def test_with_redis_unreachable_a_result_is_logged_and_neither_opens_nor_raises(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as url:
+        client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=0.2)
+        breakers = Breakers(client, CONFIGS)
+    with capture_logs() as logs:
+        for _ in range(FAIL_MAX):
+            record(breakers, "closed", FAULT)
+    told = [entry for entry in logs if entry["event"] == "breaker not told of a result: Redis unreachable"]
+    assert len(told) == FAIL_MAX

@@ -423,6 +423,26 @@ class TestCheck:
         assert self.answer(library, reply_key)["result"] == "max_attempts"
         assert state(library)["status"] == "max_attempts"
 
+    def test_a_wrong_code_compared_while_more_checks_wait_leaves_them_their_chance(
+        self, library: redis.Redis
+    ) -> None:
+        start(library)
+        wrong, right, _ = (self.check(library) for _ in range(3))
+        assert fcall(library, "flashcall_apply_check", "order-42", "0", wrong, now_ms(library)) == "rejected"
+        assert fcall(library, "flashcall_apply_check", "order-42", "1", right, now_ms(library)) == "approved"
+        assert state(library)["status"] == "approved"
+
+    def test_a_wrong_code_checked_twice_counts_once(self, library: redis.Redis) -> None:
+        start(library)
+        first, second = self.check(library), self.check(library)
+        for reply_key in (first, first, second):
+            fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library))
+        assert state(library)["status"] == "pending"
+        reply_key = self.check(library)
+        assert fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library)) == (
+            "max_attempts"
+        )
+
     def test_checks_of_an_approved_verification_count_too(self, library: redis.Redis) -> None:
         start(library)
         fcall(library, "flashcall_apply_check", "order-42", "1", self.check(library), now_ms(library))
@@ -458,6 +478,26 @@ class TestCheck:
         answer = fcall(library, "flashcall_apply_check", "order-42", "hash:aa12", reply_key, now_ms(library))
         assert answer == "rejected"
         assert state(library)["status"] == "sent"
+
+    def test_a_proof_of_several_hashes_approves_when_any_is_a_delivered_code(
+        self, library: redis.Redis
+    ) -> None:
+        # One hash per code secret a rotation accepts: the current one first, then the old.
+        self.delivered(library, "aa11")
+        reply_key = self.check(library)
+        answer = fcall(
+            library, "flashcall_apply_check", "order-42", "hash:bb22,aa11", reply_key, now_ms(library)
+        )
+        assert answer == "approved"
+
+    def test_a_proof_of_several_hashes_none_delivered_is_rejected(self, library: redis.Redis) -> None:
+        self.delivered(library, "aa11")
+        reply_key = self.check(library)
+        answer = fcall(
+            library, "flashcall_apply_check", "order-42", "hash:bb22,cc33", reply_key, now_ms(library)
+        )
+        assert answer == "rejected"
+        assert state(library)["checks"] == "1"
 
     def test_a_hash_matches_nothing_before_a_code_was_delivered(self, library: redis.Redis) -> None:
         start(library)
@@ -601,6 +641,18 @@ class TestAttempts:
         deliver(library, now=now)
         fail(library, now=now, outcome="timeout", error_code="step_timeout", state="timed_out")
         begin(library, 1, now=now, code_hash="h2", provider="other")
+        fail(library, 2, now=now, discard_code=True)
+        assert state(library)["codes"] == "h1"
+
+    def test_discarding_a_code_keeps_the_same_code_delivered_by_an_earlier_call(
+        self, library: redis.Redis
+    ) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now, code_hash="h1")
+        deliver(library, now=now)
+        fail(library, now=now, outcome="timeout", error_code="step_timeout", state="timed_out")
+        begin(library, 1, now=now, code_hash="h1", provider="other")
         fail(library, 2, now=now, discard_code=True)
         assert state(library)["codes"] == "h1"
 

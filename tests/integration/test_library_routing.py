@@ -68,6 +68,7 @@ def claim(
     cost_e4: int = COST_E4,
     budget_e4: int = 0,
     day: str = DAY,
+    slow_ms: int = 0,
 ) -> list[str]:
     """flashcall_begin_attempt's answer: ['ok', admission] or [why not]."""
     answer: list[str] = fcall(
@@ -87,6 +88,9 @@ def claim(
         cost_e4,
         budget_e4,
         day,
+        "",
+        "voicepassword",
+        slow_ms,
     )
     return answer
 
@@ -305,6 +309,39 @@ class TestBreakerAdmission:
         assert not library.exists(keys.breaker(PROVIDER) + ":trial")
         assert admission(library, v1, now=now + 2 * RESET_MS) == "breaker_open"
         assert admission(library, v1, now=now + 2 * RESET_MS + 500) == "trial"
+
+
+class TestSlowCalls:
+    def test_calls_answered_in_time_are_not_held_back(self, library: redis.Redis) -> None:
+        ids = started(library, 5)
+        now = now_ms(library)
+
+        answers = [admission(library, v, now=now + n * 100, slow_ms=2_000) for n, v in enumerate(ids)]
+
+        assert answers == ["closed"] * 5
+
+    def test_a_call_unanswered_for_slow_call_caps_calls_in_flight_at_fail_max(
+        self, library: redis.Redis
+    ) -> None:
+        v0, v1, v2, v3 = started(library, 4)
+        now = now_ms(library)
+        claim(library, v0, now=now, slow_ms=2_000)
+        claim(library, v1, now=now + 1_000, slow_ms=2_000)
+
+        later = now + 2_500
+        answers = [admission(library, v, now=later, slow_ms=2_000) for v in (v2, v3)]
+
+        assert answers == ["closed", "breaker_open"]
+
+    def test_once_the_slow_calls_come_back_calls_flow_again(self, library: redis.Redis) -> None:
+        v0, v1, v2 = started(library, 3)
+        now = now_ms(library)
+        claim(library, v0, now=now, slow_ms=2_000)
+        claim(library, v1, now=now, slow_ms=2_000)
+        for answered in (v0, v1):
+            deliver(library, answered, now=now + 2_500)
+
+        assert admission(library, v2, now=now + 2_600, slow_ms=2_000) == "closed"
 
 
 class TestProbingWhileFailing:

@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '6'
+local VERSION = '7'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -53,6 +53,9 @@ local HEALTH_TTL = 3600
 
 local FINAL = {approved = true, failed = true, expired = true, canceled = true, max_attempts = true}
 local CHANNELS = {flashcall = true, voice = true, sms = true}
+-- An attempt still owns the verification: its call is being placed (calling), reached the
+-- user (delivered), or may have (unknown: its worker died mid-call, docs/reliability.md).
+local IN_FLIGHT = {calling = true, delivered = true, unknown = true}
 
 local function vkey(id) return PREFIX .. 'v:' .. id end
 local function callback_key(token) return PREFIX .. 'callback:' .. token end
@@ -346,7 +349,10 @@ local function validate_start(args)
             if type(key) ~= 'string' then return nil, "'metadata' must be a JSON object" end
         end
         if next(request.metadata) ~= nil then
-            out.metadata = cjson.encode(request.metadata)
+            local encoded, metadata = pcall(cjson.encode, request.metadata)
+            -- cjson reads NaN, Infinity and 1e999 but cannot write them back.
+            if not encoded then return nil, "'metadata' may hold only finite numbers" end
+            out.metadata = metadata
             if #out.metadata > MAX_METADATA_BYTES then
                 return nil, "'metadata' is " .. #out.metadata .. ' bytes, the limit is ' .. MAX_METADATA_BYTES
             end
@@ -550,16 +556,19 @@ local function admit(provider, member, now, guard)
         redis.call('HSET', bkey, 'state', 'half-open')
         return 'trial'
     end
-    if failures > 0 then
-        -- Failing but not yet open: calls in flight count as failures to come, so that a
-        -- provider that died costs at most fail_max calls before its breaker opens.
-        local probing = bkey .. ':probing'
-        redis.call('ZREMRANGEBYSCORE', probing, '-inf', now - guard.lease_ms)
+    -- Every call in flight, by when it began (a dead process's lapse with their lease).
+    local probing = bkey .. ':probing'
+    redis.call('ZREMRANGEBYSCORE', probing, '-inf', now - guard.lease_ms)
+    local overdue = guard.slow_ms > 0 and redis.call('ZCOUNT', probing, '-inf', now - guard.slow_ms) or 0
+    if failures > 0 or overdue > 0 then
+        -- Failing, or a call unanswered for slow_ms (a provider that hangs fails only at its
+        -- timeout): calls in flight count as failures to come, so that the provider costs
+        -- at most fail_max calls from here before its breaker opens.
         if failures + redis.call('ZCARD', probing) >= guard.fail_max then return nil, 'breaker_open' end
-        redis.call('ZADD', probing, now, member)
-        redis.call('PEXPIRE', probing, guard.lease_ms)
-        return 'probe'
     end
+    redis.call('ZADD', probing, now, member)
+    redis.call('PEXPIRE', probing, guard.lease_ms)
+    if failures > 0 then return 'probe' end
     return 'closed'
 end
 
@@ -568,13 +577,14 @@ local function begin_attempt(_, args)
     local step, channel, provider, code_hash = args[4], args[5], args[6], args[7]
     local deadline = tonumber(args[8])
     local guard = {reset_ms = tonumber(args[9]), lease_ms = tonumber(args[10]), fail_max = tonumber(args[11]),
-                   cost_e4 = tonumber(args[12]), budget_e4 = tonumber(args[13]), day = args[14]}
+                   cost_e4 = tonumber(args[12]), budget_e4 = tonumber(args[13]), day = args[14],
+                   slow_ms = tonumber(args[17] or '0')}
     local v = hgetall(vkey(id))
     if not v then return {'not_found'} end
     expire_if_due(v, now)
     if FINAL[v.status] then return {'final'} end
     if tonumber(v.attempt) ~= expected then return {'stale'} end
-    if v.attempt_state == 'calling' or v.attempt_state == 'delivered' then return {'in_flight'} end
+    if IN_FLIGHT[v.attempt_state] then return {'in_flight'} end
     if v.attempt_state == 'exhausted' then return {'final'} end
     local admission, refusal = admit(provider, id .. ':' .. fmt_int(expected + 1), now, guard)
     if not admission then return {refusal} end
@@ -597,7 +607,8 @@ local function begin_attempt(_, args)
     v.status, v.step, v.channel, v.provider = 'sending', step, channel, provider
     redis.call('HSET', vkey(id), 'attempt', v.attempt, 'attempt_state', 'calling', 'status', 'sending',
         'step', step, 'channel', channel, 'provider', provider, 'provider_ref', '', 'tried', tried,
-        'codes', codes, 'pending_code', code_hash, 'reason', '', 'updated_at', fmt_int(now))
+        'codes', codes, 'pending_code', code_hash, 'reason', '', 'updated_at', fmt_int(now),
+        'claimed_at', fmt_int(now))
     redis.call('ZADD', K_STEP_TIMERS, deadline, id)
     if expected > 0 then
         count('fallback|' .. (previous.provider or '') .. '|' .. provider .. '|' .. (previous.reason or ''))
@@ -692,7 +703,7 @@ local function attempt_failed(_, args)
     local key = vkey(id)
     local v = hgetall(key)
     if not v then return 'not_found' end
-    if tonumber(v.attempt) ~= attempt or (v.attempt_state ~= 'calling' and v.attempt_state ~= 'delivered') then
+    if tonumber(v.attempt) ~= attempt or not IN_FLIGHT[v.attempt_state] then
         return 'stale'
     end
     if latency_ms >= 0 then
@@ -706,10 +717,12 @@ local function attempt_failed(_, args)
     end
     local fields = {'attempt_state', state, 'updated_at', fmt_int(now), 'pending_code', ''}
     if discard_code and v.pending_code and v.pending_code ~= '' then
-        -- The provider answered that it placed no call: its code reached nobody.
+        -- The provider answered that it placed no call: its code reached nobody. Only its
+        -- own entry goes: an earlier call may have delivered the same digits.
         local kept = {}
-        for code in v.codes:gmatch('%S+') do
-            if code ~= v.pending_code then kept[#kept + 1] = code end
+        for code in v.codes:gmatch('%S+') do kept[#kept + 1] = code end
+        for i = #kept, 1, -1 do
+            if kept[i] == v.pending_code then table.remove(kept, i); break end
         end
         fields[#fields + 1] = 'codes'
         fields[#fields + 1] = table.concat(kept, ' ')
@@ -745,10 +758,12 @@ local function give_up(_, args)
     return 'failed'
 end
 
--- The verdict on a typed code: '1' or '0' when the worker judged it, or 'hash:<hmac>' to
--- compare with the codes delivered here, in the same call. A mismatch on a verification
--- whose code a provider keeps (Telphin) answers 'ask_provider' and changes nothing: the
--- worker asks the provider and calls again with its verdict.
+-- The verdict on a typed code: '1' or '0' when the worker judged it, or
+-- 'hash:<hmac>[,<hmac>...]' to compare with the codes delivered here, in the same call: one
+-- HMAC under each code secret the worker accepts (the current one, then the previous ones of
+-- a rotation), so that codes hashed before a rotation still match. A mismatch on a
+-- verification whose code a provider keeps (Telphin) answers 'ask_provider' and changes
+-- nothing: the worker asks the provider and calls again with its verdict.
 local function apply_check(_, args)
     local id, proof, reply_key, now = args[1], args[2], args[3], tonumber(args[4])
     local v = hgetall(vkey(id))
@@ -758,16 +773,18 @@ local function apply_check(_, args)
     end
     expire_if_due(v, now)
     local matched = proof == '1'
-    local candidate = string.match(proof, '^hash:(%x+)$')
-    if candidate then
+    local candidates = string.match(proof, '^hash:(%x+[%x,]*)$')
+    if candidates then
+        local typed = {}
+        for candidate in string.gmatch(candidates, '[^,]+') do typed[candidate] = true end
         for stored in string.gmatch(v.codes or '', '%S+') do
-            if stored == candidate then matched = true end
+            if typed[stored] then matched = true end
         end
         if not matched and (v.provider_checks or '') ~= '' and (not FINAL[v.status] or v.status == 'approved') then
             return 'ask_provider'
         end
     elseif proof ~= '0' and proof ~= '1' then
-        return redis.error_reply('ERR the verdict must be 1, 0 or hash:<hex>')
+        return redis.error_reply('ERR the verdict must be 1, 0 or hash:<hex>[,<hex>...]')
     end
     local checks, max_checks = tonumber(v.checks), tonumber(v.max_checks)
     local left = math.max(0, max_checks - checks)
@@ -784,12 +801,20 @@ local function apply_check(_, args)
         count('approved|' .. v.provider .. '|' .. v.channel)
         finish(v, 'approved', '', now, 'approved')
         result = 'approved'
-    elseif checks >= max_checks then
-        finish(v, 'max_attempts', 'too many wrong codes', now, 'rejected', {attempts_left = 0})
-        result = 'max_attempts'
     else
-        emit('rejected', v, now, {attempts_left = left})
-        result = 'rejected'
+        -- Only the max_checks-th wrong code ends the verification: checks reserved after
+        -- this one may still carry the right code. A check run twice counts once.
+        local wrong = tonumber(v.wrong or '0')
+        if redis.call('HSETNX', vkey(id), 'compared:' .. reply_key, '1') == 1 then
+            wrong = redis.call('HINCRBY', vkey(id), 'wrong', 1)
+        end
+        if wrong >= max_checks then
+            finish(v, 'max_attempts', 'too many wrong codes', now, 'rejected', {attempts_left = 0})
+            result = 'max_attempts'
+        else
+            emit('rejected', v, now, {attempts_left = left})
+            result = 'rejected'
+        end
     end
     reply(reply_key, id, result, {status = v.status, attempts_left = left})
     return result

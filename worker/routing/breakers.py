@@ -164,7 +164,12 @@ class Breakers:
         # A success with no failures behind it changes nothing: skip Redis altogether.
         if admission == "closed" and (fault is None or not fault.breaker_failure):
             return
-        await asyncio.to_thread(self._record, name, admission, fault)
+        try:
+            await asyncio.to_thread(self._record, name, admission, fault)
+        except redis.RedisError as error:
+            # The call's own result matters more than one count in its provider's breaker:
+            # it is recorded next, and the breaker hears from the next call.
+            log.warning("breaker not told of a result: Redis unreachable", provider=name, error=str(error))
 
     def _record(self, name: str, admission: str, fault: ProviderFault | None) -> None:
         breaker = self._breakers.get(name)

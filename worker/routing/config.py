@@ -111,6 +111,10 @@ class BreakerConfig(_Frozen):
     """Consecutive failures (timeouts, 5xx, account errors) that open the breaker, cluster-wide."""
     reset_timeout: Duration = 30.0
     """How long an open breaker stays open before one trial call is let through."""
+    slow_call: Duration = 2.0
+    """A call unanswered this long makes the provider suspect: until calls come back, at most
+    fail_max are in flight to it, so that a provider that hangs costs few calls before its
+    timeouts open the breaker. Set it above the provider's slowest normal answer."""
 
 
 _PREFIX = r"^7[0-9]{0,10}$"
@@ -315,6 +319,13 @@ def load_routing(path: Path | str, environ: Mapping[str, str] | None = None) -> 
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise RoutingFileError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    except ValueError as error:
+        # PyYAML's constructors raise ValueError for a scalar they cannot build: `!!int x`,
+        # a date such as 2026-13-45, an integer of thousands of digits.
+        raise RoutingFileError(f"{path}: not valid YAML: {error}") from None
+    except RecursionError:
+        # PyYAML's composer recurses once per level of nesting.
+        raise RoutingFileError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise RoutingFileError(f"{path}:1: expected a mapping with providers and policies")
     providers = data.get("providers")

@@ -1,0 +1,1 @@
+"""`make chaos`: fault scenarios against the real worker, Redis and sandbox."""

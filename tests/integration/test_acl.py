@@ -1,0 +1,291 @@
+"""The Redis users of deploy/redis/users.acl, loaded into a real redis-server.
+
+Redis 7 checks every command a function runs (redis.call) against the caller's ACL, keys
+included, so the producer profile grants exactly what the five producer functions run, on
+the keys they run it on. These tests load the shipped file the way an operator does
+(`aclfile` + `ACL LOAD`), with passwords made up for the run, and show what each user can
+and cannot do; docs/operations.md ("Least privilege") says the same in prose.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shlex
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any, cast
+
+import pytest
+import redis
+
+from tests.conftest import TEST_ROUTING
+from tests.support import Sandbox
+from worker import keys
+from worker.broker import FlashcallBroker
+from worker.producer import Producer
+from worker.redis import install
+from worker.stack import LocalStack, local_stack, redis_server
+
+pytestmark = pytest.mark.integration
+
+USERS_FILE = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "users.acl"
+
+#: The placeholder for each user's password in the users file.
+PASSWORD_VARIABLES = {
+    "flashcall-admin": "FLASHCALL_REDIS_ADMIN_PASSWORD",
+    "flashcall-producer": "FLASHCALL_REDIS_PRODUCER_PASSWORD",
+    "flashcall-events": "FLASHCALL_REDIS_EVENTS_PASSWORD",
+    "flashcall-worker": "FLASHCALL_REDIS_WORKER_PASSWORD",
+}
+
+
+@dataclass(frozen=True)
+class AclServer:
+    url: str
+    passwords: dict[str, str]
+
+    def url_of(self, user: str) -> str:
+        return self.url.replace("redis://", f"redis://{user}:{self.passwords[user]}@", 1)
+
+    def client(self, user: str) -> redis.Redis:
+        return redis.Redis.from_url(self.url_of(user), decode_responses=True)
+
+
+@pytest.fixture(scope="module")
+def acl_server() -> Iterator[AclServer]:
+    log_dir = Path(tempfile.mkdtemp(prefix="flashcall-acl-"))
+    acl_file = log_dir / "users.acl"
+    # Only until the profile is loaded: the readiness check of redis_server() connects as
+    # the default user, which the shipped file turns off.
+    acl_file.write_text("user default on nopass ~* &* +@all\n")
+    passwords = {user: secrets.token_hex(16) for user in PASSWORD_VARIABLES}
+    with redis_server(log_dir, name="redis-acl", args=["--aclfile", str(acl_file)]) as url:
+        # What `envsubst < deploy/redis/users.acl` does at installation.
+        rendered = Template(USERS_FILE.read_text()).substitute(
+            {variable: passwords[user] for user, variable in PASSWORD_VARIABLES.items()}
+        )
+        acl_file.write_text(rendered)
+        bootstrap = redis.Redis.from_url(url)
+        try:
+            bootstrap.acl_load()
+        finally:
+            bootstrap.close()
+        server = AclServer(url=url, passwords=passwords)
+        admin = server.client("flashcall-admin")
+        install(admin)
+        admin.close()
+        yield server
+
+
+@pytest.fixture(scope="module")
+def acl_stack(acl_server: AclServer) -> Iterator[LocalStack]:
+    """The sandbox beside the ACL'd Redis; the stack itself watches heartbeats as the admin."""
+    with local_stack(redis_url=acl_server.url_of("flashcall-admin"), routing_path=TEST_ROUTING) as started:
+        yield started
+
+
+@pytest.fixture
+def as_producer(acl_server: AclServer) -> Iterator[Producer]:
+    client = Producer.from_url(acl_server.url_of("flashcall-producer"))
+    yield client
+    client.close()
+
+
+def refused(client: redis.Redis, command: str) -> bool:
+    """Whether Redis refuses `command` (split as a shell splits it) for lack of permission."""
+    try:
+        client.execute_command(*shlex.split(command))  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    except redis.exceptions.NoPermissionError:
+        return True
+    return False
+
+
+def test_the_users_file_holds_placeholders_not_passwords() -> None:
+    text = USERS_FILE.read_text()
+    assert re.findall(r"[>#<]\S+", text) == [f">${{{variable}}}" for variable in PASSWORD_VARIABLES.values()]
+    assert "nopass" not in text
+
+
+def test_the_default_user_is_turned_off(acl_server: AclServer) -> None:
+    anonymous = redis.Redis.from_url(acl_server.url)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.ping()
+    anonymous.close()
+
+
+def test_a_producer_starts_a_verification(as_producer: Producer, phone: str, verification_id: str) -> None:
+    answer = as_producer.start(verification_id, "+" + phone, channels=["flashcall"])
+    assert (answer["status"], answer["created"]) == ("pending", True)
+
+
+def test_a_producer_reads_the_answer_of_its_check_from_the_reply_key(
+    as_producer: Producer, verification_id: str
+) -> None:
+    # An unknown id is answered by flashcall_check itself, so no worker is needed here.
+    assert as_producer.check(verification_id, "4567") == {"id": verification_id, "result": "not_found"}
+
+
+def test_a_producer_cancels_a_verification(as_producer: Producer, phone: str, verification_id: str) -> None:
+    as_producer.start(verification_id, "+" + phone, channels=["flashcall"])
+    assert as_producer.cancel(verification_id)["status"] == "canceled"
+    assert as_producer.check(verification_id, "4567")["result"] == "canceled"
+
+
+def test_a_producer_reads_a_status_with_fcall_ro(
+    as_producer: Producer, phone: str, verification_id: str
+) -> None:
+    as_producer.start(verification_id, "+" + phone, channels=["flashcall"])
+    status = json.loads(cast(str, as_producer.client.fcall_ro("flashcall_status", 0, verification_id)))
+    assert (status["id"], status["phone"]) == (verification_id, "+7999*****" + phone[-2:])
+
+
+FORBIDDEN_TO_PRODUCERS = {
+    "read a verification field": "HGET flashcall:v:order-42 codes",
+    "list keys": "KEYS flashcall:*",
+    "scan keys": "SCAN 0 MATCH flashcall:*",
+    "read events": "XREAD STREAMS flashcall:events 0",
+    "read events by range": "XRANGE flashcall:events - +",
+    "read events in a group": "XREADGROUP GROUP g c STREAMS flashcall:events >",
+    "read queued messages, typed codes included": "HGETALL flashcall:checks.msgs",
+    "read a queue": "LRANGE flashcall:checks 0 -1",
+    "push at the head of the verifications queue": "LPUSH flashcall:verifications fake",
+    "push at the head of the checks queue": "LPUSH flashcall:checks fake",
+    "load code": "FUNCTION LOAD REPLACE x",
+    "delete the library": "FUNCTION DELETE flashcall",
+    "flush functions": "FUNCTION FLUSH",
+    "read the library": "FUNCTION LIST WITHCODE",
+    "run a script": "EVAL 'return 1' 0",
+    "run a cached script": "EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db 0",
+    "read the configuration": "CONFIG GET *",
+    "change the configuration": "CONFIG SET appendonly no",
+    "flush everything": "FLUSHALL",
+    "flush the database": "FLUSHDB",
+    "call a worker function": "FCALL flashcall_apply_check 0 order-42 1 flashcall:reply:1 0",
+    "claim an attempt": "FCALL flashcall_begin_attempt 0 order-42 0",
+    "publish policies": "SADD flashcall:config:policies any",
+    "change per-number limits": "SET flashcall:config:limits []",
+    "delete a verification": "DEL flashcall:v:order-42",
+    "read a callback token": "GET flashcall:callback:token",
+    "read a breaker": "HGETALL flashcall:breaker:vp-main",
+    "touch keys outside flashcall": "GET session:1",
+    "list users": "ACL LIST",
+}
+
+
+@pytest.mark.parametrize("command", FORBIDDEN_TO_PRODUCERS.values(), ids=FORBIDDEN_TO_PRODUCERS.keys())
+def test_a_producer_is_refused(as_producer: Producer, command: str) -> None:
+    assert refused(as_producer.client, command)
+
+
+STILL_POSSIBLE_FOR_PRODUCERS = {
+    # What the producer functions run under the producer's ACL, the producer can run itself.
+    "read a verification it knows the id of": "HGETALL flashcall:v:order-42",
+    "push onto the end of a queue": "RPUSH flashcall:verifications fake",
+    "write a queued message body": "HSET flashcall:verifications.msgs fake {}",
+    "push onto a reply key": "LPUSH flashcall:reply:1 {}",
+    "append an event": "XADD flashcall:events * event fake id order-42",
+}
+
+
+@pytest.mark.parametrize(
+    "command", STILL_POSSIBLE_FOR_PRODUCERS.values(), ids=STILL_POSSIBLE_FOR_PRODUCERS.keys()
+)
+def test_what_the_producer_functions_run_stays_possible_outside_them(
+    acl_server: AclServer, as_producer: Producer, command: str
+) -> None:
+    # docs/operations.md lists these: if Redis ever refuses them, update the docs.
+    assert not refused(as_producer.client, command)
+    # What was written, so that the worker of a later test never meets it.
+    admin = acl_server.client("flashcall-admin")
+    admin.lrem(keys.queue(keys.VERIFY_QUEUE), 0, "fake")
+    admin.hdel(keys.queue_messages(keys.VERIFY_QUEUE), "fake")
+    admin.close()
+
+
+def test_an_events_reader_follows_the_stream(
+    acl_server: AclServer, as_producer: Producer, phone: str, verification_id: str
+) -> None:
+    as_producer.start(verification_id, "+" + phone, channels=["flashcall"])
+    reader = Producer.from_url(acl_server.url_of("flashcall-events"))
+    try:
+        assert reader.wait_for(verification_id, {"created"}, timeout=5)["status"] == "pending"
+    finally:
+        reader.close()
+
+
+FORBIDDEN_TO_EVENT_READERS = {
+    "start a verification": 'FCALL flashcall_start 0 \'{"id":"x","phone":"+79991234567"}\'',
+    "read a verification": "HGETALL flashcall:v:order-42",
+    "append an event": "XADD flashcall:events * event fake",
+    "trim the stream": "XTRIM flashcall:events MAXLEN 0",
+}
+
+
+@pytest.mark.parametrize(
+    "command", FORBIDDEN_TO_EVENT_READERS.values(), ids=FORBIDDEN_TO_EVENT_READERS.keys()
+)
+def test_an_events_reader_is_refused(acl_server: AclServer, command: str) -> None:
+    reader = acl_server.client("flashcall-events")
+    try:
+        assert refused(reader, command)
+    finally:
+        reader.close()
+
+
+FORBIDDEN_TO_WORKERS = {
+    "flush everything": "FLUSHALL",
+    "change the configuration": "CONFIG SET appendonly no",
+    "read the server's state": "INFO",
+    "delete the library": "FUNCTION DELETE flashcall",
+    "run new code": "EVAL 'return 1' 0",
+    "touch keys outside flashcall": "GET session:1",
+    "change users": "ACL SETUSER intruder on nopass +@all",
+}
+
+
+@pytest.mark.parametrize("command", FORBIDDEN_TO_WORKERS.values(), ids=FORBIDDEN_TO_WORKERS.keys())
+def test_a_worker_is_refused(acl_server: AclServer, command: str) -> None:
+    worker = acl_server.client("flashcall-worker")
+    try:
+        assert refused(worker, command)
+    finally:
+        worker.close()
+
+
+def test_the_worker_user_returns_the_messages_a_dead_worker_held(acl_server: AclServer) -> None:
+    # Dramatiq's maintenance script, run as the worker user: it names the namespace key
+    # `flashcall` and lists a dead worker's acknowledgement sets with KEYS.
+    queue = f"acl-{secrets.token_hex(4)}"
+    admin = acl_server.client("flashcall-admin")
+    admin.zadd(keys.heartbeats(), {"dead-worker": 0})
+    admin.hset(keys.queue_messages(queue), "m-1", "{}")
+    admin.sadd(keys.consumer_acks("dead-worker", queue), "m-1")
+    worker_client = redis.Redis.from_url(acl_server.url_of("flashcall-worker"))
+    try:
+        FlashcallBroker(client=worker_client, middleware=[]).maintain(queue)
+        assert admin.lrange(keys.queue(queue), 0, -1) == ["m-1"]
+    finally:
+        worker_client.close()
+        admin.close()
+
+
+def test_the_worker_user_runs_a_verification_end_to_end(
+    acl_server: AclServer, acl_stack: LocalStack, as_producer: Producer, phone: str, verification_id: str
+) -> None:
+    acl_stack.start_worker(env={"REDIS_URL": acl_server.url_of("flashcall-worker")}, name="worker-acl")
+    as_producer.start(verification_id, "+" + phone, channels=["flashcall"])
+    reader = Producer.from_url(acl_server.url_of("flashcall-events"))
+    sandbox = Sandbox(acl_stack.sandbox_url)
+    try:
+        assert reader.wait_for(verification_id, {"delivered", "failed"})["event"] == "delivered"
+        code: Any = sandbox.inbox(phone)[-1]["code"]
+    finally:
+        reader.close()
+        sandbox.close()
+    answer = as_producer.check(verification_id, code)
+    assert (answer["result"], answer["status"]) == ("approved", "approved")
