@@ -74,7 +74,8 @@ async def _receive(request: Request) -> JSONResponse:
             return _refuse(404, "unknown callback")
         try:
             status = PROVIDER_TYPES[target.type].parse_callback(json.loads(body))
-        except (ValueError, UnicodeDecodeError) as error:
+        except (ValueError, UnicodeDecodeError, RecursionError) as error:
+            # RecursionError: JSON nested deeper than the decoder goes (`[[[[...`).
             log.warning(
                 "callback refused: malformed", provider=provider, verification_id=target.id, error=str(error)
             )

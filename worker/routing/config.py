@@ -319,9 +319,10 @@ def load_routing(path: Path | str, environ: Mapping[str, str] | None = None) -> 
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise RoutingFileError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
-    except ValueError as error:
-        # PyYAML's constructors raise ValueError for a scalar they cannot build: `!!int x`,
-        # a date such as 2026-13-45, an integer of thousands of digits.
+    except (ValueError, AttributeError) as error:
+        # PyYAML's constructors raise these for a scalar they cannot build: `!!int x`, a date
+        # such as 2026-13-45, an integer of thousands of digits (ValueError), `!!timestamp x`
+        # (AttributeError).
         raise RoutingFileError(f"{path}: not valid YAML: {error}") from None
     except RecursionError:
         # PyYAML's composer recurses once per level of nesting.
