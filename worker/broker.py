@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -140,7 +141,13 @@ class _Consumer(_RedisConsumer):
             ):
                 return
             taken, self._acks = self._acks, []
-        self.broker.ack_many(self.queue_name, taken)
+        try:
+            self.broker.ack_many(self.queue_name, taken)
+        except redis.RedisError:
+            # Kept for the next flush: Redis being away must not strand them unacknowledged.
+            with self._acks_lock:
+                self._acks[:0] = taken
+            raise
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -167,7 +174,9 @@ class _Consumer(_RedisConsumer):
                     else:
                         time.sleep(backoff_ms / 1000)
                     return None
-        except redis.ConnectionError as e:
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            # Both mean Redis is away (redis-py's sockets time out after 5 s by default, as
+            # when Redis is frozen): Dramatiq restarts the consumer instead of losing its thread.
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
 
     def _maintain(self) -> None:
@@ -202,12 +211,22 @@ class _Consumer(_RedisConsumer):
             reason=reason,
         )
 
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        try:
+            super().requeue(messages)  # type: ignore[no-untyped-call]
+        except redis.RedisError as error:
+            # As a connection error, which Dramatiq's consumer thread survives; any other
+            # exception while it closes a consumer ends the thread, and with it the queue.
+            raise ConnectionClosed(error) from None  # type: ignore[no-untyped-call]
+
     def close(self) -> None:
         """Flush acknowledgements; return prefetched messages that were never handed out,
         instead of stranding them."""
         try:
             self._flush_acks(force=True)
-        except redis.ConnectionError:
+        except redis.RedisError:
+            # Away, frozen or at maxmemory: whatever it is, closing must not kill the
+            # consumer's thread, or Dramatiq cannot restart the consumer.
             log.warning(
                 "acknowledgements not sent; those messages will be processed again", queue=self.queue_name
             )
@@ -215,7 +234,7 @@ class _Consumer(_RedisConsumer):
         if cached:
             try:
                 self.broker.do_requeue(self.queue_name, *[message_id for message_id, _ in cached])
-            except redis.ConnectionError:
+            except redis.RedisError:
                 log.warning(
                     "prefetched messages not returned; they come back once this worker's heartbeat times out",
                     queue=self.queue_name,

@@ -216,6 +216,12 @@ class Store:
             try:
                 return await self._client.fcall(function, 0, *args)
             except redis.ResponseError as error:
+                if str(error).startswith("OOM"):
+                    # At maxmemory Redis refuses the whole call before it runs: nothing was
+                    # half-written, and the same call succeeds once memory is freed.
+                    raise StoreUnavailable(
+                        f"Redis is out of memory ({error}); the message will be retried"
+                    ) from error
                 # A Redis restarted without persistence comes back without the library.
                 if "function not found" not in str(error).lower():
                     raise

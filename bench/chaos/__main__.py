@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenarios", nargs="*", help=f"default: all of {', '.join(SCENARIOS)}")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where reliability.md goes")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "chaos" / "results.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other scenarios' latest results from --results and replace only those run now",
+    )
     args = parser.parse_args(argv)
     # A plain SIGTERM would skip the `finally` blocks that stop Redis, the sandbox and workers.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -49,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # noqa: BLE001 - one broken scenario must not hide the others' figures
             failed = True
             say(f"{name} could not run:\n{traceback.format_exc()}")
-            results.append({"scenario": name, "error": traceback.format_exc(limit=3)})
+            results.append({"key": name, "scenario": name, "error": traceback.format_exc(limit=3)})
             continue
         say(_line(result.to_json()))
-        results.append(result.to_json())
+        results.append({"key": name, **result.to_json()})
+    if args.merge and args.results.exists():
+        fresh = {r["key"]: r for r in results}
+        earlier = json.loads(args.results.read_text(encoding="utf-8"))
+        results = [fresh.pop(r["key"], r) for r in earlier] + list(fresh.values())
     page = markdown(results)
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "reliability.md").write_text(page, encoding="utf-8")
