@@ -216,7 +216,7 @@ class Store:
             try:
                 return await self._client.fcall(function, 0, *args)
             except redis.ResponseError as error:
-                if str(error).startswith("OOM"):
+                if isinstance(error, redis.exceptions.OutOfMemoryError):
                     # At maxmemory Redis refuses the whole call before it runs: nothing was
                     # half-written, and the same call succeeds once memory is freed.
                     raise StoreUnavailable(
