@@ -191,7 +191,7 @@ class Verifier:
                     cost_e4=price_e4(decision.cost),
                     budget_e4=price_e4(settings.daily_budget),
                     day=moscow_day(now),
-                    slow_ms=int(settings.breaker.slow_call * 1000),
+                    slow_ms=int(settings.breaker.slow_call * 1000) if settings.breaker.slow_call else 0,
                 ),
                 callback_token=token,
                 provider_type=provider.type,

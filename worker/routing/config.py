@@ -111,10 +111,12 @@ class BreakerConfig(_Frozen):
     """Consecutive failures (timeouts, 5xx, account errors) that open the breaker, cluster-wide."""
     reset_timeout: Duration = 30.0
     """How long an open breaker stays open before one trial call is let through."""
-    slow_call: Duration = 2.0
-    """A call unanswered this long makes the provider suspect: until calls come back, at most
-    fail_max are in flight to it, so that a provider that hangs costs few calls before its
-    timeouts open the breaker. Set it above the provider's slowest normal answer."""
+    slow_call: Duration | None = None
+    """Off unless set. A call unanswered this long makes the provider suspect: until calls
+    come back, at most fail_max are in flight to it, so that a provider that hangs costs
+    few calls before its timeouts open the breaker. Set it well above the slowest normal
+    answer as the worker sees it under its heaviest load: a worker that falls behind sees
+    every answer late, and a slow_call under that would throttle a healthy provider."""
 
 
 _PREFIX = r"^7[0-9]{0,10}$"
