@@ -122,6 +122,27 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=into,
         )
+        self.demotions = prom.Counter(
+            "flashcall_learned_demotions",
+            "Leading choices learned routing moved away from: their attempts converted too rarely "
+            "for their cost (provider '-' is a skipped step brought back).",
+            ["provider", "channel", "operator"],
+            registry=into,
+        )
+        self.conversion = prom.Gauge(
+            "flashcall_learned_conversion",
+            "Learned P(approved | delivered attempt), per provider, channel and operator range.",
+            ["provider", "channel", "operator"],
+            multiprocess_mode="livemostrecent",
+            registry=into,
+        )
+        self.conversion_samples = prom.Gauge(
+            "flashcall_learned_samples",
+            "The decayed count of attempts each learned conversion rests on.",
+            ["provider", "channel", "operator"],
+            multiprocess_mode="livemostrecent",
+            registry=into,
+        )
         self.timers = prom.Gauge(
             "flashcall_timers_pending",
             "Deadlines waiting in Redis: step timeouts, status polls, expiries.",
@@ -154,12 +175,17 @@ class Metrics:
                 self.fallbacks.labels(*labels).inc(amount)
             elif kind == "checks":
                 self.checks.labels(*labels).inc(amount)
+            elif kind == "demoted":
+                self.demotions.labels(*labels).inc(amount)
 
     def observe_state(self, state: RoutingState, providers: Iterable[str]) -> None:
         for name in providers:
             current = state.of(name)
             self.breaker.labels(name).set(BREAKER_STATES.get(current.breaker, 0))
             self.out_of_money.labels(name).set(1 if current.out_of_money else 0)
+        for (provider, channel, operator), conversion in state.learned.items():
+            self.conversion.labels(provider, channel, operator).set(conversion.rate)
+            self.conversion_samples.labels(provider, channel, operator).set(conversion.trials)
 
     def observe_balance(self, provider: str, balance: Decimal) -> None:
         self.balance.labels(provider).set(float(balance))

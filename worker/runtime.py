@@ -24,12 +24,13 @@ from worker.events import LogObserver, Observers
 from worker.logging import get_logger
 from worker.metrics import Metrics
 from worker.providers.base import Provider, TransportFailure
+from worker.routing.refresh import refresh_state
 from worker.routing.reload import Routing, RoutingHolder
 from worker.routing.state import RoutingState
 from worker.settings import Settings
 from worker.store import PublishedConfig, Store
 from worker.timers import run_timers
-from worker.verifier import Verifier, moscow_day
+from worker.verifier import Verifier
 
 __all__ = ["Runtime", "current"]
 
@@ -119,15 +120,8 @@ class Runtime:
             self._tasks.append(asyncio.create_task(_close_later(provider)))
 
     async def _refresh_state(self) -> None:
-        now_ms = int(time.time() * 1000)
         config = self.routing.config
-        raw = await self.store.routing_state(
-            now_ms=now_ms,
-            window_ms=int(config.health.window * 1000),
-            day=moscow_day(now_ms),
-            providers=sorted(config.providers),
-        )
-        self.state = RoutingState.from_json(raw)
+        self.state = await refresh_state(self.store, config, now_ms=int(time.time() * 1000))
         self.metrics.observe_state(self.state, config.providers)
         self.metrics.count(await self.store.drain_metrics())
         stats = await self.store.queue_stats()

@@ -272,11 +272,18 @@ class Store:
         guard: AdmissionGuard,
         callback_token: str = "",
         provider_type: str = "",
-    ) -> tuple[str, str]:
-        """Claim the next attempt if the provider admits a call: ('ok', admission), where the
-        admission is 'closed', 'probe' or 'trial' (see the breaker); or (why not, ''): 'final',
-        'stale', 'in_flight', 'not_found', or the provider's refusal 'breaker_open', 'no_money',
-        'budget_spent'."""
+        operator: str = "",
+        learn: str = "",
+        lead: tuple[str, str, str] | None = None,
+    ) -> tuple[str, str, bool]:
+        """Claim the next attempt if the provider admits a call: ('ok', admission, demoted),
+        where the admission is 'closed', 'probe' or 'trial' (see the breaker) and `demoted`
+        whether this attempt's `lead` (key, previous, new) demoted the previous leading
+        choice; or (why not, '', False): 'final', 'stale', 'in_flight', 'not_found', or the
+        provider's refusal 'breaker_open', 'no_money', 'budget_spent'.
+
+        `learn` ('<memory>:<half-life ms>', empty when routing does not learn) and `operator`
+        say where the attempt's outcome is learned."""
         answer: list[str] = await self._call(
             "flashcall_begin_attempt",
             verification_id,
@@ -296,8 +303,11 @@ class Store:
             callback_token,
             provider_type,
             guard.slow_ms,
+            operator,
+            learn,
+            *(lead or ("", "", "")),
         )
-        return answer[0], answer[1] if len(answer) > 1 else ""
+        return answer[0], answer[1] if len(answer) > 1 else "", len(answer) > 2
 
     async def attempt_delivered(
         self,
@@ -396,6 +406,10 @@ class Store:
         published again whenever the library is reinstalled."""
         self._published = config
         await self._call("flashcall_publish_config", config.to_json())
+
+    async def learning_state(self, providers: Sequence[str]) -> Any:
+        """Learned conversion per provider and the leading choices (flashcall_learning_state)."""
+        return json.loads(await self._call("flashcall_learning_state", *providers))
 
     async def routing_state(self, *, now_ms: int, window_ms: int, day: str, providers: Sequence[str]) -> Any:
         """Breakers, money, spend and health of these providers, as one JSON document."""

@@ -175,7 +175,8 @@ class Verifier:
             lease_ms = int(provider.timeout * 1000) + CALL_GRACE_MS
             lease_ends_ms = now + lease_ms
             token = secrets.token_urlsafe(24) if self._callback_base and provider.takes_callback_url else ""
-            claimed, admission = await self._store.begin_attempt(
+            learning = snapshot.config.learning
+            claimed, admission, demoted = await self._store.begin_attempt(
                 v.id,
                 expected_attempt=v.attempt,
                 now_ms=now,
@@ -195,7 +196,19 @@ class Verifier:
                 ),
                 callback_token=token,
                 provider_type=provider.type,
+                operator=decision.operator,
+                learn=f"{learning.memory}:{int(learning.half_life * 1000)}" if learning else "",
+                lead=(decision.lead.key, decision.lead.previous, decision.lead.current)
+                if decision.lead
+                else None,
             )
+            if demoted and decision.lead:
+                log.warning(
+                    "learned routing demoted a provider: its attempts convert too rarely for their cost",
+                    demoted=decision.lead.previous,
+                    leader=decision.lead.current,
+                    where=decision.lead.key,
+                )
             if claimed in _REFUSALS:
                 log.info("provider refused the attempt", reason=claimed)
                 refused[provider.name] = claimed

@@ -268,6 +268,11 @@ MALFORMED: list[tuple[str, str, str]] = [
         "the limit is 4096",
     ),
     ("unknown field", json.dumps({"id": "a", "phone": PHONE, "callback": "x"}), "unknown field 'callback'"),
+    (
+        "an unknown field named with control characters",
+        json.dumps({"id": "a", "phone": PHONE, "\u0000x\n": 1}),
+        "unknown field '\\u0000x\\u000a'",
+    ),
     ("no id", json.dumps({"phone": PHONE}), "'id' is required"),
     ("numeric id", json.dumps({"id": 42, "phone": PHONE}), "'id' is required and must be a string"),
     ("id with spaces", json.dumps({"id": "a b", "phone": PHONE}), "'id' must be 1 to 128 characters"),

@@ -463,7 +463,7 @@ class VerificationLives(RuleBasedStateMachine):
         token = f"tok-{verification_id}-{attempt + 1}"
         deadline = self.now + CALL_LEASE_MS
         expected = model.claim(attempt, self.now, code, deadline)
-        claimed, _ = self.run(
+        claimed, _, _ = self.run(
             self.store.begin_attempt(
                 verification_id,
                 expected_attempt=attempt,

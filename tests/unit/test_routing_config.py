@@ -543,3 +543,59 @@ def test_a_channel_the_options_make_unservable_is_an_error(tmp_path: Path) -> No
 @pytest.mark.parametrize("name", ["routing.yaml", "docs/examples/telphin.yaml", "docs/examples/gateway.yaml"])
 def test_the_shipped_routing_files_are_valid(name: str) -> None:
     assert load_routing(Path(__file__).resolve().parents[2] / name, {}).providers
+
+
+# --- learning and operator ranges --------------------------------------------------------
+
+
+def test_routing_without_a_learning_section_does_not_learn(tmp_path: Path) -> None:
+    assert load_routing(write(tmp_path, VALID), environ={}).learning is None
+
+
+def test_an_empty_learning_section_takes_the_documented_defaults(tmp_path: Path) -> None:
+    learning = load_routing(write(tmp_path, VALID + "learning: {}\n"), environ={}).learning
+
+    assert learning is not None
+    assert (
+        learning.explore,
+        learning.min_samples,
+        learning.memory,
+        learning.half_life,
+        learning.hysteresis,
+    ) == (
+        0.05,
+        30,
+        50,
+        3600.0,
+        0.1,
+    )
+
+
+def test_an_exploration_share_above_half_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "learning: {explore: 0.9}\n")
+
+    assert "learning.explore: Input should be less than or equal to 0.5" in error_of(path)
+
+
+def test_a_provider_allowed_an_unknown_operator_range_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, replaced("    timeout: 5s\n", "    timeout: 5s\n    operators: [north]\n"))
+
+    assert error_of(path) == (
+        f"{path}:7: providers.vp.operators: unknown operator range north; "
+        "name it under operators, or use mts, megafon, beeline, t2, other"
+    )
+
+
+def test_a_named_operator_range_may_be_allowed(tmp_path: Path) -> None:
+    text = (
+        replaced("    timeout: 5s\n", "    timeout: 5s\n    operators: [north, mts]\n")
+        + 'operators: {north: ["7921"]}\n'
+    )
+
+    assert load_routing(write(tmp_path, text), environ={}).providers["vp"].operators == ("north", "mts")
+
+
+def test_an_operator_range_prefix_must_be_a_russian_number_prefix(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + 'operators: {north: ["8921"]}\n')
+
+    assert "operators.north.0: String should match pattern" in error_of(path)

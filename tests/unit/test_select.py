@@ -133,7 +133,7 @@ def test_first_attempt_picks_the_cheapest_provider_of_the_first_step() -> None:
     decision, providers = choose(config, fresh())
 
     assert decision == Choice(
-        0, Step(channel=Channel.FLASHCALL, timeout=60.0), providers["vp-b"], Decimal("0.35")
+        0, Step(channel=Channel.FLASHCALL, timeout=60.0), providers["vp-b"], Decimal("0.35"), "megafon"
     )
 
 
@@ -336,7 +336,7 @@ def test_requested_channels_reorder_the_steps() -> None:
     decision, providers = choose(routing(), fresh(channels=(Channel.VOICE, Channel.FLASHCALL)))
 
     assert decision == Choice(
-        0, Step(channel=Channel.VOICE, timeout=90.0), providers["vp-c"], Decimal("0.35")
+        0, Step(channel=Channel.VOICE, timeout=90.0), providers["vp-c"], Decimal("0.35"), "megafon"
     )
 
 

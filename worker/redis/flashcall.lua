@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '7'
+local VERSION = '8'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -30,6 +30,9 @@ local K_POLICIES = PREFIX .. 'config:policies'
 local K_LIMITS = PREFIX .. 'config:limits'
 -- Counts of what the library does, drained into the workers' Prometheus counters.
 local K_METRICS = PREFIX .. 'metrics'
+-- The choice learned routing leads with, per policy:channel:operator (a provider, or '-'
+-- for a step it skips).
+local K_LEADERS = PREFIX .. 'learn:leaders'
 
 local EVENTS_MAXLEN = '1000000'
 local MAX_REQUEST_BYTES = 4096
@@ -135,6 +138,35 @@ local function emit(event, v, now, extra)
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(fields))
 end
 
+local function learn_key(provider) return PREFIX .. 'learn:' .. provider end
+
+-- One settled, delivered attempt in the learned conversion of its provider x channel x
+-- operator range: a decaying count of attempts, of approvals, and of milliseconds to
+-- approval. Each new observation weighs 1/memory; time unobserved fades all by half-life.
+-- `spec` ('<memory>:<half_life_ms>', stored with the attempt) is empty when learning is off.
+local function learn(spec, provider, channel, operator, now, trial, approval, approval_ms)
+    local memory, half_life = string.match(spec or '', '^(%d+):(%d+)$')
+    if not memory or (provider or '') == '' then return end
+    local key, field = learn_key(provider), channel .. '|' .. operator
+    local n, s, ms, at = 0, 0, 0, now
+    local raw = redis.call('HGET', key, field)
+    if raw then
+        local a, b, c, d = string.match(raw, '^(%S+) (%S+) (%S+) (%S+)$')
+        n, s, ms, at = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+    end
+    local keep = 2 ^ (-math.max(0, now - at) / tonumber(half_life))
+    if trial > 0 then keep = keep * (1 - 1 / tonumber(memory)) end
+    n, s, ms = n * keep + trial, s * keep + approval, ms * keep + approval_ms
+    redis.call('HSET', key, field, string.format('%.6f %.6f %.1f %d', n, s, ms, math.max(now, at)))
+end
+
+-- The current attempt, delivered, settled without the code being typed.
+local function learn_miss(v, now)
+    if v.attempt_state == 'delivered' then
+        learn(v.learn, v.provider, v.channel, v.operator or 'other', now, 1, 0, 0)
+    end
+end
+
 local function clear_timers(id)
     redis.call('ZREM', K_STEP_TIMERS, id)
     redis.call('ZREM', K_EXPIRY_TIMERS, id)
@@ -142,6 +174,7 @@ local function clear_timers(id)
 end
 
 local function finish(v, status, reason, now, event, extra)
+    if status == 'expired' or status == 'max_attempts' then learn_miss(v, now) end
     v.status, v.reason, v.updated_at = status, reason or '', fmt_int(now)
     count('finished|' .. status .. '|' .. (status == 'failed' and (reason or '') or ''))
     redis.call('HSET', vkey(v.id), 'status', status, 'reason', reason or '', 'updated_at', fmt_int(now),
@@ -218,7 +251,9 @@ local function decode_request(args, fields)
     end
     if #unknown > 0 then
         table.sort(unknown)
-        return nil, "unknown field '" .. unknown[1] .. "'"
+        -- Control characters escaped: a NUL would cut the error reply short.
+        local shown = string.gsub(unknown[1], '%c', function(c) return string.format('\\u%04x', c:byte()) end)
+        return nil, "unknown field '" .. shown .. "'"
     end
     return request
 end
@@ -599,6 +634,7 @@ local function begin_attempt(_, args)
     end
 
     local previous = {provider = v.provider, channel = v.channel, step = v.step, reason = v.reason}
+    local operator, learn_spec = args[18] or '', args[19] or ''
     local tried = provider
     if v.step == step and v.tried ~= '' then tried = v.tried .. ',' .. provider end
     local codes = v.codes
@@ -608,7 +644,11 @@ local function begin_attempt(_, args)
     redis.call('HSET', vkey(id), 'attempt', v.attempt, 'attempt_state', 'calling', 'status', 'sending',
         'step', step, 'channel', channel, 'provider', provider, 'provider_ref', '', 'tried', tried,
         'codes', codes, 'pending_code', code_hash, 'reason', '', 'updated_at', fmt_int(now),
-        'claimed_at', fmt_int(now))
+        'claimed_at', fmt_int(now), 'operator', operator, 'learn', learn_spec,
+        -- Which attempt a typed code came from, and what made that attempt: an approval
+        -- is credited to the call that carried the code, not to whichever came last.
+        'a:' .. v.attempt, provider .. ' ' .. channel)
+    if code_hash ~= '' then redis.call('HSET', vkey(id), 'origin:' .. code_hash, v.attempt) end
     redis.call('ZADD', K_STEP_TIMERS, deadline, id)
     if expected > 0 then
         count('fallback|' .. (previous.provider or '') .. '|' .. provider .. '|' .. (previous.reason or ''))
@@ -616,6 +656,20 @@ local function begin_attempt(_, args)
                                   from_channel = previous.channel, from_step = previous.step})
     end
     emit('attempt_started', v, now)
+    local lead_key, lead_from, lead_to = args[20] or '', args[21] or '', args[22] or ''
+    if lead_key ~= '' and (redis.call('HGET', K_LEADERS, lead_key) or '') == lead_from then
+        -- The learned ranking moved past the leading choice: one process records it and
+        -- announces the demotion, whichever got here first.
+        redis.call('HSET', K_LEADERS, lead_key, lead_to)
+        if lead_from ~= '' then
+            local policy, channel, operator = string.match(lead_key, '^([^:]+):([^:]+):([^:]+)$')
+            count('demoted|' .. lead_from .. '|' .. channel .. '|' .. operator)
+            redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', 'demoted',
+                'provider', lead_from, 'to_provider', lead_to, 'policy', policy, 'channel', channel,
+                'operator', operator, 'reason', 'learned', 'at', fmt_int(now))
+            return {'ok', admission, 'demoted'}
+        end
+    end
     return {'ok', admission}
 end
 
@@ -655,6 +709,8 @@ local function attempt_delivered(_, args)
         local codes = redis.call('HGET', key, 'codes')
         fields[#fields + 1] = 'codes'
         fields[#fields + 1] = (codes == '' and code_hash) or (codes .. ' ' .. code_hash)
+        fields[#fields + 1] = 'origin:' .. code_hash
+        fields[#fields + 1] = fmt_int(attempt)
     end
     if provider_checks == '1' then
         fields[#fields + 1] = 'provider_checks'
@@ -715,6 +771,7 @@ local function attempt_failed(_, args)
             redis.call('SET', provider_key(v.provider) .. ':no_money', '1', 'PX', no_money_ms)
         end
     end
+    if not FINAL[v.status] then learn_miss(v, now) end
     local fields = {'attempt_state', state, 'updated_at', fmt_int(now), 'pending_code', ''}
     if discard_code and v.pending_code and v.pending_code ~= '' then
         -- The provider answered that it placed no call: its code reached nobody. Only its
@@ -758,6 +815,24 @@ local function give_up(_, args)
     return 'failed'
 end
 
+-- An approval, credited to the attempt whose code was typed (the current one when the
+-- provider checked it): a hit when that attempt was still waiting for it; a late hit on an
+-- attempt already counted as a miss (the next step had begun, or the last had timed out).
+local function learn_approval(v, origin, now)
+    local current = v.attempt
+    origin = origin or current
+    local operator = v.operator or 'other'
+    if origin == current and v.attempt_state == 'delivered' then
+        learn(v.learn, v.provider, v.channel, operator, now, 1, 1, now - tonumber(v.claimed_at or now))
+        return
+    end
+    if origin == current and v.attempt_state ~= 'timed_out' and v.attempt_state ~= 'exhausted' then return end
+    local made = v['a:' .. origin]
+    if not made then return end
+    local provider, channel = string.match(made, '^(%S+) (%S+)$')
+    learn(v.learn, provider, channel, operator, now, 0, 1, 0)
+end
+
 -- The verdict on a typed code: '1' or '0' when the worker judged it, or
 -- 'hash:<hmac>[,<hmac>...]' to compare with the codes delivered here, in the same call: one
 -- HMAC under each code secret the worker accepts (the current one, then the previous ones of
@@ -773,12 +848,16 @@ local function apply_check(_, args)
     end
     expire_if_due(v, now)
     local matched = proof == '1'
+    local origin = nil
     local candidates = string.match(proof, '^hash:(%x+[%x,]*)$')
     if candidates then
         local typed = {}
         for candidate in string.gmatch(candidates, '[^,]+') do typed[candidate] = true end
         for stored in string.gmatch(v.codes or '', '%S+') do
-            if typed[stored] then matched = true end
+            if typed[stored] then
+                matched = true
+                origin = v['origin:' .. stored]
+            end
         end
         if not matched and (v.provider_checks or '') ~= '' and (not FINAL[v.status] or v.status == 'approved') then
             return 'ask_provider'
@@ -799,6 +878,7 @@ local function apply_check(_, args)
         result = v.status
     elseif matched then
         count('approved|' .. v.provider .. '|' .. v.channel)
+        learn_approval(v, origin, now)
         finish(v, 'approved', '', now, 'approved')
         result = 'approved'
     else
@@ -1005,6 +1085,21 @@ local function routing_state(_, args)
     return cjson.encode(out)
 end
 
+-- What learned routing knows: every provider's estimates ('<channel>|<operator>' ->
+-- '<attempts> <approvals> <ms to approval> <last update>') and the leading choices.
+local function learning_state(_, args)
+    local out = {learned = {}, leaders = {}}
+    for _, name in ipairs(args) do
+        local flat = redis.call('HGETALL', learn_key(name))
+        local fields = {}
+        for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+        out.learned[name] = fields
+    end
+    local flat = redis.call('HGETALL', K_LEADERS)
+    for i = 1, #flat, 2 do out.leaders[flat[i]] = flat[i + 1] end
+    return cjson.encode(out)
+end
+
 local function version() return VERSION end
 
 redis.register_function('flashcall_start', start)
@@ -1030,3 +1125,4 @@ redis.register_function('flashcall_breaker_set', breaker_set)
 redis.register_function('flashcall_breaker_reset', breaker_reset)
 redis.register_function('flashcall_provider_balance', provider_balance)
 redis.register_function{function_name = 'flashcall_routing_state', callback = routing_state, flags = {'no-writes'}}
+redis.register_function{function_name = 'flashcall_learning_state', callback = learning_state, flags = {'no-writes'}}

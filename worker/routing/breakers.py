@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -60,9 +60,12 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
     """pybreaker's state in `flashcall:breaker:<provider>`, read and written synchronously
     (from a worker thread: never on the event loop)."""
 
-    def __init__(self, client: redis.Redis, name: str, fail_max: int) -> None:
+    def __init__(
+        self, client: redis.Redis, name: str, fail_max: int, now: Callable[[], float] = time.time
+    ) -> None:
         super().__init__(name)
         self._client = client
+        self._now = now
         self._key = keys.breaker(name)
         self._fail_max = fail_max
         self._failures: int | None = None
@@ -78,10 +81,15 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
 
     @state.setter
     def state(self, state: str) -> None:
-        self._fcall("flashcall_breaker_set", self._name, state, _now_ms())
+        self._fcall("flashcall_breaker_set", self._name, state, self._now_ms())
 
     def increment_counter(self) -> None:
-        self._failures = int(self._fcall("flashcall_breaker_fail", self._name, self._fail_max, _now_ms()))
+        self._failures = int(
+            self._fcall("flashcall_breaker_fail", self._name, self._fail_max, self._now_ms())
+        )
+
+    def _now_ms(self) -> int:
+        return int(self._now() * 1000)
 
     def reset_counter(self) -> None:
         # pybreaker also resets the counter when it merely notices that another process
@@ -119,7 +127,9 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
 
     @opened_at.setter
     def opened_at(self, when: datetime) -> None:
-        self._client.hset(self._key, "opened_at", int(when.timestamp() * 1000))
+        # pybreaker stamps it with the wall clock; the admission check in Redis compares it
+        # with the clock its callers pass, which is this storage's.
+        self._client.hset(self._key, "opened_at", self._now_ms())
 
 
 class _StateLog(pybreaker.CircuitBreakerListener):
@@ -130,17 +140,15 @@ class _StateLog(pybreaker.CircuitBreakerListener):
         )
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Breakers:
     """The breakers of one routing configuration, by provider name."""
 
-    def __init__(self, client: redis.Redis, configs: Mapping[str, BreakerConfig]) -> None:
+    def __init__(
+        self, client: redis.Redis, configs: Mapping[str, BreakerConfig], now: Callable[[], float] = time.time
+    ) -> None:
         listener = _StateLog()
         self._storages = {
-            name: RedisBreakerStorage(client, name, config.fail_max) for name, config in configs.items()
+            name: RedisBreakerStorage(client, name, config.fail_max, now) for name, config in configs.items()
         }
         self._breakers = {
             name: pybreaker.CircuitBreaker(

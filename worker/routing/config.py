@@ -33,8 +33,10 @@ from worker.providers import PROVIDER_TYPES, inspectable_provider
 from worker.providers.base import Channel, Outcome
 
 __all__ = [
+    "CARRIER_OPERATORS",
     "DEFAULT_FALLBACK_ON",
     "HealthConfig",
+    "LearningConfig",
     "Limits",
     "Policy",
     "ProviderConfig",
@@ -121,6 +123,10 @@ class BreakerConfig(_Frozen):
 
 _PREFIX = r"^7[0-9]{0,10}$"
 
+#: The operator ranges every number falls into without `operators` in routing.yaml, by
+#: the carrier its number range was allocated to (worker/routing/operators.py).
+CARRIER_OPERATORS: tuple[str, ...] = ("mts", "megafon", "beeline", "t2", "other")
+
 
 class ProviderConfig(_Frozen):
     type: Annotated[str, WithJsonSchema({"enum": sorted(PROVIDER_TYPES)})]
@@ -147,6 +153,9 @@ class ProviderConfig(_Frozen):
     weight: int | None = Field(default=None, ge=1)
     """Share of traffic among providers that tie on cost and health; without weights the
     cheaper name wins every tie."""
+    operators: tuple[Annotated[str, Field(pattern=_NAME)], ...] = ()
+    """Operator ranges this account may call (names from `operators`, or mts, megafon,
+    beeline, t2, other); empty allows every range. Learning never overrides it."""
 
     @field_validator("base_url")
     @classmethod
@@ -229,6 +238,9 @@ class Policy(_Frozen):
     """What moves a verification on to the next provider or step; anything else fails it."""
     max_attempts: int = Field(default=6, ge=1, le=20)
     """Calls and SMS per verification, at most."""
+    learning: bool = True
+    """Rank by learned conversion (when routing.yaml has a `learning` section); false keeps
+    this policy on the static ranking: cost adjusted by API health."""
     flashcall_no_answer: Literal["delivered", "fallback"] = "delivered"
     """A flash call the user did not pick up has still shown its number, and so the code:
     `delivered` waits for the code as usual; `fallback` moves on at once."""
@@ -272,6 +284,22 @@ class HealthConfig(_Frozen):
     """Roubles one second of mean API latency is worth when ranking providers."""
 
 
+class LearningConfig(_Frozen):
+    explore: float = Field(default=0.05, ge=0, le=0.5)
+    """Share of attempts given to a candidate that is not leading, so that its estimate
+    stays fresh."""
+    min_samples: int = Field(default=30, ge=1)
+    """Observed attempts an estimate needs before it can move traffic."""
+    memory: int = Field(default=50, ge=2)
+    """An estimate weighs about this many most recent attempts: smaller reacts faster,
+    larger is steadier."""
+    half_life: Duration = 3600.0
+    """An estimate left unobserved fades by half in this long (exploration refreshes it)."""
+    hysteresis: float = Field(default=0.1, ge=0, le=1)
+    """A challenger replaces the leading choice only when it costs this much less per
+    approved verification (0.1: 10% less), so that traffic does not flap."""
+
+
 class RoutingConfig(_Frozen):
     """flashcall-router's routing.yaml."""
 
@@ -281,6 +309,13 @@ class RoutingConfig(_Frozen):
     """Ways to verify a number; a start request names one, or gets `default`."""
     limits: Limits = Limits()
     health: HealthConfig = HealthConfig()
+    operators: dict[
+        Annotated[str, Field(pattern=_NAME)], tuple[Annotated[str, Field(pattern=_PREFIX)], ...]
+    ] = Field(default_factory=dict)
+    """Operator ranges by name, as prefixes of 7XXXXXXXXXX; numbers outside them are
+    placed by their carrier (mts, megafon, beeline, t2, other)."""
+    learning: LearningConfig | None = None
+    """Rank by what attempts convert into approvals; absent, ranking is static."""
 
     @model_validator(mode="after")
     def _consistent(self) -> RoutingConfig:
@@ -297,6 +332,14 @@ class RoutingConfig(_Frozen):
                     raise ValueError(
                         f"at policies.{policy_name}.steps.{index}.channel: no provider offers {step.channel}"
                     )
+        known = {*CARRIER_OPERATORS, *self.operators}
+        for name, provider in self.providers.items():
+            unknown = sorted(set(provider.operators) - known)
+            if unknown:
+                raise ValueError(
+                    f"at providers.{name}.operators: unknown operator range {', '.join(unknown)}; "
+                    f"name it under operators, or use {', '.join(CARRIER_OPERATORS)}"
+                )
         return self
 
 

@@ -17,8 +17,9 @@ from worker import keys
 from worker.providers import inspectable_provider
 from worker.providers.base import Channel
 from worker.routing.config import RoutingConfig
-from worker.routing.select import Candidate, candidates, shares
-from worker.routing.state import ProviderState, RoutingState
+from worker.routing.operators import operator_of
+from worker.routing.select import Candidate, candidates, leading, learned, outlook, shares
+from worker.routing.state import SKIP, ProviderState, RoutingState, leader_key
 from worker.store import Verification
 from worker.verifier import moscow_day
 
@@ -34,7 +35,15 @@ def read_state(client: redis.Redis, config: RoutingConfig, *, now_ms: int) -> Ro
         moscow_day(now_ms),
         *sorted(config.providers),
     )
-    return RoutingState.from_json(json.loads(cast(str, raw)))
+    if config.learning is None:
+        return RoutingState.from_json(json.loads(cast(str, raw)))
+    learning = client.fcall("flashcall_learning_state", 0, *sorted(config.providers))
+    return RoutingState.from_json(
+        json.loads(cast(str, raw)),
+        json.loads(cast(str, learning)),
+        now_ms=now_ms,
+        half_life_s=config.learning.half_life,
+    )
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -49,6 +58,18 @@ def _health(candidate: Candidate) -> str:
     if not h.samples:
         return "no data"
     return f"{h.delivered}/{h.samples} ok, {h.mean_latency:.2f}s"
+
+
+def _conversion(candidate: Candidate, min_samples: int) -> str:
+    found = candidate.estimate
+    if found is None:
+        return ""
+    seen = found.observed
+    if found.own:
+        waited = seen.seconds_to_approval
+        approval = f", approved in {waited:.0f}s" if waited is not None else ""
+        return f"{seen.rate:.0%} of {seen.trials:.0f} attempts{approval}"
+    return f"judged on price until observed ({seen.trials:.0f} of {min_samples} attempts)"
 
 
 def _money(state: ProviderState, budget: Any) -> str:
@@ -92,26 +113,67 @@ def explain(
         reason="",
         delivered=0,
     )
-    lines = [f"routing for +{phone[:4]}*****{phone[-2:]}, policy {policy}, {code_length}-digit code:"]
-    for index, step in enumerate(chosen_policy.steps_for(verification.channels)):
+    operator = operator_of(phone, config.operators)
+    learning = config.learning if chosen_policy.learning else None
+    ranking = (
+        f"learned: expected roubles per approved verification, exploring {learning.explore:.0%}"
+        if learning
+        else "static: cost adjusted by health"
+    )
+    lines = [
+        f"routing for +{phone[:4]}*****{phone[-2:]} ({operator}), policy {policy}, {code_length}-digit code;",
+        f"ranking {ranking}:",
+    ]
+    steps = chosen_policy.steps_for(verification.channels)
+    for index, step in enumerate(steps):
         timeout = f"{step.timeout:g}s" if step.timeout else "until the verification expires"
         lines.append("")
         lines.append(f"step {index}: {step.channel}, waits {timeout}")
-        ranked = candidates(config, providers, verification, step, state=state, now_ms=now)
+        ranked = candidates(config, providers, verification, step, state=state, now_ms=now, operator=operator)
         if not ranked:
             lines.append("  no provider offers this channel")
             continue
-        rows = [["", "provider", "cost", "score", "health", "breaker", "money", "verdict"]]
-        split = shares(config, ranked)
+        verdicts: dict[str, str]
+        if learning is None:
+            split = shares(config, ranked)
+            verdicts = {
+                name: "chosen: the lowest score"
+                if share == 1
+                else f"chosen for {share:.0%} of attempts, by weight"
+                for name, share in split.items()
+            }
+        else:
+            after = outlook(
+                config,
+                learning,
+                providers,
+                verification,
+                steps[index + 1 :],
+                operator=operator,
+                state=state,
+                now_ms=now,
+            )
+            ranked = learned(learning, ranked, step.channel, operator, state=state, after=after)
+            key = leader_key(policy, step.channel, operator)
+            choice, lead = leading(learning, key, ranked, after, state)
+            leader = state.leaders.get(key)
+            why = (
+                "the lowest cost per approval" if lead or choice != leader else "leads, within the hysteresis"
+            )
+            verdicts = {choice: f"chosen: {why}"} if choice else {}
+            if choice == SKIP:
+                lines.append(
+                    f"  skipped: going straight on costs {after.per_approval:.4f} per approval, "
+                    "less than any candidate here (explored still)"
+                )
+        score = "score" if learning is None else "per approval"
+        rows = [["", "provider", "cost", score, "health", "conversion", "breaker", "money", "verdict"]]
         for candidate in ranked:
             current = state.of(candidate.name)
-            share = split.get(candidate.name)
-            if share == 1:
-                verdict, mark = "chosen: the lowest score", "->"
-            elif share is not None:
-                verdict, mark = f"chosen for {share:.0%} of attempts, by weight", "->"
+            if candidate.name in verdicts:
+                verdict, mark = verdicts[candidate.name], "->"
             elif candidate.dropped is None:
-                verdict, mark = "next if the one above fails", ""
+                verdict, mark = ("explored only" if SKIP in verdicts else "next if the one above fails"), ""
             else:
                 verdict, mark = f"dropped: {candidate.dropped}", ""
             breaker = current.breaker + (f" ({current.failures} failures)" if current.failures else "")
@@ -122,11 +184,15 @@ def explain(
                     str(candidate.cost),
                     f"{candidate.score:.4f}",
                     _health(candidate),
+                    _conversion(candidate, learning.min_samples if learning else 0),
                     breaker,
                     _money(current, config.providers[candidate.name].daily_budget),
                     verdict,
                 ]
             )
+        if learning is None:
+            for row in rows:
+                del row[5]
         lines.extend("  " + line for line in _table(rows))
     return "\n".join(lines)
 

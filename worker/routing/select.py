@@ -1,28 +1,53 @@
 """Which provider makes the next attempt of a verification, or why there is none.
 
 For each step, the candidates are the providers that offer its channel for this number;
-those disabled, already tried in this step, unable to serve the request, with an open
-breaker, out of money or over their daily budget are dropped, each with its reason; the
-rest are ranked by cost adjusted by health: the price of a delivered attempt (cost over
-the recent success rate) plus what the provider's mean latency is worth. The best takes
-the attempt; where weights are set, the providers scoring within 5% of the best share
-attempts by weight instead. `routing explain` prints the same
-candidates, reasons included.
+those disabled, not allowed this number's operator range, already tried in this step,
+unable to serve the request, with an open breaker, out of money or over their daily
+budget are dropped, each with its reason. Static rules always come first: learning only
+ranks what they leave.
+
+Static ranking (no `learning` in routing.yaml, or a policy with `learning: false`) is by
+cost adjusted by health: the price of a delivered attempt (cost over the recent success
+rate) plus what the provider's mean latency is worth. The best takes the attempt; where
+weights are set, the providers scoring within 5% of the best share attempts by weight.
+
+Learned ranking is by expected roubles per approved verification (worker/routing/learning.py).
+The leading choice of each policy x channel x operator range, shared in Redis, keeps the
+attempts until a challenger beats it by `hysteresis`; the attempt that moves past it
+records the new leader and announces the demotion. A step whose candidates all convert so
+poorly that going straight on is cheaper per approval is skipped. `explore` of the attempts
+go to the least observed other candidate, so that estimates of providers not chosen stay
+fresh. `routing explain` prints the same candidates, reasons and estimates included.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from worker.providers.base import Channel, Provider
-from worker.routing.config import Policy, RoutingConfig, Step
-from worker.routing.state import ChannelHealth, RoutingState
+from worker.routing.config import LearningConfig, Policy, RoutingConfig, Step
+from worker.routing.learning import NOTHING, Estimate, Outlook, estimate, through
+from worker.routing.operators import operator_of
+from worker.routing.state import SKIP, ChannelHealth, RoutingState, leader_key
 from worker.store import Verification
 
-__all__ = ["WEIGHT_BAND", "Candidate", "Choice", "GiveUp", "candidates", "next_attempt", "shares"]
+__all__ = [
+    "WEIGHT_BAND",
+    "Candidate",
+    "Choice",
+    "GiveUp",
+    "Lead",
+    "candidates",
+    "leading",
+    "learned",
+    "next_attempt",
+    "outlook",
+    "shares",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +59,19 @@ class Candidate:
     health: ChannelHealth
     dropped: str | None = None
     """Why this provider cannot take the attempt now; None when it can."""
+    estimate: Estimate | None = None
+    """Its learned conversion, when the ranking is learned (the score is then the expected
+    roubles per approved verification)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """A move of the leading choice, recorded with the attempt that makes it."""
+
+    key: str
+    previous: str
+    """'' when there was none yet."""
+    current: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +81,9 @@ class Choice:
     provider: Provider
     cost: Decimal
     """The configured price of this attempt, for providers that do not report one."""
+    operator: str = "other"
+    """The number's operator range, which the attempt's outcome is learned for."""
+    lead: Lead | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +103,13 @@ def candidates(
     now_ms: int,
     tried: frozenset[str] = frozenset(),
     refused: Mapping[str, str] | None = None,
+    operator: str | None = None,
 ) -> list[Candidate]:
-    """Every provider offering the step's channel, best first; those that cannot take the
-    attempt last, with why. `refused` holds providers that just refused this attempt."""
+    """Every provider offering the step's channel, best first by the static ranking; those
+    that cannot take the attempt last, with why. `refused` holds providers that just refused
+    this attempt."""
     v = verification
+    operator = operator_of(v.phone, config.operators) if operator is None else operator
     ranked: list[Candidate] = []
     names = step.providers if step.providers is not None else tuple(config.providers)
     for name in names:
@@ -81,6 +125,8 @@ def candidates(
             dropped = "disabled"
         elif not settings.serves(v.phone):
             dropped = "does not serve this number's prefix"
+        elif settings.operators and operator not in settings.operators:
+            dropped = f"not allowed {operator} numbers"
         elif name in tried:
             dropped = "already tried in this step"
         elif not provider.supports(step.channel, v.code_length, v.refs.get(name)):
@@ -148,6 +194,107 @@ def _pick(config: RoutingConfig, ranked: list[Candidate], verification: Verifica
     return by_name[name]
 
 
+def learned(
+    learning: LearningConfig,
+    ranked: list[Candidate],
+    channel: Channel,
+    operator: str,
+    *,
+    state: RoutingState,
+    after: Outlook,
+) -> list[Candidate]:
+    """The candidates scored by expected roubles per approved verification, best first."""
+    scored = []
+    for candidate in ranked:
+        found = estimate(state, learning, candidate.name, channel, operator)
+        per_approval = through(float(candidate.score), found.rate, after).per_approval
+        score = Decimal("Infinity") if math.isinf(per_approval) else Decimal(f"{per_approval:.4f}")
+        scored.append(replace(candidate, score=score, estimate=found))
+    scored.sort(key=lambda c: (c.dropped is not None, c.score, c.name))
+    return scored
+
+
+def _options(ranked: list[Candidate], after: Outlook) -> dict[str, Decimal]:
+    """Each viable candidate's expected cost per approval, and going straight on (SKIP)
+    where every candidate's estimate is its own and what follows can approve."""
+    viable = [c for c in ranked if c.dropped is None]
+    options = {c.name: c.score for c in viable}
+    if viable and after.approval > 0 and all(c.estimate and c.estimate.own for c in viable):
+        options[SKIP] = Decimal(f"{after.per_approval:.4f}")
+    return options
+
+
+def outlook(
+    config: RoutingConfig,
+    learning: LearningConfig,
+    providers: Mapping[str, Provider],
+    verification: Verification,
+    steps: tuple[Step, ...],
+    *,
+    operator: str,
+    state: RoutingState,
+    now_ms: int,
+) -> Outlook:
+    """What these steps are expected to cost and approve, each taking its best option."""
+    after = NOTHING
+    for step in reversed(steps):
+        ranked = candidates(
+            config, providers, verification, step, state=state, now_ms=now_ms, operator=operator
+        )
+        options = _options(learned(learning, ranked, step.channel, operator, state=state, after=after), after)
+        if not options:
+            continue
+        best = min(options, key=lambda name: options[name])
+        if best != SKIP:
+            chosen = next(c for c in ranked if c.name == best)
+            found = estimate(state, learning, best, step.channel, operator)
+            after = through(float(chosen.score), found.rate, after)
+    return after
+
+
+def _point(verification: Verification, salt: str) -> float:
+    """A number in [0, 1), the same for the same attempt: a redelivered message chooses alike."""
+    seed = hashlib.blake2b(
+        f"{verification.id}:{verification.attempt}:{salt}".encode(), digest_size=8
+    ).digest()
+    return (int.from_bytes(seed) % 1_000_000) / 1_000_000
+
+
+def leading(
+    learning: LearningConfig, key: str, ranked: list[Candidate], after: Outlook, state: RoutingState
+) -> tuple[str | None, Lead | None]:
+    """The choice before exploration: the leader while it is within `hysteresis` of the best
+    option, else the best (a candidate's name, SKIP, or None when none can take the
+    attempt); and the leader's move, when there is one."""
+    options = _options(ranked, after)
+    if not options:
+        return None, None
+    best = min(options, key=lambda name: options[name])
+    leader = state.leaders.get(key)
+    if leader in options and options[leader] <= options[best] * (1 + Decimal(str(learning.hysteresis))):
+        return leader, None
+    # A leader this attempt cannot use (tried already, breaker open) keeps its place.
+    if leader is None or leader in options or leader == SKIP:
+        return best, Lead(key, leader or "", best)
+    return best, None
+
+
+def _learned_pick(
+    learning: LearningConfig,
+    key: str,
+    ranked: list[Candidate],
+    after: Outlook,
+    state: RoutingState,
+    verification: Verification,
+) -> tuple[str | None, Lead | None]:
+    choice, lead = leading(learning, key, ranked, after, state)
+    others = [c for c in ranked if c.dropped is None and c.name != choice]
+    if choice is not None and others and _point(verification, "explore") < learning.explore:
+        least = min(others, key=lambda c: (c.estimate.observed.trials if c.estimate else 0.0, c.name))
+        return least.name, None
+    return choice, lead
+
+
 def next_attempt(
     config: RoutingConfig,
     policy: Policy,
@@ -170,6 +317,9 @@ def next_attempt(
         return GiveUp(v.reason, hard=True)
     if v.attempt >= policy.max_attempts:
         return GiveUp("max_attempts_reached", hard=False)
+    operator = operator_of(v.phone, config.operators)
+    learning = config.learning if policy.learning else None
+    lead: Lead | None = None
     first_step, tried = 0, frozenset[str]()
     if v.attempt_state == "failed" and v.step is not None:
         first_step, tried = v.step, frozenset(v.tried)
@@ -181,11 +331,40 @@ def next_attempt(
     for index in range(first_step, len(steps)):
         step = steps[index]
         ranked = candidates(
-            config, providers, v, step, state=state, now_ms=now_ms, tried=tried, refused=refused
+            config,
+            providers,
+            v,
+            step,
+            state=state,
+            now_ms=now_ms,
+            tried=tried,
+            refused=refused,
+            operator=operator,
         )
-        best = _pick(config, ranked, v)
-        if best is not None:
-            return Choice(index, step, providers[best.name], best.cost)
+        if learning is None:
+            best = _pick(config, ranked, v)
+            name = best.name if best else None
+        else:
+            after = outlook(
+                config,
+                learning,
+                providers,
+                v,
+                steps[index + 1 :],
+                operator=operator,
+                state=state,
+                now_ms=now_ms,
+            )
+            ranked = learned(learning, ranked, step.channel, operator, state=state, after=after)
+            key = leader_key(v.policy, step.channel, operator)
+            name, moved = _learned_pick(learning, key, ranked, after, state, v)
+            lead = lead or moved
+            if name == SKIP:
+                tried = frozenset()
+                continue
+        if name is not None:
+            chosen = next(c for c in ranked if c.name == name)
+            return Choice(index, step, providers[name], chosen.cost, operator, lead)
         if any(c.dropped == "breaker open" for c in ranked) and "breaker_open" not in policy.fallback_on:
             return GiveUp("breaker_open", hard=False)
         tried = frozenset()

@@ -1,9 +1,11 @@
-"""What routing knows of each provider right now: breaker, money, spend and health.
+"""What routing knows of each provider right now: breaker, money, spend, health, and the
+conversion learned from verifications' outcomes.
 
 All of it lives in Redis, written by every process as calls are made; each process reads
-it in one call (`flashcall_routing_state`) about once a second and ranks candidates from
-that snapshot. The library's admission check, made when an attempt is claimed, is the
-authority: the snapshot only saves asking about providers that would refuse.
+it (`flashcall_routing_state`, and `flashcall_learning_state` when routing learns) about
+once a second and ranks candidates from that snapshot. The library's admission check,
+made when an attempt is claimed, is the authority: the snapshot only saves asking about
+providers that would refuse.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from worker.providers.base import Channel
 
-__all__ = ["ChannelHealth", "ProviderState", "RoutingState"]
+__all__ = ["SKIP", "ChannelHealth", "Conversion", "LearnedKey", "ProviderState", "RoutingState", "leader_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,42 @@ class ChannelHealth:
     def mean_latency(self) -> Decimal:
         """Seconds."""
         return Decimal(self.latency_ms) / Decimal(1000 * self.samples) if self.samples else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """What delivered attempts of one provider x channel x operator range came to, as
+    decaying counts (recent attempts weigh most)."""
+
+    trials: float = 0.0
+    approvals: float = 0.0
+    approval_ms: float = 0.0
+    """Milliseconds from the attempt to its approval, summed over approvals."""
+
+    @property
+    def rate(self) -> float:
+        """P(approved | delivered attempt)."""
+        return min(1.0, self.approvals / self.trials) if self.trials > 0 else 0.0
+
+    @property
+    def seconds_to_approval(self) -> float | None:
+        return self.approval_ms / self.approvals / 1000 if self.approvals > 0 else None
+
+    @classmethod
+    def from_raw(cls, raw: str, *, now_ms: int, half_life_s: float) -> Conversion:
+        """'<attempts> <approvals> <ms to approval> <updated at ms>', faded to now."""
+        trials, approvals, approval_ms, at_ms = raw.split(" ")
+        keep = 2 ** (-max(0, now_ms - int(at_ms)) / (half_life_s * 1000))
+        return cls(float(trials) * keep, float(approvals) * keep, float(approval_ms) * keep)
+
+
+#: (provider, channel, operator range)
+LearnedKey = tuple[str, Channel, str]
+
+
+def leader_key(policy: str, channel: Channel, operator: str) -> str:
+    """Where the leading choice of a policy's step on this channel, for this range, is kept."""
+    return f"{policy}:{channel}:{operator}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +117,38 @@ class ProviderState:
 @dataclass(frozen=True, slots=True)
 class RoutingState:
     providers: Mapping[str, ProviderState] = field(default_factory=dict)
+    learned: Mapping[LearnedKey, Conversion] = field(default_factory=dict)
+    leaders: Mapping[str, str] = field(default_factory=dict)
+    """leader_key -> the provider learned routing leads with, or SKIP."""
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> RoutingState:
-        return cls({name: ProviderState.from_json(state) for name, state in raw.items()})
+    def from_json(
+        cls,
+        raw: Mapping[str, Any],
+        learning: Mapping[str, Any] | None = None,
+        *,
+        now_ms: int = 0,
+        half_life_s: float = 3600.0,
+    ) -> RoutingState:
+        """From `flashcall_routing_state`'s answer and, when routing learns,
+        `flashcall_learning_state`'s."""
+        providers = {name: ProviderState.from_json(state) for name, state in raw.items()}
+        if not learning:
+            return cls(providers)
+        learned: dict[LearnedKey, Conversion] = {}
+        for name, fields in learning["learned"].items():
+            for where, value in fields.items():
+                channel, operator = where.split("|")
+                learned[(name, Channel(channel), operator)] = Conversion.from_raw(
+                    value, now_ms=now_ms, half_life_s=half_life_s
+                )
+        return cls(providers, learned, dict(learning["leaders"]))
 
     def of(self, provider: str) -> ProviderState:
         return self.providers.get(provider, _UNKNOWN)
 
 
 _UNKNOWN = ProviderState()
+
+#: The leader of a step learned routing skips.
+SKIP = "-"

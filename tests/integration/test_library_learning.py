@@ -1,0 +1,407 @@
+"""What the flashcall library learns from verifications' outcomes, on a real redis-server.
+
+Each delivered attempt is settled once into its provider x channel x operator estimate:
+an approval with its code is a hit, a timeout or expiry while it waited a miss; the
+leading choice of learned routing moves by compare-and-set, announcing each demotion once.
+The clock is the tests' own: every function takes it as an argument.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import pytest
+import redis
+
+from tests.support import fcall
+from worker import keys
+
+pytestmark = pytest.mark.integration
+
+DAY = "20270115"
+LEARN = "50:3600000"
+LEADERS = keys.PREFIX + "learn:leaders"
+
+
+@pytest.fixture
+def t0(library: redis.Redis) -> int:
+    """Now, by the server's clock, which stamps a start's expiry."""
+    seconds, micros = library.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def start(client: redis.Redis, verification_id: str = "order-1") -> None:
+    # A number per verification: one number may start one verification per 2 minutes.
+    phone = f"+7999{abs(hash(verification_id)) % 10_000_000:07d}"
+    fcall(client, "flashcall_start", json.dumps({"id": verification_id, "phone": phone, "ttl": 86400}))
+
+
+def begin(
+    client: redis.Redis,
+    expected: int,
+    *,
+    now: int,
+    provider: str = "cheap",
+    code_hash: str = "",
+    learn: str = LEARN,
+    lead: tuple[str, str, str] = ("", "", ""),
+    verification_id: str = "order-1",
+) -> list[str]:
+    answer: list[str] = fcall(
+        client,
+        "flashcall_begin_attempt",
+        verification_id,
+        expected,
+        now,
+        expected,
+        "flashcall",
+        provider,
+        code_hash,
+        now + 30_000,
+        30_000,
+        30_000,
+        5,
+        3000,
+        0,
+        DAY,
+        "",
+        "voicepassword",
+        0,
+        "megafon",
+        learn,
+        *lead,
+    )
+    return answer
+
+
+def deliver(client: redis.Redis, attempt: int, *, now: int, provider: str = "cheap") -> None:
+    fcall(
+        client,
+        "flashcall_attempt_delivered",
+        "order-1",
+        attempt,
+        now,
+        provider,
+        "flashcall",
+        attempt - 1,
+        f"ref-{attempt}",
+        3000,
+        "",
+        "0",
+        now + 60_000,
+        100,
+        DAY,
+    )
+
+
+def time_out(client: redis.Redis, attempt: int, *, now: int) -> str:
+    return str(
+        fcall(
+            client,
+            "flashcall_attempt_failed",
+            "order-1",
+            attempt,
+            now,
+            "timeout",
+            "",
+            "timed_out",
+            now + 1,
+            "0",
+            "0",
+            -1,
+            0,
+        )
+    )
+
+
+def fail(client: redis.Redis, attempt: int, *, now: int) -> str:
+    return str(
+        fcall(
+            client,
+            "flashcall_attempt_failed",
+            "order-1",
+            attempt,
+            now,
+            "busy",
+            "BUSY",
+            "failed",
+            now + 1,
+            "1",
+            "0",
+            100,
+            0,
+        )
+    )
+
+
+def check(client: redis.Redis, code_hash: str, *, now: int) -> str:
+    return str(fcall(client, "flashcall_apply_check", "order-1", f"hash:{code_hash}", "reply:1", now))
+
+
+def learned(client: redis.Redis, provider: str = "cheap") -> tuple[float, float, float] | None:
+    """(attempts, approvals, ms to approval) of the provider's flash calls to MegaFon numbers."""
+    raw = cast(str | None, client.hget(keys.PREFIX + f"learn:{provider}", "flashcall|megafon"))
+    if raw is None:
+        return None
+    trials, approvals, approval_ms, _ = raw.split(" ")
+    return float(trials), float(approvals), float(approval_ms)
+
+
+def demotions(client: redis.Redis) -> list[dict[str, str]]:
+    entries = cast(list[tuple[str, dict[str, str]]], client.xrange(keys.EVENTS))
+    return [fields for _, fields in entries if fields["event"] == "demoted"]
+
+
+def test_an_approval_with_the_code_of_a_delivered_attempt_is_a_hit(library: redis.Redis, t0: int) -> None:
+    start(library)
+    begin(library, 0, now=t0, code_hash="aa01")
+    deliver(library, 1, now=t0 + 500)
+
+    assert check(library, "aa01", now=t0 + 12_000) == "approved"
+    assert learned(library) == (1.0, 1.0, 12_000.0)
+
+
+def test_a_delivered_attempt_that_times_out_is_a_miss(library: redis.Redis, t0: int) -> None:
+    start(library)
+    begin(library, 0, now=t0, code_hash="aa01")
+    deliver(library, 1, now=t0 + 500)
+
+    time_out(library, 1, now=t0 + 60_000)
+
+    assert learned(library) == (1.0, 0.0, 0.0)
+
+
+def test_a_delivered_attempt_waiting_when_the_verification_expires_is_a_miss(
+    library: redis.Redis, t0: int
+) -> None:
+    start(library)
+    begin(library, 0, now=t0, code_hash="aa01")
+    deliver(library, 1, now=t0 + 500)
+    library.zadd(keys.PREFIX + "timers:expire", {"order-1": t0 + 1000})
+
+    fcall(library, "flashcall_fire_timers", t0 + 1000, 10)
+
+    assert learned(library) == (1.0, 0.0, 0.0)
+
+
+def test_an_attempt_that_failed_before_delivery_is_not_learned(library: redis.Redis, t0: int) -> None:
+    start(library)
+    begin(library, 0, now=t0, code_hash="aa01")
+
+    fail(library, 1, now=t0 + 500)
+
+    assert learned(library) is None
+
+
+def test_a_timeout_recorded_twice_counts_once(library: redis.Redis, t0: int) -> None:
+    start(library)
+    begin(library, 0, now=t0)
+    deliver(library, 1, now=t0 + 500)
+
+    assert time_out(library, 1, now=t0 + 60_000) == "ok"
+    assert time_out(library, 1, now=t0 + 60_000) == "stale"
+    assert learned(library) == (1.0, 0.0, 0.0)
+
+
+def test_the_code_of_an_earlier_attempt_credits_the_provider_that_carried_it(
+    library: redis.Redis, t0: int
+) -> None:
+    # cheap's flash call was counted a miss at its timeout; the user types its code while
+    # dear's call is waiting: cheap converted after all, dear is not judged.
+    start(library)
+    begin(library, 0, now=t0, provider="cheap", code_hash="aa01")
+    deliver(library, 1, now=t0 + 500, provider="cheap")
+    time_out(library, 1, now=t0 + 60_000)
+    begin(library, 1, now=t0 + 60_001, provider="dear", code_hash="bb02")
+    deliver(library, 2, now=t0 + 60_500, provider="dear")
+
+    assert check(library, "aa01", now=t0 + 70_000) == "approved"
+    assert learned(library, "cheap") == pytest.approx((1.0, 1.0, 0.0), rel=0.01)
+    assert learned(library, "dear") is None
+
+
+def test_without_a_learning_spec_nothing_is_learned(library: redis.Redis, t0: int) -> None:
+    start(library)
+    begin(library, 0, now=t0, code_hash="aa01", learn="")
+    deliver(library, 1, now=t0 + 500)
+
+    check(library, "aa01", now=t0 + 12_000)
+
+    assert learned(library) is None
+
+
+def test_an_estimate_remembers_about_memory_observations(library: redis.Redis, t0: int) -> None:
+    for n in range(200):
+        verification_id = f"order-m{n}"
+        start(library, verification_id)
+        begin(library, 0, now=t0, learn="10:3600000", verification_id=verification_id)
+        fcall(
+            library,
+            "flashcall_attempt_delivered",
+            verification_id,
+            1,
+            t0,
+            "cheap",
+            "flashcall",
+            0,
+            "r",
+            3000,
+            "",
+            "0",
+            t0 + 60_000,
+            100,
+            DAY,
+        )
+        fcall(
+            library,
+            "flashcall_attempt_failed",
+            verification_id,
+            1,
+            t0,
+            "timeout",
+            "",
+            "timed_out",
+            t0 + 1,
+            "0",
+            "0",
+            -1,
+            0,
+        )
+
+    found = learned(library)
+    assert found is not None
+    assert found[0] == pytest.approx(10.0, rel=0.01)
+
+
+def test_an_estimate_fades_with_the_time_it_goes_unobserved(library: redis.Redis, t0: int) -> None:
+    start(library)
+    begin(library, 0, now=t0, code_hash="aa01")
+    deliver(library, 1, now=t0 + 500)
+    check(library, "aa01", now=t0 + 10_000)
+    start(library, "order-2")
+    fcall(
+        library,
+        "flashcall_begin_attempt",
+        "order-2",
+        0,
+        t0 + 3_600_000 + 10_000,
+        0,
+        "flashcall",
+        "cheap",
+        "",
+        t0 + 3_700_000,
+        30_000,
+        30_000,
+        5,
+        3000,
+        0,
+        DAY,
+        "",
+        "voicepassword",
+        0,
+        "megafon",
+        LEARN,
+    )
+    fcall(
+        library,
+        "flashcall_attempt_delivered",
+        "order-2",
+        1,
+        t0 + 3_600_000 + 10_000,
+        "cheap",
+        "flashcall",
+        0,
+        "r",
+        3000,
+        "",
+        "0",
+        t0 + 3_700_000,
+        100,
+        DAY,
+    )
+
+    fcall(
+        library,
+        "flashcall_attempt_failed",
+        "order-2",
+        1,
+        t0 + 3_600_000 + 10_000,
+        "timeout",
+        "",
+        "timed_out",
+        t0 + 3_700_000,
+        "0",
+        "0",
+        -1,
+        0,
+    )
+
+    found = learned(library)
+    assert found is not None
+    # The hit, an hour old, weighs half (times 1 - 1/50 for the new observation); the miss 1.
+    assert found[0] == pytest.approx(0.5 * 0.98 + 1)
+    assert found[1] == pytest.approx(0.5 * 0.98)
+
+
+def test_the_first_lead_is_recorded_without_a_demotion(library: redis.Redis, t0: int) -> None:
+    start(library)
+
+    answer = begin(library, 0, now=t0, lead=("default:flashcall:megafon", "", "cheap"))
+
+    assert answer == ["ok", "closed"]
+    assert library.hget(LEADERS, "default:flashcall:megafon") == "cheap"
+    assert demotions(library) == []
+
+
+def test_moving_the_lead_announces_one_demotion(library: redis.Redis, t0: int) -> None:
+    library.hset(LEADERS, "default:flashcall:megafon", "cheap")
+    start(library)
+    start(library, "order-2")
+
+    first = begin(library, 0, now=t0, provider="dear", lead=("default:flashcall:megafon", "cheap", "dear"))
+    second = begin(
+        library,
+        0,
+        now=t0,
+        provider="dear",
+        lead=("default:flashcall:megafon", "cheap", "dear"),
+        verification_id="order-2",
+    )
+
+    assert (first, second) == (["ok", "closed", "demoted"], ["ok", "closed"])
+    [event] = demotions(library)
+    assert {k: event[k] for k in ("provider", "to_provider", "policy", "channel", "operator", "reason")} == {
+        "provider": "cheap",
+        "to_provider": "dear",
+        "policy": "default",
+        "channel": "flashcall",
+        "operator": "megafon",
+        "reason": "learned",
+    }
+    assert library.hget(keys.PREFIX + "metrics", "demoted|cheap|flashcall|megafon") == "1"
+
+
+def test_an_attempt_refused_by_its_provider_moves_no_lead(library: redis.Redis, t0: int) -> None:
+    library.hset(LEADERS, "default:flashcall:megafon", "cheap")
+    library.set(keys.PREFIX + "provider:dear:no_money", "1")
+    start(library)
+
+    assert begin(
+        library, 0, now=t0, provider="dear", lead=("default:flashcall:megafon", "cheap", "dear")
+    ) == ["no_money"]
+    assert library.hget(LEADERS, "default:flashcall:megafon") == "cheap"
+
+
+def test_the_learning_state_holds_every_estimate_and_lead(library: redis.Redis, t0: int) -> None:
+    start(library)
+    begin(library, 0, now=t0, code_hash="aa01", lead=("default:flashcall:megafon", "", "cheap"))
+    deliver(library, 1, now=t0 + 500)
+    check(library, "aa01", now=t0 + 2_000)
+
+    answer: dict[str, Any] = fcall(library, "flashcall_learning_state", "cheap", "dear")
+
+    assert answer == {
+        "learned": {"cheap": {"flashcall|megafon": f"1.000000 1.000000 2000.0 {t0 + 2_000}"}, "dear": {}},
+        "leaders": {"default:flashcall:megafon": "cheap"},
+    }

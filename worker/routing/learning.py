@@ -1,0 +1,69 @@
+"""Expected roubles per approved verification: what learned routing ranks candidates by.
+
+An attempt costs its price (adjusted by its provider's API health, as static routing
+ranks it) and converts with the probability learned for its provider x channel x operator
+range; when it does not, the verification goes on to the following steps, whose expected
+cost and approval chance are worked out the same way, from the last step back. A
+candidate's figure is the expected cost of the verification from here divided by its
+expected chance of approval from here:
+
+    (price + (1 - p) * cost_after) / (p + (1 - p) * approval_after)
+
+An estimate moves traffic only once it rests on `min_samples` observed attempts; until
+then the candidate is taken to convert (judged on its price, as static routing would):
+with no data at all, the ranking is the static one, and a provider not yet observed gets
+its chance when the one leading turns out to convert poorly. A pooled estimate (what the
+channel converts on this range, whoever carries it) would make an untried provider look
+as bad as the one that failed, and nobody would ever try it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from worker.providers.base import Channel
+from worker.routing.config import LearningConfig
+from worker.routing.state import Conversion, RoutingState
+
+__all__ = ["NOTHING", "Estimate", "Outlook", "estimate", "through"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outlook:
+    """A verification's expected cost from some step on, and its chance of approval."""
+
+    cost: float
+    approval: float
+
+    @property
+    def per_approval(self) -> float:
+        return self.cost / self.approval if self.approval > 0 else math.inf
+
+
+#: After the last step: nothing more is spent, and nothing more approved.
+NOTHING = Outlook(0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    rate: float
+    """P(approved | delivered attempt) that ranking uses."""
+    own: bool
+    """Whether it is this candidate's own, observed often enough to move traffic."""
+    observed: Conversion
+    """This candidate's own observations, however few."""
+
+
+def estimate(
+    state: RoutingState, learning: LearningConfig, provider: str, channel: Channel, operator: str
+) -> Estimate:
+    observed = state.learned.get((provider, channel, operator), Conversion())
+    if observed.trials >= learning.min_samples:
+        return Estimate(observed.rate, True, observed)
+    return Estimate(1.0, False, observed)
+
+
+def through(price: float, rate: float, after: Outlook) -> Outlook:
+    """The outlook of making an attempt now, then, if it does not convert, `after`."""
+    return Outlook(price + (1 - rate) * after.cost, rate + (1 - rate) * after.approval)

@@ -1,0 +1,44 @@
+"""Which mobile operator's range a number is in: what conversion is learned per.
+
+routing.yaml's `operators` name ranges by prefix and win; other numbers go by the carrier
+their range was allocated to, from phonenumbers' carrier data, whose Russian table misses
+most of MTS's DEF codes: those are filled in here. A number ported to another operator
+keeps its range's operator: the estimate is for the range, which is what can be routed on.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import phonenumbers
+from phonenumbers import carrier
+
+__all__ = ["operator_of"]
+
+_CARRIERS = {"mts": "mts", "megafon": "megafon", "beeline": "beeline", "t2": "t2", "tele2": "t2"}
+#: MTS's DEF codes, absent from phonenumbers' data for Russia.
+_MTS_DEF = frozenset({*(f"91{d}" for d in range(10)), *(f"98{d}" for d in range(10))})
+
+
+def operator_of(phone: str, named: Mapping[str, tuple[str, ...]]) -> str:
+    """The operator range of a normalised number (7XXXXXXXXXX): the name of the longest
+    matching prefix in `named`, else mts, megafon, beeline, t2 or other."""
+    best, length = "", -1
+    for name, prefixes in named.items():
+        for prefix in prefixes:
+            if len(prefix) > length and phone.startswith(prefix):
+                best, length = name, len(prefix)
+    return best or _by_carrier(phone)
+
+
+@functools.lru_cache(maxsize=65536)
+def _by_carrier(phone: str) -> str:
+    try:
+        number = phonenumbers.parse("+" + phone)
+    except phonenumbers.NumberParseException:
+        return "other"
+    name = carrier.name_for_number(number, "en").strip().lower()
+    if not name and phone[1:4] in _MTS_DEF:
+        return "mts"
+    return _CARRIERS.get(name, "other")
