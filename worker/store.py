@@ -55,18 +55,19 @@ class Verification:
     policy: str
     channels: tuple[Channel, ...]
     code_length: int
-    status: str
-    attempt: int
-    attempt_state: str
+    # Defaults: as flashcall_start leaves a verification, before any attempt.
+    status: str = "pending"
+    attempt: int = 0
+    attempt_state: str = ""
     """'' before the first attempt, then calling, delivered, unknown (a call that may have
     reached the user: its worker died during it), failed, timed_out or exhausted."""
-    step: int | None
-    channel: str
-    provider: str
-    tried: tuple[str, ...]
+    step: int | None = None
+    channel: str = ""
+    provider: str = ""
+    tried: tuple[str, ...] = ()
     """Providers tried in the current step."""
-    reason: str
-    delivered: int
+    reason: str = ""
+    delivered: int = 0
     refs: Mapping[str, str] = field(default_factory=dict)
     """Provider name -> its id of the last call it placed for this verification."""
     provider_ref: str = ""
@@ -90,15 +91,6 @@ class Verification:
             policy=str(start["policy"]),
             channels=tuple(Channel(name) for name in str(start["channels"]).split(",") if name),
             code_length=int(start["code_length"]),
-            status="pending",
-            attempt=0,
-            attempt_state="",
-            step=None,
-            channel="",
-            provider="",
-            tried=(),
-            reason="",
-            delivered=0,
             expires_at_ms=int(start["expires_at"]),
         )
 

@@ -62,15 +62,6 @@ def fresh(verification_id: str = "v-routing", **changes: Any) -> Verification:
         policy="default",
         channels=(),
         code_length=4,
-        status="pending",
-        attempt=0,
-        attempt_state="",
-        step=None,
-        channel="",
-        provider="",
-        tried=(),
-        reason="",
-        delivered=0,
     )
     return replace(verification, **changes)
 

@@ -103,15 +103,6 @@ def explain(
         policy=policy,
         channels=tuple(channels),
         code_length=code_length,
-        status="pending",
-        attempt=0,
-        attempt_state="",
-        step=None,
-        channel="",
-        provider="",
-        tried=(),
-        reason="",
-        delivered=0,
     )
     operator = operator_of(phone, config.operators)
     learning = config.learning if chosen_policy.learning else None
