@@ -13,12 +13,13 @@ import itertools
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.support import Sandbox
+from tests.support import OwnStack, Sandbox
 from worker.producer import Producer
 from worker.redis import install
 from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
@@ -26,6 +27,18 @@ from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
 TEST_ROUTING = Path(__file__).parent / "routing.test.yaml"
 
 _numbers = itertools.count(secrets.randbelow(5_000_000) + 1_000_000)
+
+
+@pytest.fixture(scope="session")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> OwnStack:
+    """For modules whose routing differs from the session's: redis-server, sandbox, no worker."""
+
+    def start(routing: str) -> AbstractContextManager[LocalStack]:
+        path = tmp_path_factory.mktemp("routing") / "routing.yaml"
+        path.write_text(routing, encoding="utf-8")
+        return local_stack(routing_path=path)
+
+    return start
 
 
 @pytest.fixture(scope="session")

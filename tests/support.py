@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, cast
 
 import httpx
 import redis
 
-__all__ = ["Sandbox", "fcall"]
+from worker.stack import LocalStack
+
+#: The `own_stack` fixture: `with own_stack(ROUTING) as stack` starts redis-server and the
+#: sandbox on a routing file of this text, for a module whose routing differs.
+OwnStack = Callable[[str], AbstractContextManager[LocalStack]]
+
+__all__ = ["OwnStack", "Sandbox", "fcall"]
 
 
 class Sandbox:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support import Sandbox
+from tests.support import OwnStack, Sandbox
 from worker import keys
 from worker.producer import Producer
-from worker.stack import LocalStack, local_stack
+from worker.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,11 +42,9 @@ STEP_S = 20
 
 
 @pytest.fixture(scope="module")
-def crashed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, str, str, float]]:
+def crashed(own_stack: OwnStack) -> Iterator[tuple[LocalStack, str, str, float]]:
     """A verification whose worker died mid-call, a new worker running: (stack, id, phone, claimed at)."""
-    path: Path = tmp_path_factory.mktemp("routing") / "routing.yaml"
-    path.write_text(ROUTING)
-    with local_stack(routing_path=path) as stack:
+    with own_stack(ROUTING) as stack:
         sandbox = Sandbox(stack.sandbox_url)
         producer = Producer.from_url(stack.redis_url)
         phone = "79990004242"

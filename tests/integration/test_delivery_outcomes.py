@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import Sandbox
+from tests.support import OwnStack, Sandbox
 from worker import keys
 from worker.producer import Producer
-from worker.stack import LocalStack, ManagedProcess, local_stack
+from worker.stack import LocalStack, ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -71,15 +70,8 @@ limits:
 
 
 @pytest.fixture(scope="module")
-def routing_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("routing") / "routing.yaml"
-    path.write_text(ROUTING)
-    return path
-
-
-@pytest.fixture(scope="module")
-def with_callbacks(routing_file: Path) -> Iterator[tuple[LocalStack, ManagedProcess]]:
-    with local_stack(routing_path=routing_file) as stack:
+def with_callbacks(own_stack: OwnStack) -> Iterator[tuple[LocalStack, ManagedProcess]]:
+    with own_stack(ROUTING) as stack:
         _, url = stack.start_callbacks()
         worker = stack.start_worker(
             processes=1,
@@ -90,8 +82,8 @@ def with_callbacks(routing_file: Path) -> Iterator[tuple[LocalStack, ManagedProc
 
 
 @pytest.fixture(scope="module")
-def polling(routing_file: Path) -> Iterator[LocalStack]:
-    with local_stack(routing_path=routing_file) as stack:
+def polling(own_stack: OwnStack) -> Iterator[LocalStack]:
+    with own_stack(ROUTING) as stack:
         stack.start_worker(processes=1, threads=16, env={"FLASHCALL_STATE_INTERVAL_MS": "200"})
         yield stack
 

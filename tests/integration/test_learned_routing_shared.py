@@ -13,15 +13,14 @@ import itertools
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from tests.support import Sandbox
+from tests.support import OwnStack, Sandbox
 from worker import keys
 from worker.producer import Producer
-from worker.stack import LocalStack, local_stack
+from worker.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,10 +51,8 @@ _numbers = itertools.count(7_000)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, Sandbox, Producer]]:
-    path: Path = tmp_path_factory.mktemp("routing") / "routing.yaml"
-    path.write_text(ROUTING)
-    with local_stack(routing_path=path) as stack:
+def cluster(own_stack: OwnStack) -> Iterator[tuple[LocalStack, Sandbox, Producer]]:
+    with own_stack(ROUTING) as stack:
         stack.start_worker(processes=2, threads=8, check_processes=0)
         sandbox = Sandbox(stack.sandbox_url)
         producer = Producer.from_url(stack.redis_url)

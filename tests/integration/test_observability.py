@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Sandbox
+from tests.support import OwnStack, Sandbox
 from worker import keys
 from worker.producer import Producer
 from worker.sandbox.app import PROVIDERS
-from worker.stack import LocalStack, free_port, local_stack
+from worker.stack import LocalStack, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,11 +69,9 @@ PLAN: list[tuple[dict[str, Any] | None, str]] = [
 
 
 @pytest.fixture(scope="module")
-def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def observed(own_stack: OwnStack) -> Iterator[dict[str, Any]]:
     """Run the plan once; answer what the tests compare."""
-    routing = tmp_path_factory.mktemp("routing") / "routing.yaml"
-    routing.write_text(ROUTING)
-    with local_stack(routing_path=routing) as stack:
+    with own_stack(ROUTING) as stack:
         port = free_port()
         stack.start_worker(
             processes=2, threads=16, metrics_port=port, env={"FLASHCALL_STATE_INTERVAL_MS": "200"}
