@@ -152,48 +152,23 @@ def _kill_and_restart_group(env: Env) -> None:
     env.workers.restart_dead()
 
 
-def kill_one_process_busy(say: Say) -> Result:
-    with environment() as env:
-        _, counted, in_flight = _drive(
-            env, "kill1", rate=HIGH_RATE, seconds=25, fault_after=8, inject=_kill_and_restart_group
-        )
-    return Result(
-        "kill -9 one worker process, busy",
-        "SIGKILL a verification process mid-call; its group restarts",
-        in_flight,
-        counted,
-    )
+def _kill_all_and_restart(env: Env) -> None:
+    env.workers.kill_all()
+    time.sleep(2)
+    env.workers.restart_dead()
 
 
-def kill_one_process_quiet(say: Say) -> Result:
-    with environment() as env:
-        _, counted, in_flight = _drive(
-            env, "kill1q", rate=0.5, seconds=30, fault_after=1.0, burst=300, inject=_kill_and_restart_group
-        )
-    return Result(
-        "kill -9 one worker process, quiet",
-        "300 started at once, then 1 every 2 s; SIGKILL as above",
-        in_flight,
-        counted,
-    )
+def _killing(
+    name: str, title: str, description: str, inject: Callable[[Env], None], **load: Any
+) -> Callable[[Say], Result]:
+    """A scenario that SIGKILLs workers under `load` (rate, seconds, fault_after, burst)."""
 
+    def scenario(say: Say) -> Result:
+        with environment() as env:
+            _, counted, in_flight = _drive(env, name, inject=inject, **load)
+        return Result(title, description, in_flight, counted)
 
-def kill_all_workers(say: Say) -> Result:
-    def inject(env: Env) -> None:
-        env.workers.kill_all()
-        time.sleep(2)
-        env.workers.restart_dead()
-
-    with environment() as env:
-        _, counted, in_flight = _drive(
-            env, "killall", rate=HIGH_RATE, seconds=25, fault_after=8, inject=inject
-        )
-    return Result(
-        "kill -9 every worker",
-        "SIGKILL every process of both groups; restarted 2 s later",
-        in_flight,
-        counted,
-    )
+    return scenario
 
 
 def redis_restart_aof(say: Say) -> Result:
@@ -394,9 +369,34 @@ def sentinel_failover(say: Say) -> Result:
 Scenario = Callable[[Say], Result]
 
 SCENARIOS: dict[str, Scenario] = {
-    "kill-one-busy": kill_one_process_busy,
-    "kill-one-quiet": kill_one_process_quiet,
-    "kill-all": kill_all_workers,
+    "kill-one-busy": _killing(
+        "kill1",
+        "kill -9 one worker process, busy",
+        "SIGKILL a verification process mid-call; its group restarts",
+        _kill_and_restart_group,
+        rate=HIGH_RATE,
+        seconds=25,
+        fault_after=8,
+    ),
+    "kill-one-quiet": _killing(
+        "kill1q",
+        "kill -9 one worker process, quiet",
+        "300 started at once, then 1 every 2 s; SIGKILL as above",
+        _kill_and_restart_group,
+        rate=0.5,
+        seconds=30,
+        fault_after=1.0,
+        burst=300,
+    ),
+    "kill-all": _killing(
+        "killall",
+        "kill -9 every worker",
+        "SIGKILL every process of both groups; restarted 2 s later",
+        _kill_all_and_restart,
+        rate=HIGH_RATE,
+        seconds=25,
+        fault_after=8,
+    ),
     "redis-restart-aof": redis_restart_aof,
     "redis-restart-empty": redis_restart_empty,
     "redis-unreachable": redis_frozen,
