@@ -20,6 +20,7 @@ import pytest
 from tests.support import OwnStack, Sandbox
 from worker import keys
 from worker.producer import Producer
+from worker.routing.select import exploring
 from worker.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,9 +44,10 @@ policies:
       - {channel: voice}
 limits:
   per_phone: [{limit: 100, per: 1m}]
-learning: {explore: 0, min_samples: 3, memory: 20, hysteresis: 0.1}
+learning: {explore: 0.25, min_samples: 3, memory: 20, hysteresis: 0.1}
 """
 WAVE = 6
+EXPLORE = 0.25
 
 _numbers = itertools.count(7_000)
 
@@ -96,8 +98,13 @@ def test_both_processes_move_off_the_provider_whose_calls_do_not_convert(
         # Both processes read the shared state about once a second.
     time.sleep(2)
 
-    # Every attempt now, whichever of the two processes makes it, goes to MobilGroup.
-    assert wave(sandbox, producer, "learned") == ["mobilgroup"] * WAVE
+    # Every attempt now, whichever of the two processes makes it, goes to MobilGroup, but
+    # those that explore.
+    expected = [
+        "voicepassword" if exploring(f"learned-{n}", 0, EXPLORE) else "mobilgroup" for n in range(WAVE)
+    ]
+    assert "mobilgroup" in expected
+    assert wave(sandbox, producer, "learned") == expected
 
 
 def test_the_demotion_is_announced_once_for_the_cluster(

@@ -405,3 +405,57 @@ def test_the_learning_state_holds_every_estimate_and_lead(library: redis.Redis, 
         "learned": {"cheap": {"flashcall|megafon": f"1.000000 1.000000 2000.0 {t0 + 2_000}"}, "dear": {}},
         "leaders": {"default:flashcall:megafon": "cheap"},
     }
+
+
+def test_an_sms_that_re_sent_an_earlier_calls_code_is_credited_with_the_approval(
+    library: redis.Redis, t0: int
+) -> None:
+    start(library)
+    begin(library, 0, now=t0, provider="cheap", code_hash="aa01")
+    deliver(library, 1, now=t0 + 500, provider="cheap")
+    time_out(library, 1, now=t0 + 60_000)
+    fcall(
+        library,
+        "flashcall_begin_attempt",
+        "order-1",
+        1,
+        t0 + 60_001,
+        1,
+        "sms",
+        "cheap",
+        "",
+        t0 + 90_000,
+        30_000,
+        30_000,
+        5,
+        33000,
+        0,
+        DAY,
+        "",
+        "voicepassword",
+        0,
+        "megafon",
+        LEARN,
+    )
+    fcall(
+        library,
+        "flashcall_attempt_delivered",
+        "order-1",
+        2,
+        t0 + 60_500,
+        "cheap",
+        "sms",
+        1,
+        "ref-2",
+        33000,
+        "",
+        "0",
+        0,
+        100,
+        DAY,
+    )
+
+    assert check(library, "aa01", now=t0 + 70_000) == "approved"
+    sms = cast(str, library.hget(keys.PREFIX + "learn:cheap", "sms|megafon")).split(" ")
+    assert (float(sms[0]), float(sms[1])) == (1.0, 1.0)
+    assert learned(library, "cheap") == (1.0, 0.0, 0.0)

@@ -18,8 +18,9 @@ import pytest
 from worker.providers.base import Channel, Provider
 from worker.providers.voicepassword import VoicePassword
 from worker.routing.config import RoutingConfig
+from worker.routing.learning import NOTHING
 from worker.routing.report import explain
-from worker.routing.select import Choice, GiveUp, Lead, next_attempt
+from worker.routing.select import Choice, GiveUp, Lead, candidates, learned, next_attempt, outlook
 from worker.routing.state import SKIP, Conversion, RoutingState, leader_key
 from worker.store import Verification
 
@@ -294,8 +295,6 @@ def test_expected_cost_counts_what_follows_a_miss() -> None:
             ("dear", VOICE): (100, 90),
         }
     )
-    from worker.routing.select import candidates, learned, outlook
-
     config = routing()
     providers = built(config)
     steps = config.policies["default"].steps
@@ -313,6 +312,7 @@ def test_expected_cost_counts_what_follows_a_miss() -> None:
     ranked = learned(
         config.learning,
         candidates(config, providers, fresh(), steps[0], state=current, now_ms=NOW_MS),
+        "default",
         FLASH,
         OPERATOR,
         state=current,
@@ -367,3 +367,43 @@ def test_explain_says_when_a_step_is_skipped_and_its_candidates_only_explored() 
 
     assert "skipped: going straight on costs 0.5000 per approval, less than any candidate here" in text
     assert re.search(r"cheap\s+0\.30\s+\S+\s+no data\s+3% of 100 attempts.*explored only", text)
+
+
+def test_a_provider_not_yet_observed_is_taken_to_convert_as_the_observed_leader_does() -> None:
+    current = state({("dear", FLASH): (100, 90)}, leaders={FLASH_KEY: "dear"})
+    config = routing()
+    assert config.learning is not None
+
+    [cheap] = [
+        c
+        for c in learned(
+            config.learning,
+            candidates(
+                config,
+                built(config),
+                fresh(),
+                config.policies["default"].steps[0],
+                state=current,
+                now_ms=NOW_MS,
+            ),
+            "default",
+            FLASH,
+            OPERATOR,
+            state=current,
+            after=NOTHING,
+        )
+        if c.name == "cheap"
+    ]
+
+    assert cheap.estimate is not None
+    assert (cheap.estimate.rate, cheap.estimate.own) == (0.9, False)
+
+
+def test_a_provider_not_yet_observed_does_not_take_the_lead_from_an_observed_leader() -> None:
+    # cheap, taken to convert as dear does, would be 22% cheaper per approval: it must first
+    # be observed (exploration), not win on a guess.
+    current = state({("dear", FLASH): (100, 90)}, leaders={FLASH_KEY: "dear"})
+
+    decision = decide(routing(), current)
+
+    assert (decision.provider.name, decision.lead) == ("dear", None)

@@ -564,9 +564,9 @@ def test_an_empty_learning_section_takes_the_documented_defaults(tmp_path: Path)
         learning.hysteresis,
     ) == (
         0.05,
-        30,
+        20,
         50,
-        3600.0,
+        86400.0,
         0.1,
     )
 

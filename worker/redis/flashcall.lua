@@ -816,13 +816,15 @@ local function give_up(_, args)
 end
 
 -- An approval, credited to the attempt whose code was typed (the current one when the
--- provider checked it): a hit when that attempt was still waiting for it; a late hit on an
+-- provider checked it, or when it is an SMS that re-sent the code): a hit when that attempt was still waiting for it; a late hit on an
 -- attempt already counted as a miss (the next step had begun, or the last had timed out).
 local function learn_approval(v, origin, now)
     local current = v.attempt
     origin = origin or current
     local operator = v.operator or 'other'
-    if origin == current and v.attempt_state == 'delivered' then
+    -- An SMS re-sends the code of an earlier call (it has none of its own): the code it
+    -- carried is the one typed.
+    if (origin == current or v.channel == 'sms') and v.attempt_state == 'delivered' then
         learn(v.learn, v.provider, v.channel, operator, now, 1, 1, now - tonumber(v.claimed_at or now))
         return
     end

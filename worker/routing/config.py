@@ -288,13 +288,14 @@ class LearningConfig(_Frozen):
     explore: float = Field(default=0.05, ge=0, le=0.5)
     """Share of attempts given to a candidate that is not leading, so that its estimate
     stays fresh."""
-    min_samples: int = Field(default=30, ge=1)
+    min_samples: int = Field(default=20, ge=1)
     """Observed attempts an estimate needs before it can move traffic."""
     memory: int = Field(default=50, ge=2)
     """An estimate weighs about this many most recent attempts: smaller reacts faster,
     larger is steadier."""
-    half_life: Duration = 3600.0
-    """An estimate left unobserved fades by half in this long (exploration refreshes it)."""
+    half_life: Duration = 86400.0
+    """An estimate left unobserved fades by half in this long. Exploration must observe
+    each candidate more often than that for its estimate to stay above min_samples."""
     hysteresis: float = Field(default=0.1, ge=0, le=1)
     """A challenger replaces the leading choice only when it costs this much less per
     approved verification (0.1: 10% less), so that traffic does not flap."""

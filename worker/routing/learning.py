@@ -9,12 +9,14 @@ expected chance of approval from here:
 
     (price + (1 - p) * cost_after) / (p + (1 - p) * approval_after)
 
-An estimate moves traffic only once it rests on `min_samples` observed attempts; until
-then the candidate is taken to convert (judged on its price, as static routing would):
-with no data at all, the ranking is the static one, and a provider not yet observed gets
-its chance when the one leading turns out to convert poorly. A pooled estimate (what the
-channel converts on this range, whoever carries it) would make an untried provider look
-as bad as the one that failed, and nobody would ever try it.
+An estimate moves traffic only once it rests on `min_samples` observed attempts. Until
+then the candidate is taken to convert as the leading choice does (its price decides):
+with no data at all, as always converting, which ranks by price alone, as static routing
+does. It cannot take the lead from a leader whose estimate is its own either
+(worker/routing/select.py): exploration gathers its sample first. An optimistic guess
+(always converts) would hand the traffic to every provider whose sample had faded, and
+back, over and over; a pooled one (what the channel converts on this range, whoever
+carries it) would make an untried provider look as bad as the one that failed.
 """
 
 from __future__ import annotations
@@ -56,12 +58,19 @@ class Estimate:
 
 
 def estimate(
-    state: RoutingState, learning: LearningConfig, provider: str, channel: Channel, operator: str
+    state: RoutingState,
+    learning: LearningConfig,
+    provider: str,
+    channel: Channel,
+    operator: str,
+    *,
+    prior: float = 1.0,
 ) -> Estimate:
+    """Its own rate once observed `min_samples` times, `prior` until then."""
     observed = state.learned.get((provider, channel, operator), Conversion())
     if observed.trials >= learning.min_samples:
         return Estimate(observed.rate, True, observed)
-    return Estimate(1.0, False, observed)
+    return Estimate(prior, False, observed)
 
 
 def through(price: float, rate: float, after: Outlook) -> Outlook:

@@ -42,6 +42,7 @@ __all__ = [
     "GiveUp",
     "Lead",
     "candidates",
+    "exploring",
     "leading",
     "learned",
     "next_attempt",
@@ -197,16 +198,24 @@ def _pick(config: RoutingConfig, ranked: list[Candidate], verification: Verifica
 def learned(
     learning: LearningConfig,
     ranked: list[Candidate],
+    policy: str,
     channel: Channel,
     operator: str,
     *,
     state: RoutingState,
     after: Outlook,
 ) -> list[Candidate]:
-    """The candidates scored by expected roubles per approved verification, best first."""
+    """The candidates scored by expected roubles per approved verification, best first.
+    One not yet observed enough is taken to convert as the leader does."""
+    leader = state.leaders.get(leader_key(policy, channel, operator), SKIP)
+    prior = 1.0
+    if leader != SKIP:
+        leading_estimate = estimate(state, learning, leader, channel, operator)
+        if leading_estimate.own:
+            prior = leading_estimate.rate
     scored = []
     for candidate in ranked:
-        found = estimate(state, learning, candidate.name, channel, operator)
+        found = estimate(state, learning, candidate.name, channel, operator, prior=prior)
         per_approval = through(float(candidate.score), found.rate, after).per_approval
         score = Decimal("Infinity") if math.isinf(per_approval) else Decimal(f"{per_approval:.4f}")
         scored.append(replace(candidate, score=score, estimate=found))
@@ -241,23 +250,26 @@ def outlook(
         ranked = candidates(
             config, providers, verification, step, state=state, now_ms=now_ms, operator=operator
         )
-        options = _options(learned(learning, ranked, step.channel, operator, state=state, after=after), after)
+        scored = learned(
+            learning, ranked, verification.policy, step.channel, operator, state=state, after=after
+        )
+        options = _options(scored, after)
         if not options:
             continue
         best = min(options, key=lambda name: options[name])
         if best != SKIP:
-            chosen = next(c for c in ranked if c.name == best)
-            found = estimate(state, learning, best, step.channel, operator)
-            after = through(float(chosen.score), found.rate, after)
+            static = next(c for c in ranked if c.name == best)
+            found = next(c.estimate for c in scored if c.name == best)
+            assert found is not None
+            after = through(float(static.score), found.rate, after)
     return after
 
 
-def _point(verification: Verification, salt: str) -> float:
-    """A number in [0, 1), the same for the same attempt: a redelivered message chooses alike."""
-    seed = hashlib.blake2b(
-        f"{verification.id}:{verification.attempt}:{salt}".encode(), digest_size=8
-    ).digest()
-    return (int.from_bytes(seed) % 1_000_000) / 1_000_000
+def exploring(verification_id: str, attempt: int, share: float) -> bool:
+    """Whether this attempt (the verification's `attempt`-th, from 0) is one of the `share`
+    that explore; the same for the same attempt, so a redelivered message chooses alike."""
+    seed = hashlib.blake2b(f"{verification_id}:{attempt}:explore".encode(), digest_size=8).digest()
+    return (int.from_bytes(seed) % 1_000_000) / 1_000_000 < share
 
 
 def leading(
@@ -269,8 +281,14 @@ def leading(
     options = _options(ranked, after)
     if not options:
         return None, None
-    best = min(options, key=lambda name: options[name])
     leader = state.leaders.get(key)
+    own = {c.name for c in ranked if c.estimate is not None and c.estimate.own} | {SKIP}
+    if leader in own and leader in options:
+        # Only what has been observed enough may take the lead from an observed leader.
+        contenders = {name: score for name, score in options.items() if name in own}
+    else:
+        contenders = options
+    best = min(contenders, key=lambda name: contenders[name])
     if leader in options and options[leader] <= options[best] * (1 + Decimal(str(learning.hysteresis))):
         return leader, None
     # A leader this attempt cannot use (tried already, breaker open) keeps its place.
@@ -289,7 +307,7 @@ def _learned_pick(
 ) -> tuple[str | None, Lead | None]:
     choice, lead = leading(learning, key, ranked, after, state)
     others = [c for c in ranked if c.dropped is None and c.name != choice]
-    if choice is not None and others and _point(verification, "explore") < learning.explore:
+    if choice is not None and others and exploring(verification.id, verification.attempt, learning.explore):
         least = min(others, key=lambda c: (c.estimate.observed.trials if c.estimate else 0.0, c.name))
         return least.name, None
     return choice, lead
@@ -355,7 +373,7 @@ def next_attempt(
                 state=state,
                 now_ms=now_ms,
             )
-            ranked = learned(learning, ranked, step.channel, operator, state=state, after=after)
+            ranked = learned(learning, ranked, v.policy, step.channel, operator, state=state, after=after)
             key = leader_key(v.policy, step.channel, operator)
             name, moved = _learned_pick(learning, key, ranked, after, state, v)
             lead = lead or moved
