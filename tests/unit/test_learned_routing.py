@@ -18,7 +18,7 @@ import pytest
 from worker.providers.base import Channel, Provider
 from worker.providers.voicepassword import VoicePassword
 from worker.routing.config import RoutingConfig
-from worker.routing.learning import NOTHING
+from worker.routing.learning import NOTHING, estimate
 from worker.routing.report import explain
 from worker.routing.select import Choice, GiveUp, Lead, candidates, learned, next_attempt, outlook
 from worker.routing.state import SKIP, Conversion, RoutingState, leader_key
@@ -407,3 +407,30 @@ def test_a_provider_not_yet_observed_does_not_take_the_lead_from_an_observed_lea
     decision = decide(routing(), current)
 
     assert (decision.provider.name, decision.lead) == ("dear", None)
+
+
+def test_a_range_little_observed_takes_its_estimate_from_the_providers_other_ranges() -> None:
+    # cheap converts 90% on MTS numbers (100 attempts), unobserved on MegaFon's.
+    current = RoutingState(learned={("cheap", FLASH, "mts"): Conversion(100, 90, 0)})
+    config = routing()
+    assert config.learning is not None
+
+    found = estimate(current, config.learning, "cheap", FLASH, OPERATOR)
+
+    assert (round(found.rate, 3), found.own) == (0.9, True)
+
+
+def test_a_range_whose_own_attempts_differ_moves_towards_its_own_figure() -> None:
+    # 40 attempts on MegaFon at 10% against 90% on MTS: (4 + 10 x 0.72) / (40 + 10).
+    current = RoutingState(
+        learned={
+            ("cheap", FLASH, "mts"): Conversion(100, 90, 0),
+            ("cheap", FLASH, OPERATOR): Conversion(40, 4, 0),
+        }
+    )
+    config = routing()
+    assert config.learning is not None
+
+    found = estimate(current, config.learning, "cheap", FLASH, OPERATOR)
+
+    assert found.rate == pytest.approx((4 + 10 * 94 / 140) / 50)

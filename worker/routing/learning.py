@@ -9,14 +9,24 @@ expected chance of approval from here:
 
     (price + (1 - p) * cost_after) / (p + (1 - p) * approval_after)
 
-An estimate moves traffic only once it rests on `min_samples` observed attempts. Until
-then the candidate is taken to convert as the leading choice does (its price decides):
-with no data at all, as always converting, which ranks by price alone, as static routing
-does. It cannot take the lead from a leader whose estimate is its own either
-(worker/routing/select.py): exploration gathers its sample first. An optimistic guess
-(always converts) would hand the traffic to every provider whose sample had faded, and
-back, over and over; a pooled one (what the channel converts on this range, whoever
-carries it) would make an untried provider look as bad as the one that failed.
+A provider's estimate for one operator range starts from what it converts on every range
+and moves to the range's own figure as the range's attempts accumulate:
+
+    (approvals here + k × rate everywhere) / (attempts here + k),  k = min_samples / 2
+
+so that what one range teaches about a provider (it degraded, it recovered) counts for
+the others at once, while a range that differs (flash calls that do not reach t2's
+subscribers) shows as soon as its own attempts say so.
+
+An estimate moves traffic only once it rests on `min_samples` observed attempts of the
+provider on the channel, over every range. Until then the candidate is taken to convert
+as the leading choice does (its price decides): with no data at all, as always
+converting, which ranks by price alone, as static routing does. It cannot take the lead
+from a leader whose estimate is its own either (worker/routing/select.py): exploration
+gathers its sample first. An optimistic guess (always converts) would hand the traffic to
+every provider whose sample had faded, and back, over and over; a pooled one (what the
+channel converts on this range, whoever carries it) would make an untried provider look
+as bad as the one that failed.
 """
 
 from __future__ import annotations
@@ -68,9 +78,12 @@ def estimate(
 ) -> Estimate:
     """Its own rate once observed `min_samples` times, `prior` until then."""
     observed = state.learned.get((provider, channel, operator), Conversion())
-    if observed.trials >= learning.min_samples:
-        return Estimate(observed.rate, True, observed)
-    return Estimate(prior, False, observed)
+    everywhere = state.overall.get((provider, channel), Conversion())
+    if everywhere.trials < learning.min_samples:
+        return Estimate(prior, False, observed)
+    weight = learning.min_samples / 2
+    rate = (observed.approvals + weight * everywhere.rate) / (observed.trials + weight)
+    return Estimate(min(1.0, rate), True, observed)
 
 
 def through(price: float, rate: float, after: Outlook) -> Outlook:

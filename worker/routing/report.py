@@ -68,7 +68,7 @@ def _conversion(candidate: Candidate, min_samples: int) -> str:
     if found.own:
         waited = seen.seconds_to_approval
         approval = f", approved in {waited:.0f}s" if waited is not None else ""
-        return f"{seen.rate:.0%} of {seen.trials:.0f} attempts{approval}"
+        return f"{found.rate:.0%} of {seen.trials:.0f} attempts{approval}"
     return f"judged on price until observed ({seen.trials:.0f} of {min_samples} attempts)"
 
 

@@ -120,6 +120,20 @@ class RoutingState:
     learned: Mapping[LearnedKey, Conversion] = field(default_factory=dict)
     leaders: Mapping[str, str] = field(default_factory=dict)
     """leader_key -> the provider learned routing leads with, or SKIP."""
+    overall: Mapping[tuple[str, Channel], Conversion] = field(init=False, default_factory=dict)
+    """`learned` summed over operator ranges, per provider and channel."""
+
+    def __post_init__(self) -> None:
+        if self.learned:
+            totals: dict[tuple[str, Channel], Conversion] = {}
+            for (provider, channel, _), conversion in self.learned.items():
+                before = totals.get((provider, channel), Conversion())
+                totals[(provider, channel)] = Conversion(
+                    before.trials + conversion.trials,
+                    before.approvals + conversion.approvals,
+                    before.approval_ms + conversion.approval_ms,
+                )
+            object.__setattr__(self, "overall", totals)
 
     @classmethod
     def from_json(
