@@ -197,7 +197,7 @@ class Verifier:
                 callback_token=token,
                 provider_type=provider.type,
                 operator=decision.operator,
-                learn=f"{learning.memory}:{int(learning.half_life * 1000)}" if learning else "",
+                learn=learning.spec if learning else "",
                 lead=(decision.lead.key, decision.lead.previous, decision.lead.current)
                 if decision.lead
                 else None,

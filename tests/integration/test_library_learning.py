@@ -20,7 +20,7 @@ from worker import keys
 pytestmark = pytest.mark.integration
 
 DAY = "20270115"
-LEARN = "50:3600000"
+LEARN = "50:3600000:10"
 LEADERS = keys.PREFIX + "learn:leaders"
 
 
@@ -235,7 +235,7 @@ def test_an_estimate_remembers_about_memory_observations(library: redis.Redis, t
     for n in range(200):
         verification_id = f"order-m{n}"
         start(library, verification_id)
-        begin(library, 0, now=t0, learn="10:3600000", verification_id=verification_id)
+        begin(library, 0, now=t0, learn="10:3600000:5", verification_id=verification_id)
         fcall(
             library,
             "flashcall_attempt_delivered",
@@ -402,7 +402,13 @@ def test_the_learning_state_holds_every_estimate_and_lead(library: redis.Redis, 
     answer: dict[str, Any] = fcall(library, "flashcall_learning_state", "cheap", "dear")
 
     assert answer == {
-        "learned": {"cheap": {"flashcall|megafon": f"1.000000 1.000000 2000.0 {t0 + 2_000}"}, "dear": {}},
+        "learned": {
+            "cheap": {
+                "flashcall|megafon": f"1.000000 1.000000 2000.0 {t0 + 2_000}",
+                "flashcall|*": f"1.000000 1.000000 2000.0 {t0 + 2_000}",
+            },
+            "dear": {},
+        },
         "leaders": {"default:flashcall:megafon": "cheap"},
     }
 
@@ -459,3 +465,47 @@ def test_an_sms_that_re_sent_an_earlier_calls_code_is_credited_with_the_approval
     sms = cast(str, library.hget(keys.PREFIX + "learn:cheap", "sms|megafon")).split(" ")
     assert (float(sms[0]), float(sms[1])) == (1.0, 1.0)
     assert learned(library, "cheap") == (1.0, 0.0, 0.0)
+
+
+def test_the_providers_recent_conversion_over_every_range_has_a_short_memory(
+    library: redis.Redis, t0: int
+) -> None:
+    for n in range(40):
+        verification_id = f"order-r{n}"
+        start(library, verification_id)
+        begin(library, 0, now=t0, learn="50:3600000:5", verification_id=verification_id)
+        fcall(
+            library,
+            "flashcall_attempt_delivered",
+            verification_id,
+            1,
+            t0,
+            "cheap",
+            "flashcall",
+            0,
+            "r",
+            3000,
+            "",
+            "0",
+            t0 + 60_000,
+            100,
+            DAY,
+        )
+        fcall(
+            library,
+            "flashcall_attempt_failed",
+            verification_id,
+            1,
+            t0,
+            "timeout",
+            "",
+            "timed_out",
+            t0 + 1,
+            "0",
+            "0",
+            -1,
+            0,
+        )
+
+    recent = cast(str, library.hget(keys.PREFIX + "learn:cheap", "flashcall|*")).split(" ")
+    assert float(recent[0]) == pytest.approx(5.0, rel=0.01)

@@ -21,7 +21,7 @@ from worker.routing.config import RoutingConfig
 from worker.routing.learning import NOTHING, estimate
 from worker.routing.report import explain
 from worker.routing.select import Choice, GiveUp, Lead, candidates, learned, next_attempt, outlook
-from worker.routing.state import SKIP, Conversion, RoutingState, leader_key
+from worker.routing.state import SKIP, ChannelHealth, Conversion, RoutingState, leader_key
 from worker.store import Verification
 
 #: A MegaFon number (phonenumbers' carrier data).
@@ -159,7 +159,7 @@ def test_a_leader_that_cannot_take_this_attempt_keeps_its_place() -> None:
     assert (decision.provider.name, decision.lead) == ("dear", None)
 
 
-def test_the_explore_share_goes_to_the_least_observed_other_candidate() -> None:
+def test_the_explore_share_goes_to_the_other_candidates() -> None:
     config = routing(learning={"explore": 0.1})
     current = state({("cheap", FLASH): (100, 90), ("dear", FLASH): (3, 3)}, leaders={FLASH_KEY: "cheap"})
 
@@ -317,6 +317,7 @@ def test_expected_cost_counts_what_follows_a_miss() -> None:
         OPERATOR,
         state=current,
         after=after,
+        latency_cost=config.health.latency_cost,
     )
 
     assert ranked[0].name == "cheap"
@@ -391,6 +392,7 @@ def test_a_provider_not_yet_observed_is_taken_to_convert_as_the_observed_leader_
             OPERATOR,
             state=current,
             after=NOTHING,
+            latency_cost=config.health.latency_cost,
         )
         if c.name == "cheap"
     ]
@@ -434,3 +436,39 @@ def test_a_range_whose_own_attempts_differ_moves_towards_its_own_figure() -> Non
     found = estimate(current, config.learning, "cheap", FLASH, OPERATOR)
 
     assert found.rate == pytest.approx((4 + 10 * 94 / 140) / 50)
+
+
+def test_learned_ranking_does_not_charge_a_provider_for_its_failed_requests() -> None:
+    # cheap's API failed half its requests lately: static ranking doubles its price; what
+    # learning ranks by is what is paid for, and breakers answer the failures.
+    current = replace(
+        state({("cheap", FLASH): (100, 90), ("dear", FLASH): (100, 90)}),
+        providers={"cheap": replace(RoutingState().of("cheap"), health={FLASH: ChannelHealth(20, 20, 0)})},
+    )
+
+    assert decide(routing(), current).provider.name == "cheap"
+
+
+def test_a_provider_whose_recent_conversion_changed_is_judged_by_the_change() -> None:
+    # 90% over its long memory, 10% over its last 10 attempts: it degraded.
+    current = replace(
+        RoutingState(learned={("cheap", FLASH, OPERATOR): Conversion(50, 45, 0)}),
+        recent={("cheap", FLASH): Conversion(10, 1, 0)},
+    )
+    config = routing()
+    assert config.learning is not None
+
+    found = estimate(current, config.learning, "cheap", FLASH, OPERATOR)
+
+    assert found.rate == pytest.approx(0.9 * 0.1 / 0.9)
+
+
+def test_recent_noise_within_its_uncertainty_leaves_the_estimate_alone() -> None:
+    current = replace(
+        RoutingState(learned={("cheap", FLASH, OPERATOR): Conversion(50, 45, 0)}),
+        recent={("cheap", FLASH): Conversion(10, 8, 0)},
+    )
+    config = routing()
+    assert config.learning is not None
+
+    assert estimate(current, config.learning, "cheap", FLASH, OPERATOR).rate == pytest.approx(0.9)

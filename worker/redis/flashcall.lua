@@ -140,24 +140,33 @@ end
 
 local function learn_key(provider) return PREFIX .. 'learn:' .. provider end
 
--- One settled, delivered attempt in the learned conversion of its provider x channel x
--- operator range: a decaying count of attempts, of approvals, and of milliseconds to
--- approval. Each new observation weighs 1/memory; time unobserved fades all by half-life.
--- `spec` ('<memory>:<half_life_ms>', stored with the attempt) is empty when learning is off.
-local function learn(spec, provider, channel, operator, now, trial, approval, approval_ms)
-    local memory, half_life = string.match(spec or '', '^(%d+):(%d+)$')
-    if not memory or (provider or '') == '' then return end
-    local key, field = learn_key(provider), channel .. '|' .. operator
+-- Fold one observation into '<attempts> <approvals> <ms to approval> <updated at>': each
+-- new observation weighs 1/memory, and time unobserved fades all by half-life.
+local function fold(raw, memory, half_life, now, trial, approval, approval_ms)
     local n, s, ms, at = 0, 0, 0, now
-    local raw = redis.call('HGET', key, field)
     if raw then
         local a, b, c, d = string.match(raw, '^(%S+) (%S+) (%S+) (%S+)$')
         n, s, ms, at = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
     end
-    local keep = 2 ^ (-math.max(0, now - at) / tonumber(half_life))
-    if trial > 0 then keep = keep * (1 - 1 / tonumber(memory)) end
+    local keep = 2 ^ (-math.max(0, now - at) / half_life)
+    if trial > 0 then keep = keep * (1 - 1 / memory) end
     n, s, ms = n * keep + trial, s * keep + approval, ms * keep + approval_ms
-    redis.call('HSET', key, field, string.format('%.6f %.6f %.1f %d', n, s, ms, math.max(now, at)))
+    return string.format('%.6f %.6f %.1f %d', n, s, ms, math.max(now, at))
+end
+
+-- One settled, delivered attempt in the learned conversion of its provider x channel x
+-- operator range ('<channel>|<operator>'), and in the provider's recent conversion on the
+-- channel over every range ('<channel>|*', a short memory: what changed lately).
+-- `spec` ('<memory>:<half_life_ms>:<recent memory>', stored with the attempt) is empty
+-- when learning is off.
+local function learn(spec, provider, channel, operator, now, trial, approval, approval_ms)
+    local memory, half_life, recent = string.match(spec or '', '^(%d+):(%d+):(%d+)$')
+    if not memory or (provider or '') == '' then return end
+    local key, field, everywhere = learn_key(provider), channel .. '|' .. operator, channel .. '|*'
+    local raw = redis.call('HMGET', key, field, everywhere)
+    redis.call('HSET', key,
+        field, fold(raw[1], tonumber(memory), tonumber(half_life), now, trial, approval, approval_ms),
+        everywhere, fold(raw[2], tonumber(recent), tonumber(half_life), now, trial, approval, approval_ms))
 end
 
 -- The current attempt, delivered, settled without the code being typed.

@@ -300,6 +300,17 @@ class LearningConfig(_Frozen):
     """A challenger replaces the leading choice only when it costs this much less per
     approved verification (0.1: 10% less), so that traffic does not flap."""
 
+    @property
+    def recent_memory(self) -> int:
+        """The short memory of a provider's recent conversion over every range, which
+        shows a change (a degradation, a recovery) before the long estimates move."""
+        return max(5, self.memory // 5)
+
+    @property
+    def spec(self) -> str:
+        """How the library learns an attempt's outcome: '<memory>:<half-life ms>:<recent memory>'."""
+        return f"{self.memory}:{int(self.half_life * 1000)}:{self.recent_memory}"
+
 
 class RoutingConfig(_Frozen):
     """flashcall-router's routing.yaml."""

@@ -14,9 +14,13 @@ and moves to the range's own figure as the range's attempts accumulate:
 
     (approvals here + k × rate everywhere) / (attempts here + k),  k = min_samples / 2
 
-so that what one range teaches about a provider (it degraded, it recovered) counts for
-the others at once, while a range that differs (flash calls that do not reach t2's
-subscribers) shows as soon as its own attempts say so.
+so that what one range teaches about a provider counts for the others at once, while a
+range that differs (flash calls that do not reach t2's subscribers) shows as soon as its
+own attempts say so. And when the provider's recent conversion over every range (a short
+memory, `memory`/5 attempts) differs from its long one by more than twice its own
+uncertainty, the provider changed (it degraded, or recovered while only exploration saw
+it): the estimate is scaled by recent over long, so that the change moves traffic after a
+few attempts, not after `memory` of them on every range.
 
 An estimate moves traffic only once it rests on `min_samples` observed attempts of the
 provider on the channel, over every range. Until then the candidate is taken to convert
@@ -83,6 +87,11 @@ def estimate(
         return Estimate(prior, False, observed)
     weight = learning.min_samples / 2
     rate = (observed.approvals + weight * everywhere.rate) / (observed.trials + weight)
+    lately = state.recent.get((provider, channel))
+    if lately is not None and lately.trials >= learning.recent_memory / 2:
+        spread = math.sqrt(max(lately.rate * (1 - lately.rate), 0.01) / lately.trials)
+        if abs(lately.rate - everywhere.rate) > 2 * spread:
+            rate = rate * lately.rate / everywhere.rate if everywhere.rate > 0 else lately.rate
     return Estimate(min(1.0, rate), True, observed)
 
 

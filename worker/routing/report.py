@@ -144,7 +144,16 @@ def explain(
                 state=state,
                 now_ms=now,
             )
-            ranked = learned(learning, ranked, policy, step.channel, operator, state=state, after=after)
+            ranked = learned(
+                learning,
+                ranked,
+                policy,
+                step.channel,
+                operator,
+                state=state,
+                after=after,
+                latency_cost=config.health.latency_cost,
+            )
             key = leader_key(policy, step.channel, operator)
             choice, lead = leading(learning, key, ranked, after, state)
             leader = state.leaders.get(key)

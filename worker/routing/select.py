@@ -204,9 +204,15 @@ def learned(
     *,
     state: RoutingState,
     after: Outlook,
+    latency_cost: Decimal,
 ) -> list[Candidate]:
     """The candidates scored by expected roubles per approved verification, best first.
-    One not yet observed enough is taken to convert as the leader does."""
+    One not yet observed enough is taken to convert as the leader does.
+
+    An attempt's price is its cost and what its API's latency is worth, not divided by the
+    API's success rate as static ranking does: a failed request is not billed (and the
+    next candidate is asked at once), and breakers answer hard failures; learning answers
+    what is paid for."""
     leader = state.leaders.get(leader_key(policy, channel, operator), SKIP)
     prior = 1.0
     if leader != SKIP:
@@ -216,7 +222,8 @@ def learned(
     scored = []
     for candidate in ranked:
         found = estimate(state, learning, candidate.name, channel, operator, prior=prior)
-        per_approval = through(float(candidate.score), found.rate, after).per_approval
+        price = candidate.cost + latency_cost * candidate.health.mean_latency
+        per_approval = through(float(price), found.rate, after).per_approval
         score = Decimal("Infinity") if math.isinf(per_approval) else Decimal(f"{per_approval:.4f}")
         scored.append(replace(candidate, score=score, estimate=found))
     scored.sort(key=lambda c: (c.dropped is not None, c.score, c.name))
@@ -251,17 +258,24 @@ def outlook(
             config, providers, verification, step, state=state, now_ms=now_ms, operator=operator
         )
         scored = learned(
-            learning, ranked, verification.policy, step.channel, operator, state=state, after=after
+            learning,
+            ranked,
+            verification.policy,
+            step.channel,
+            operator,
+            state=state,
+            after=after,
+            latency_cost=config.health.latency_cost,
         )
         options = _options(scored, after)
         if not options:
             continue
         best = min(options, key=lambda name: options[name])
         if best != SKIP:
-            static = next(c for c in ranked if c.name == best)
-            found = next(c.estimate for c in scored if c.name == best)
-            assert found is not None
-            after = through(float(static.score), found.rate, after)
+            chosen = next(c for c in scored if c.name == best)
+            assert chosen.estimate is not None
+            price = chosen.cost + config.health.latency_cost * chosen.health.mean_latency
+            after = through(float(price), chosen.estimate.rate, after)
     return after
 
 
@@ -306,10 +320,12 @@ def _learned_pick(
     verification: Verification,
 ) -> tuple[str | None, Lead | None]:
     choice, lead = leading(learning, key, ranked, after, state)
-    others = [c for c in ranked if c.dropped is None and c.name != choice]
+    others = sorted(c.name for c in ranked if c.dropped is None and c.name != choice)
     if choice is not None and others and exploring(verification.id, verification.attempt, learning.explore):
-        least = min(others, key=lambda c: (c.estimate.observed.trials if c.estimate else 0.0, c.name))
-        return least.name, None
+        # Each other candidate in turn: a provider demoted long ago is observed as often as
+        # one never tried, so that it is seen to recover.
+        seed = hashlib.blake2b(f"{verification.id}:{verification.attempt}:which".encode(), digest_size=8)
+        return others[int.from_bytes(seed.digest()) % len(others)], None
     return choice, lead
 
 
@@ -373,7 +389,16 @@ def next_attempt(
                 state=state,
                 now_ms=now_ms,
             )
-            ranked = learned(learning, ranked, v.policy, step.channel, operator, state=state, after=after)
+            ranked = learned(
+                learning,
+                ranked,
+                v.policy,
+                step.channel,
+                operator,
+                state=state,
+                after=after,
+                latency_cost=config.health.latency_cost,
+            )
             key = leader_key(v.policy, step.channel, operator)
             name, moved = _learned_pick(learning, key, ranked, after, state, v)
             lead = lead or moved

@@ -120,6 +120,8 @@ class RoutingState:
     learned: Mapping[LearnedKey, Conversion] = field(default_factory=dict)
     leaders: Mapping[str, str] = field(default_factory=dict)
     """leader_key -> the provider learned routing leads with, or SKIP."""
+    recent: Mapping[tuple[str, Channel], Conversion] = field(default_factory=dict)
+    """Each provider's conversion on a channel over every range, with a short memory."""
     overall: Mapping[tuple[str, Channel], Conversion] = field(init=False, default_factory=dict)
     """`learned` summed over operator ranges, per provider and channel."""
 
@@ -150,13 +152,16 @@ class RoutingState:
         if not learning:
             return cls(providers)
         learned: dict[LearnedKey, Conversion] = {}
+        recent: dict[tuple[str, Channel], Conversion] = {}
         for name, fields in learning["learned"].items():
             for where, value in fields.items():
                 channel, operator = where.split("|")
-                learned[(name, Channel(channel), operator)] = Conversion.from_raw(
-                    value, now_ms=now_ms, half_life_s=half_life_s
-                )
-        return cls(providers, learned, dict(learning["leaders"]))
+                conversion = Conversion.from_raw(value, now_ms=now_ms, half_life_s=half_life_s)
+                if operator == "*":
+                    recent[(name, Channel(channel))] = conversion
+                else:
+                    learned[(name, Channel(channel), operator)] = conversion
+        return cls(providers, learned, dict(learning["leaders"]), recent)
 
     def of(self, provider: str) -> ProviderState:
         return self.providers.get(provider, _UNKNOWN)
