@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test unit lint install bench chaos clean up down
+.PHONY: run test unit lint install bench chaos simulate clean up down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: install
 ## chaos: kill workers, restart and freeze Redis, break providers, flood it (~15 min); writes docs/reliability.md
 chaos: install
 	$(BIN)/python -m bench.chaos
+
+## simulate: three routers through five scenarios in accelerated time (~15 min on 2 CPUs); writes docs/routing-quality.md
+simulate: install
+	$(BIN)/python -m bench.simulate
 
 ## up: the whole stack in containers (Redis, worker, callbacks, sandbox, Prometheus, Grafana)
 up:

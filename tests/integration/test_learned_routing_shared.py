@@ -10,6 +10,7 @@ MobilGroup's, dearer, always do.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ import pytest
 from tests.support import OwnStack, Sandbox
 from worker import keys
 from worker.producer import Producer
+from worker.routing.config import load_routing
+from worker.routing.report import explain, read_state
 from worker.routing.select import exploring
 from worker.stack import LocalStack
 
@@ -133,3 +136,16 @@ def test_the_shared_estimates_hold_what_both_processes_saw(
     mg_trials, mg_approvals, *_ = str(learned["mobilgroup"]).split(" ")
     assert (float(vp_trials) >= 3, float(vp_approvals)) == (True, 0)
     assert (float(mg_trials) >= WAVE, float(mg_approvals) / float(mg_trials)) == (True, 1.0)
+
+
+def test_routing_explain_shows_what_the_cluster_learned(
+    cluster: tuple[LocalStack, Sandbox, Producer],
+) -> None:
+    stack, _, producer = cluster
+    config = load_routing(stack.routing_path, environ={})
+    state = read_state(producer.client, config, now_ms=int(time.time() * 1000))
+
+    text = explain(config, state, phone="79991000001")
+
+    assert re.search(r"->\s+mobilgroup\s+0\.4\s.*100% of \d+ attempts.*chosen", text)
+    assert re.search(r"voicepassword\s+0\.3\s.* 0% of \d+ attempts", text)
