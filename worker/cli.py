@@ -184,6 +184,18 @@ def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace, _: Sequence[str]) -> int:
+    from worker.health import health_dir, liveness, readiness
+
+    problem = liveness(args.dir or health_dir(), max_age=args.max_age)
+    if problem is None and args.ready:
+        problem = readiness(args.redis_url, _routing_file(args))
+    if problem is not None:
+        print(f"flashcall health: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _demo(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.demo import run_demo
     from worker.stack import REPO_ROUTING
@@ -294,6 +306,26 @@ def _parser() -> argparse.ArgumentParser:
     providers_sub = providers.add_subparsers(dest="providers_command", required=True)
     errors = providers_sub.add_parser("errors", help="print the table of every documented error code")
     errors.set_defaults(handler=_providers_errors)
+
+    health = commands.add_parser(
+        "health",
+        help="exit 0 while this container's worker processes are alive (Kubernetes exec probes)",
+    )
+    health.add_argument(
+        "--ready", action="store_true", help="also require Redis to answer and the routing file to load"
+    )
+    health.add_argument(
+        "--max-age",
+        type=float,
+        default=30.0,
+        help="seconds after which a process's heartbeat is stale (default 30)",
+    )
+    health.add_argument(
+        "--dir", type=Path, help="heartbeat files (default $FLASHCALL_HEALTH_DIR or /tmp/flashcall-health)"
+    )
+    health.add_argument("--file", type=Path, help="routing file (default $FLASHCALL_ROUTING or routing.yaml)")
+    health.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    health.set_defaults(handler=_health)
 
     demo = commands.add_parser("demo", help="verify a phone end to end against the sandbox")
     demo.set_defaults(handler=_demo)

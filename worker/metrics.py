@@ -115,6 +115,14 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=into,
         )
+        self.backlog = prom.Gauge(
+            "flashcall_backlog",
+            "Work waiting for each queue: its list, delayed messages, messages fetched but not yet "
+            "acknowledged, and (verifications) step and poll timers due now. Scale on this.",
+            ["queue"],
+            multiprocess_mode="livemax",
+            registry=into,
+        )
         self.dead_letters = prom.Gauge(
             "flashcall_dead_letters",
             "Messages in each queue's dead-letter queue.",
@@ -191,10 +199,16 @@ class Metrics:
         self.balance.labels(provider).set(float(balance))
 
     def observe_queues(
-        self, queued: Mapping[str, int], dead: Mapping[str, int], timers: Mapping[str, int]
+        self,
+        queued: Mapping[str, int],
+        dead: Mapping[str, int],
+        timers: Mapping[str, int],
+        backlog: Mapping[str, int] | None = None,
     ) -> None:
         for queue, count in queued.items():
             self.queued.labels(queue).set(count)
+        for queue, count in (backlog or {}).items():
+            self.backlog.labels(queue).set(count)
         for queue, count in dead.items():
             self.dead_letters.labels(queue).set(count)
         for kind, count in timers.items():

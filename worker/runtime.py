@@ -21,6 +21,7 @@ from worker.checks import CodeChecks
 from worker.connections import sync_client
 from worker.errors import FlashcallError, StoreUnavailable
 from worker.events import LogObserver, Observers
+from worker.health import Heartbeat, health_dir
 from worker.logging import get_logger
 from worker.metrics import Metrics
 from worker.providers.base import Provider, TransportFailure
@@ -70,6 +71,7 @@ class Runtime:
             observer=Observers([LogObserver(), metrics]),
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.heartbeat: Heartbeat | None = None
 
     @property
     def routing(self) -> Routing:
@@ -87,7 +89,10 @@ class Runtime:
         runtime = cls(settings=settings, store=store, holder=holder, metrics=Metrics(), client=client)
         await runtime._publish()
         await runtime._refresh_state()
+        # `flashcall health`: touched from this loop, so that a wedged loop stops it.
+        runtime.heartbeat = Heartbeat(health_dir(env))
         runtime._tasks = [
+            asyncio.create_task(runtime.heartbeat.run()),
             asyncio.create_task(run_timers(store, interval=settings.timer_interval)),
             asyncio.create_task(_every(settings.reload_interval, runtime._reload)),
             asyncio.create_task(_every(settings.state_interval, runtime._refresh_state)),
@@ -124,8 +129,8 @@ class Runtime:
         self.state = await refresh_state(self.store, config, now_ms=int(time.time() * 1000))
         self.metrics.observe_state(self.state, config.providers)
         self.metrics.count(await self.store.drain_metrics())
-        stats = await self.store.queue_stats()
-        self.metrics.observe_queues(stats["queued"], stats["dead"], stats["timers"])
+        stats = await self.store.queue_stats(now_ms=int(time.time() * 1000))
+        self.metrics.observe_queues(stats["queued"], stats["dead"], stats["timers"], stats.get("backlog", {}))
 
     async def _poll_balances(self) -> None:
         for name, provider in self.routing.providers.items():
@@ -152,6 +157,8 @@ class Runtime:
         for provider in self.routing.providers.values():
             await provider.aclose()
         await self.store.aclose()
+        if self.heartbeat is not None:
+            self.heartbeat.remove()
         _current = None
 
 

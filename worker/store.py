@@ -435,9 +435,10 @@ class Store:
         flat: list[str] = await self._call("flashcall_drain_metrics")
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
-    async def queue_stats(self) -> Any:
-        """{"queued": {queue: n}, "dead": {queue: n}, "timers": {kind: n}}."""
-        answer: str = await self._call("flashcall_queue_stats")
+    async def queue_stats(self, *, now_ms: int) -> Any:
+        """{"queued": {queue: n}, "dead": {queue: n}, "timers": {kind: n}, "backlog": {queue: n}};
+        the backlog counts step and poll timers due at `now_ms` (docs/operations.md)."""
+        answer: str = await self._call("flashcall_queue_stats", now_ms)
         return json.loads(answer)
 
     async def try_lease(self, key: str, *, ttl_ms: int) -> bool:

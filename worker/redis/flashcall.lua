@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '8'
+local VERSION = '9'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -993,13 +993,33 @@ local function drain_metrics()
     return taken
 end
 
--- What waits: messages per queue, dead letters per queue, timers per kind.
-local function queue_stats()
-    local out = {queued = {}, dead = {}, timers = {}}
+-- What waits: messages per queue, dead letters per queue, timers per kind, and the
+-- backlog per queue: the list, Dramatiq's delay queue (<queue>.DQ), the messages every
+-- consumer fetched and has not acknowledged (Dramatiq's <namespace>__acks__.<worker
+-- id>.<queue> sets, for each worker in its heartbeats, the live and the dead not yet
+-- recovered), and for verifications the step and poll timers due at args[1] (ms;
+-- Redis's clock without it), each of which becomes a message.
+local function queue_stats(_, args)
+    local out = {queued = {}, dead = {}, timers = {}, backlog = {}}
+    local now = tonumber(args[1])
+    if not now then
+        local t = redis.call('TIME')
+        now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    local workers = redis.call('ZRANGE', NAMESPACE .. '__heartbeats__', 0, -1)
     for _, queue in ipairs({VERIFY_QUEUE, CHECK_QUEUE}) do
         out.queued[queue] = redis.call('LLEN', NAMESPACE .. queue)
         out.dead[queue] = redis.call('ZCARD', NAMESPACE .. queue .. '.XQ')
+        local backlog = out.queued[queue] + redis.call('LLEN', NAMESPACE .. queue .. '.DQ')
+        for _, worker in ipairs(workers) do
+            local acks = NAMESPACE .. '__acks__.' .. worker .. '.' .. queue
+            backlog = backlog + redis.call('SCARD', acks) + redis.call('SCARD', acks .. '.DQ')
+        end
+        out.backlog[queue] = backlog
     end
+    out.backlog[VERIFY_QUEUE] = out.backlog[VERIFY_QUEUE]
+        + redis.call('ZCOUNT', K_STEP_TIMERS, '-inf', now)
+        + redis.call('ZCOUNT', K_POLL_TIMERS, '-inf', now)
     out.timers.step = redis.call('ZCARD', K_STEP_TIMERS)
     out.timers.poll = redis.call('ZCARD', K_POLL_TIMERS)
     out.timers.expire = redis.call('ZCARD', K_EXPIRY_TIMERS)
