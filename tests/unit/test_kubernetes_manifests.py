@@ -1,0 +1,250 @@
+"""deploy/kubernetes/: the manifests validate offline against the Kubernetes schemas
+(kubernetes-validate) of every version we support, the KEDA and Prometheus-operator
+resources against theirs (node, deploy/kubernetes/validate), and the worker's pod keeps
+the promises of deploy/kubernetes/README.md."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]  # no py.typed
+import pytest
+import yaml
+
+from worker.cli import _parser
+from worker.routing.config import load_routing
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+VALIDATE = KUBERNETES / "validate"
+
+#: The Kubernetes versions the manifests are written for.
+SUPPORTED_VERSIONS = ("1.30.0", "1.31.0")
+
+#: Kinds that kubernetes-validate has no schema for: validated by validate/validate.mjs.
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+
+needs_node_modules = pytest.mark.skipif(
+    shutil.which("node") is None or not (VALIDATE / "node_modules").is_dir(),
+    reason="node and deploy/kubernetes/validate/node_modules are installed by .ci/run "
+    "(npm ci --prefix deploy/kubernetes/validate)",
+)
+
+
+def kustomization() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    return loaded
+
+
+def manifest_files() -> list[Path]:
+    return [KUBERNETES / name for name in kustomization()["resources"]]
+
+
+def resources() -> list[dict[str, Any]]:
+    return [doc for path in manifest_files() for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def built_in_resources() -> list[dict[str, Any]]:
+    return [doc for doc in resources() if doc["kind"] not in CUSTOM_KINDS]
+
+
+def resource(kind: str, name: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [
+        doc for doc in resources() if doc["kind"] == kind and doc["metadata"]["name"] == name
+    ]
+    assert len(found) == 1, (kind, name, len(found))
+    return found[0]
+
+
+def worker_container() -> dict[str, Any]:
+    listed: list[dict[str, Any]] = resource("Deployment", "flashcall-worker")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (container,) = listed
+    return container
+
+
+def containers() -> list[dict[str, Any]]:
+    return [
+        container
+        for doc in resources()
+        if doc["kind"] == "Deployment"
+        for container in doc["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+def test_every_kustomization_resource_exists() -> None:
+    for path in manifest_files():
+        assert path.is_file(), path
+
+
+def test_every_manifest_in_the_directory_is_in_the_kustomization() -> None:
+    listed = set(kustomization()["resources"])
+    present = {path.name for path in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    assert present == listed
+
+
+def test_every_resource_is_in_the_flashcall_namespace() -> None:
+    for doc in resources():
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "flashcall", doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
+def test_every_built_in_resource_validates_against_the_kubernetes_schema(version: str) -> None:
+    assert version in kubernetes_validate.utils.all_versions()
+    for doc in built_in_resources():
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{doc['kind']} {doc['metadata']['name']} on {version}: {error.message}")
+
+
+def test_the_custom_resources_are_the_ones_the_node_validator_knows() -> None:
+    assert {doc["kind"] for doc in resources()} & CUSTOM_KINDS == CUSTOM_KINDS
+
+
+@needs_node_modules
+def test_the_keda_and_prometheus_operator_resources_validate_against_their_schemas() -> None:
+    custom = [
+        str(path)
+        for path in manifest_files()
+        if any(doc and doc["kind"] in CUSTOM_KINDS for doc in yaml.safe_load_all(path.read_text()))
+    ]
+    checked = subprocess.run(
+        ["node", "validate.mjs", *custom], cwd=VALIDATE, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count(": valid") == len(
+        [doc for doc in resources() if doc["kind"] in CUSTOM_KINDS]
+    ), checked.stdout
+
+
+@needs_node_modules
+def test_the_node_validator_rejects_a_scaled_object_without_a_target(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    scaled_object = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                     "metadata": {"name": "broken"}, "spec": {"triggers": []}}  # fmt: skip
+    broken.write_text(yaml.safe_dump(scaled_object))
+    checked = subprocess.run(
+        ["node", "validate.mjs", str(broken)], cwd=VALIDATE, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 1
+    assert "scaleTargetRef" in checked.stdout
+
+
+def test_the_routing_config_map_holds_the_repository_routing_file() -> None:
+    data = resource("ConfigMap", "flashcall-routing")["data"]["routing.yaml"]
+    assert data == (ROOT / "routing.yaml").read_text(), "regenerate: deploy/kubernetes/README.md, Routing"
+
+
+def test_the_routing_config_map_is_a_valid_routing_file(tmp_path: Path) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(resource("ConfigMap", "flashcall-routing")["data"]["routing.yaml"])
+    load_routing(path, environ={})
+
+
+def test_the_worker_reads_routing_from_the_config_map_mounted_as_a_directory() -> None:
+    container = worker_container()
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "routing"]
+    assert "subPath" not in mount, "a subPath mount never sees Kubernetes' symlink swap"
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["FLASHCALL_ROUTING"] == f"{mount['mountPath']}/routing.yaml"
+    volumes = resource("Deployment", "flashcall-worker")["spec"]["template"]["spec"]["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == "routing"]
+    assert volume["configMap"]["name"] == "flashcall-routing"
+
+
+def test_the_grace_period_outlasts_the_worker_shutdown_timeout() -> None:
+    args = worker_container()["args"]
+    assert args[0] == "worker"
+    parsed, _ = _parser().parse_known_args(args)
+    grace = resource("Deployment", "flashcall-worker")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
+    assert grace > parsed.shutdown_timeout
+
+
+def test_the_worker_probes_run_flashcall_health() -> None:
+    container = worker_container()
+    assert container["command"] == ["flashcall"]
+    assert container["livenessProbe"]["exec"]["command"] == ["flashcall", "health"]
+    assert container["readinessProbe"]["exec"]["command"] == ["flashcall", "health", "--ready"]
+
+
+def test_the_worker_finds_redis_through_sentinel() -> None:
+    env = {item["name"]: item.get("value") for item in worker_container()["env"]}
+    assert env["REDIS_URL"].startswith("redis+sentinel://")
+
+
+def test_every_container_runs_as_non_root_on_a_read_only_root_filesystem() -> None:
+    for container in containers():
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True, container["name"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+
+
+def test_the_worker_writes_only_to_empty_dirs() -> None:
+    container = worker_container()
+    volumes = resource("Deployment", "flashcall-worker")["spec"]["template"]["spec"]["volumes"]
+    empty_dirs = {v["name"] for v in volumes if "emptyDir" in v}
+    writable = {m["mountPath"]: m["name"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert set(writable.values()) <= empty_dirs
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    metrics_dir = Path(env["FLASHCALL_METRICS_DIR"])
+    assert "/tmp" in writable  # noqa: S108 - the container's /tmp, an emptyDir
+    # A subdirectory of a mount: the worker deletes and recreates the metrics directory.
+    assert str(metrics_dir) not in writable
+    assert any(metrics_dir.is_relative_to(path) for path in writable)
+
+
+def test_every_container_has_resource_requests_and_limits() -> None:
+    for container in containers():
+        for bound in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][bound]), container["name"]
+
+
+def test_no_secret_with_values_is_committed() -> None:
+    for path in KUBERNETES.rglob("*.yaml"):
+        if "node_modules" in path.parts:
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Secret":
+                assert not doc.get("data"), path
+                assert not doc.get("stringData"), path
+
+
+def test_secrets_reach_the_pods_from_the_secret_by_env_from() -> None:
+    for container in containers():
+        refs = [source["secretRef"]["name"] for source in container["envFrom"]]
+        assert refs == ["flashcall-secrets"], container["name"]
+
+
+def test_the_scaled_object_watches_the_dramatiq_verification_queue() -> None:
+    from worker import keys
+
+    triggers = resource("ScaledObject", "flashcall-worker")["spec"]["triggers"]
+    (sentinel,) = [t for t in triggers if t["type"] == "redis-sentinel"]
+    assert sentinel["metadata"]["listName"] == keys.queue(keys.VERIFY_QUEUE)
+    assert sentinel["authenticationRef"]["name"] == "flashcall-redis"
+
+
+def test_the_scaled_object_scales_on_the_backlog_metric() -> None:
+    triggers = resource("ScaledObject", "flashcall-worker")["spec"]["triggers"]
+    (prometheus,) = [t for t in triggers if t["type"] == "prometheus"]
+    assert "flashcall_backlog" in prometheus["metadata"]["query"]
+
+
+def test_the_scaled_object_targets_the_worker_deployment() -> None:
+    target = resource("ScaledObject", "flashcall-worker")["spec"]["scaleTargetRef"]["name"]
+    assert resource("Deployment", target)
+
+
+def test_the_disruption_budget_covers_the_worker_pods() -> None:
+    selector = resource("PodDisruptionBudget", "flashcall-worker")["spec"]["selector"]["matchLabels"]
+    labels = resource("Deployment", "flashcall-worker")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()
