@@ -195,6 +195,11 @@ def _pick(config: RoutingConfig, ranked: list[Candidate], verification: Verifica
     return by_name[name]
 
 
+def _price(candidate: Candidate, latency_cost: Decimal) -> float:
+    """What learned ranking prices an attempt at: its cost and its API's latency."""
+    return float(candidate.cost + latency_cost * candidate.health.mean_latency)
+
+
 def learned(
     learning: LearningConfig,
     ranked: list[Candidate],
@@ -222,8 +227,7 @@ def learned(
     scored = []
     for candidate in ranked:
         found = estimate(state, learning, candidate.name, channel, operator, prior=prior)
-        price = candidate.cost + latency_cost * candidate.health.mean_latency
-        per_approval = through(float(price), found.rate, after).per_approval
+        per_approval = through(_price(candidate, latency_cost), found.rate, after).per_approval
         score = Decimal("Infinity") if math.isinf(per_approval) else Decimal(f"{per_approval:.4f}")
         scored.append(replace(candidate, score=score, estimate=found))
     scored.sort(key=lambda c: (c.dropped is not None, c.score, c.name))
@@ -274,8 +278,7 @@ def outlook(
         if best != SKIP:
             chosen = next(c for c in scored if c.name == best)
             assert chosen.estimate is not None
-            price = chosen.cost + config.health.latency_cost * chosen.health.mean_latency
-            after = through(float(price), chosen.estimate.rate, after)
+            after = through(_price(chosen, config.health.latency_cost), chosen.estimate.rate, after)
     return after
 
 
