@@ -120,6 +120,46 @@ class SentinelGroup:
                 time.sleep(0.2)
         return self.wait_for_new_primary(old, timeout=timeout)
 
+    def planned_failover(self, *, timeout: float = 30) -> int:
+        """A failover for maintenance that loses no acknowledged write, as docs/operations.md
+        tells operators to make one; returns the new primary's port.
+
+        SENTINEL FAILOVER alone loses what the old primary took after the replica stopped
+        copying it: writes still in the replication stream, and writes clients send it
+        until they learn of the new primary. So writes are held first (CLIENT PAUSE WRITE:
+        a held write waits, it is not refused), the replica catches up, the sentinels
+        promote it, and the old primary is made a replica at once instead of ~8 s later;
+        closing its clients drops the writes it held, never run, and their clients send
+        them again to the new primary."""
+        self.wait_for_replica(timeout=timeout)
+        old = self.primary_port()
+        with self.node(old) as primary:
+            primary.execute_command("CLIENT", "PAUSE", int(timeout * 1000), "WRITE")
+            try:
+                self._wait_until_copied(old, timeout=timeout)
+                new = self.failover(timeout=timeout)
+                primary.execute_command("REPLICAOF", "127.0.0.1", new)
+                primary.execute_command("CLIENT", "KILL", "TYPE", "normal")
+            finally:
+                primary.execute_command("CLIENT", "UNPAUSE")
+        return new
+
+    def _wait_until_copied(self, primary: int, *, timeout: float) -> None:
+        """Until every replica has applied all the primary wrote."""
+        deadline = time.monotonic() + timeout
+        with self.node(primary) as node:
+            written = int(node.info("replication")["master_repl_offset"])
+        while time.monotonic() < deadline:
+            behind = []
+            for port in self.replica_ports():
+                with self.node(port) as replica:
+                    if int(replica.info("replication").get("slave_repl_offset", -1)) < written:
+                        behind.append(port)
+            if not behind:
+                return
+            time.sleep(0.01)
+        raise FlashcallError(f"the replicas did not catch up with the primary within {timeout:.0f}s")
+
     def pause(self, port: int) -> None:
         """SIGSTOP a node: it holds its connections and answers nothing, as a hung host."""
         os.kill(self.nodes[port].process.pid, signal.SIGSTOP)

@@ -366,6 +366,30 @@ def sentinel_failover(say: Say) -> Result:
     )
 
 
+def sentinel_planned_failover(say: Say) -> Result:
+    figures: dict[str, Any] = {}
+
+    def inject(env: Env) -> None:
+        assert env.sentinels is not None
+        began = time.monotonic()
+        figures["new_primary_after_s"] = None
+        env.sentinels.planned_failover()
+        figures["new_primary_after_s"] = round(time.monotonic() - began, 1)
+
+    with sentinel_environment() as env:
+        traffic, counted, in_flight = _drive(
+            env, "planned", rate=150, seconds=25, fault_after=8, inject=inject
+        )
+    figures["producer_errors"] = dict(traffic.errors)
+    return Result(
+        "Sentinel planned failover",
+        "writes held (CLIENT PAUSE WRITE), replica caught up, SENTINEL FAILOVER, old primary made a replica",
+        in_flight,
+        counted,
+        figures=figures,
+    )
+
+
 Scenario = Callable[[Say], Result]
 
 SCENARIOS: dict[str, Scenario] = {
@@ -404,6 +428,7 @@ SCENARIOS: dict[str, Scenario] = {
     "provider-trickle": _provider_fault("provider-trickle", {"trickle": True}, "answers a byte a second"),
     "provider-reset": _provider_fault("provider-reset", {"disconnect": True}, "resets connections"),
     "sentinel-failover": sentinel_failover,
+    "sentinel-planned-failover": sentinel_planned_failover,
     "burst": burst,
     "maxmemory": maxmemory,
 }
