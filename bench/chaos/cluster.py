@@ -93,6 +93,8 @@ class WorkerGroups:
     stack: LocalStack
     count: int = 2
     processes: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    """What every group's environment adds (the callback receiver's URL, say)."""
     groups: list[ManagedProcess] = field(default_factory=list)
 
     def start(self) -> None:
@@ -100,7 +102,16 @@ class WorkerGroups:
             self.groups.append(self._start(n))
 
     def _start(self, n: int) -> ManagedProcess:
-        return self.stack.start_worker(processes=self.processes, threads=None, name=f"group{n}")
+        return self.stack.start_worker(processes=self.processes, threads=None, name=f"group{n}", env=self.env)
+
+    def restart(self, n: int, *, timeout: float = 60) -> None:
+        """Stop group n as a rolling deploy does (SIGTERM: messages in hand finish or go
+        back to the queue) and start it again."""
+        group = self.groups[n]
+        group.stop(timeout=timeout)
+        if group in self.stack.processes:
+            self.stack.processes.remove(group)
+        self.groups[n] = self._start(n)
 
     def verification_process(self, n: int) -> int:
         """A process of group n that makes provider calls (the niced ones; the check process is not)."""

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ __all__ = ["DONE", "Tally", "Traffic", "Users", "tally"]
 
 CALLS = frozenset({"flashcall", "voice", "sms"})
 """Sandbox records that placed a call or sent an SMS (not code checks or status queries)."""
+EXAMPLES = 20
 DONE = frozenset({"sent", "approved", "failed", "expired", "canceled", "max_attempts"})
 """Where a verification is no longer the system's to finish: the code reached the user, or it ended."""
 
@@ -142,6 +143,8 @@ class Users:
     """Whose users these are: their accepted verifications give each id its phone."""
     look_after_s: float = 1.5
     looks: int = 4
+    types_code: Callable[[str], bool] = lambda verification: True
+    """Whether the user behind a verification types the code at all (by its id)."""
     checks_sent: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -177,7 +180,11 @@ class Users:
                         verification = fields.get("id", "")
                         phone = self._phone(verification)
                         at = time.monotonic() + self.look_after_s
-                        if fields.get("event") == "attempt_started" and phone is not None:
+                        if (
+                            fields.get("event") == "attempt_started"
+                            and phone is not None
+                            and self.types_code(verification)
+                        ):
                             heapq.heappush(due, (at, verification, phone, 0))
                 now = time.monotonic()
                 while due and due[0][0] <= now:
@@ -240,6 +247,10 @@ class Tally:
     recovery_s: float | None
     """From the fault until the last verification in flight then was sent or ended."""
     statuses: dict[str, int]
+    lost_ids: list[str] = field(default_factory=list)
+    """Up to EXAMPLES of the lost, to look into."""
+    called_twice_ids: list[str] = field(default_factory=list)
+    """Up to EXAMPLES of those called twice."""
 
 
 def tally(
@@ -260,6 +271,10 @@ def tally(
         waiting = pending(redis_url, waiting)
         if recovered_at is None and not (waiting & in_flight_at_fault):
             recovered_at = time.monotonic()
+    # The calls first, the claims after: an attempt is claimed before its call is placed, so
+    # claims read later cover every call already recorded, even while verifications go on
+    # (a step timing out between the two reads would otherwise look like a second call).
+    records = httpx.get(f"{sandbox_url}/_sandbox/records", timeout=30).json()["records"]
     client = sync_client(redis_url, decode_responses=True)
     pipe = client.pipeline(transaction=False)
     ordered = list(traffic.accepted)
@@ -267,12 +282,12 @@ def tally(
         pipe.hmget(keys.verification(verification), ["status", "attempt"])
     fields = cast(list[list[str | None]], pipe.execute())
     client.close()
-    records = httpx.get(f"{sandbox_url}/_sandbox/records", timeout=30).json()["records"]
     # Providers write numbers their own way (+7..., 7..., 8...): the last ten digits identify one.
     calls = Counter(
         _national(record["number"]) for record in records if record["number"] and record["kind"] in CALLS
     )
     twice = recalled = 0
+    twice_ids: list[str] = []
     statuses: Counter[str] = Counter()
     for verification, (status, attempts) in zip(ordered, fields, strict=True):
         statuses[status or "missing"] += 1
@@ -280,6 +295,7 @@ def tally(
         # A verification Redis no longer holds (it lost its data) has no claims to compare with.
         if status is not None and calls[_national(traffic.accepted[verification])] > claimed:
             twice += 1
+            twice_ids.append(verification)
         if claimed > 1:
             recalled += 1
     return Tally(
@@ -290,4 +306,6 @@ def tally(
         recalled_after_fault=recalled,
         recovery_s=None if recovered_at is None else round(recovered_at - fault_at, 1),
         statuses=dict(statuses),
+        lost_ids=sorted(waiting)[:EXAMPLES],
+        called_twice_ids=twice_ids[:EXAMPLES],
     )
