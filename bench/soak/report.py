@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Check", "checks", "growth", "markdown", "plot"]
+__all__ = ["Check", "checks", "growth", "markdown", "plot", "redis_bytes_per_verification"]
 
 _NOTES = Path(__file__).with_name("notes.md")
 
@@ -98,6 +98,18 @@ def checks(result: dict[str, Any]) -> list[Check]:
     return found
 
 
+def redis_bytes_per_verification(samples: Sequence[dict[str, Any]]) -> float | None:
+    """What Redis grew by per verification started, over the second half of the samples
+    (after the failover's replication buffers have come and gone)."""
+    if len(samples) < 4:
+        return None
+    middle, last = samples[len(samples) // 2], samples[-1]
+    started = int(last["accepted"]) - int(middle["accepted"])
+    if started <= 0:
+        return None
+    return (float(last["redis_used_mb"]) - float(middle["redis_used_mb"])) * 2**20 / started
+
+
 def markdown(result: dict[str, Any], plot_name: str) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     config = result["config"]
@@ -106,6 +118,15 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
     figures = result["figures"]
     rows = "\n".join(
         f"| {c.what} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |" for c in checks(result)
+    )
+    per_verification = redis_bytes_per_verification(result["samples"])
+    growth_line = (
+        f"Redis grew by {per_verification:.0f} bytes per verification started (second half of the run); "
+        f"a kept verification record takes {figures.get('verification_record_bytes')} bytes, and each of "
+        f"the {figures.get('event_entries')} entries of the event stream about "
+        f"{figures.get('event_entry_bytes')} bytes.\n\n"
+        if per_verification is not None
+        else ""
     )
     statuses = ", ".join(f"{status} {count}" for status, count in sorted(tally["statuses"].items()))
     return (
@@ -119,6 +140,7 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
         f"Accepted {tally['accepted']}; statuses at the end: {statuses}. Codes typed by users: "
         f"{figures['checks_sent']}. Errors producers saw (each start sent again): "
         f"{figures['producer_errors'] or 'none'}.\n\n"
+        f"{growth_line}"
         "| check | result | figures |\n|---|---|---|\n"
         f"{rows}\n\n"
         f"![Memory over the soak](soak/{plot_name})\n\n"

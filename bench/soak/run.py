@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -171,9 +172,28 @@ def soak(config: SoakConfig, say: Say) -> SoakResult:
         wrong = (counted.called_twice_ids + counted.lost_ids)[:DETAILED]
         if wrong:
             figures["what_went_wrong"] = _explain(stack, traffic, wrong)
+        figures.update(_memory_by_kind(stack, traffic))
         figures["producer_errors"] = dict(traffic.errors)
         figures["checks_sent"] = users.checks_sent
         return SoakResult(config, counted, samples, marks, figures)
+
+
+def _memory_by_kind(stack: LocalStack, traffic: Traffic) -> dict[str, Any]:
+    """Where Redis memory goes, for the capacity model: a kept verification record, and the
+    event stream (capped, so it stops growing at its cap)."""
+    client = sync_client(stack.redis_url, decode_responses=True, socket_timeout=30)
+    try:
+        ids = list(traffic.accepted)[:: max(1, len(traffic.accepted) // 200)]
+        sizes = [client.memory_usage(keys.verification(v), samples=0) or 0 for v in ids]
+        entries = int(client.xlen(keys.EVENTS))
+        stream = int(client.memory_usage(keys.EVENTS) or 0)
+    finally:
+        client.close()
+    return {
+        "verification_record_bytes": round(statistics.mean(sizes)) if sizes else None,
+        "event_entries": entries,
+        "event_entry_bytes": round(stream / entries) if entries else None,
+    }
 
 
 def _explain(stack: LocalStack, traffic: Traffic, verifications: list[str]) -> dict[str, Any]:
