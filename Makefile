@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test unit lint install bench chaos simulate clean up down
+.PHONY: run test unit lint install bench chaos simulate soak capacity clean up down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ chaos: install
 ## simulate: three routers through five scenarios in accelerated time (~15 min on 2 CPUs); writes docs/routing-quality.md
 simulate: install
 	$(BIN)/python -m bench.simulate
+
+## soak: 30 min of steady mixed traffic on two worker groups under Sentinel, a planned failover and a restart on the way; writes docs/soak.md
+soak: install
+	$(BIN)/python -m bench.soak
+
+## capacity: 1, 2 and 4 worker groups against one Redis, its CPU per verification (~10 min); writes docs/scaling.md
+capacity: install
+	$(BIN)/python -m bench.capacity
 
 ## up: the whole stack in containers (Redis, worker, callbacks, sandbox, Prometheus, Grafana)
 up:

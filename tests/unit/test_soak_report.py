@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.soak.report import checks, growth
+from bench.soak.report import checks, growth, redis_bytes_per_verification
 
 
 def _result(*, verify_mb: list[float], lost: int = 0, called_twice: int = 0) -> dict[str, Any]:
@@ -59,3 +59,8 @@ def test_growth_compares_the_second_quarter_with_the_last() -> None:
 
 def test_redis_memory_growing_with_its_keys_is_flat_per_key() -> None:
     assert _verdicts(_result(verify_mb=[80.0] * 20))["Redis memory per key flat"]
+
+
+def test_redis_growth_per_verification_is_read_over_the_second_half() -> None:
+    samples = [{"redis_used_mb": float(n), "accepted": 1024 * n} for n in range(10)]
+    assert redis_bytes_per_verification(samples) == 1024.0
