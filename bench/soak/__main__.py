@@ -8,6 +8,7 @@ when the soak could not run.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import signal
 import sys
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - began:7.1f}s] {text}", flush=True)
 
     result = soak(config, say).to_json()
+    result["finished_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     plot(result, args.docs / "soak" / PLOT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,7 +110,7 @@ def redis_bytes_per_verification(samples: Sequence[dict[str, Any]]) -> float | N
 
 
 def markdown(result: dict[str, Any], plot_name: str) -> str:
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = result["finished_at"]
     config = result["config"]
     tally = result["tally"]
     marks = result["marks"]
