@@ -6,20 +6,15 @@ Exits non-zero only when the benchmark could not run; missed targets are read fr
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench import report, scenarios
-from bench.harness import CPUS, ROOT, baselines_missing, stack
+from bench.harness import CPUS, ROOT, baselines_missing, machine, stack
 
 _NOTES = Path(__file__).with_name("notes.md")
 
@@ -81,16 +76,9 @@ def run(seconds: float, *, profile: bool, say: scenarios.Say) -> dict[str, Any]:
         say("sandbox capacity")
         capacity = scenarios.sandbox_capacity(bench, best)
         profiled = scenarios.profile(bench) if profile else None
-        redis_version = redis.Redis.from_url(started.redis_url).info("server")["redis_version"]
+        ran_on = machine(started.redis_url, seconds=seconds)
     return {
-        "machine": {
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpus": CPUS,
-            "python": platform.python_version(),
-            "redis": redis_version,
-            "commit": _commit(),
-            "seconds": seconds,
-        },
+        "machine": ran_on,
         "throughput": throughput,
         "checks": checked,
         "breaker": breaker,
@@ -113,17 +101,6 @@ def write(results: dict[str, Any], docs: Path, results_path: Path) -> None:
     notes = _NOTES.read_text(encoding="utf-8")
     text = report.markdown(results, image.name if plot_error is None else None, plot_error, notes)
     (docs / "benchmarks.md").write_text(text, encoding="utf-8")
-
-
-def _commit() -> str:
-    found = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - git from PATH, as a developer runs it
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    return found.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ the last one done, with the workers already running.
 
 from __future__ import annotations
 
+import datetime
 import json
 import multiprocessing
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -275,16 +277,64 @@ def open_verifications(started: LocalStack, phones: list[str], label: str) -> li
 
 def peak_rss_mb(worker: ManagedProcess) -> list[float]:
     """VmHWM of each worker process (the children of `flashcall worker`)."""
-    peaks = []
-    for pid in worker_pids(worker):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks.append(int(line.split()[1]) / 1024)
-    return peaks
+    return [peak for pid in worker_pids(worker) if (peak := memory_mb(pid, "VmHWM")) is not None]
+
+
+def memory_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """A memory figure of /proc/<pid>/status (VmRSS, VmHWM) in MB; None once the process is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def is_verification_process(pid: int) -> bool | None:
+    """Whether a worker process makes provider calls: those run niced (worker/cli.py), the
+    check processes and the supervisor do not. None once the process is gone."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, pid) > 0
+    except OSError:
+        return None
+
+
+def machine(redis_url: str, **more: Any) -> dict[str, Any]:
+    """What a measurement ran on, for its results: date, CPUs, Python, Redis, commit."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        redis_version = client.info("server")["redis_version"]
+    finally:
+        client.close()
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": CPUS,
+        "python": platform.python_version(),
+        "redis": redis_version,
+        "commit": _commit(),
+        **more,
+    }
+
+
+def _commit() -> str:
+    found = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - git from PATH, as a developer runs it
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    return found.stdout.strip() or "unknown"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, numbers: bool = False) -> str:
+    """A Markdown table; `numbers` aligns every column right."""
+    rule = "---:|" if numbers else "---|"
+    lines = ["| " + " | ".join(header) + " |", "|" + rule * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def worker_pids(worker: ManagedProcess) -> list[int]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.harness import markdown_table
+
 THREADS = 512
 """`flashcall worker`'s default threads per process: calls in flight per process at most."""
 
@@ -100,19 +102,13 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return text + unit
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def targets_table(results: dict[str, Any]) -> str:
     rows = []
     for target in TARGETS:
         value = target.measured(results)
         verdict = "n/a" if value is None else ("met" if target.met(value) else "**missed**")
         rows.append([target.name, target.goal, _fmt(value, target.unit), verdict])
-    return _table(["figure", "target", "measured", ""], rows)
+    return markdown_table(["figure", "target", "measured", ""], rows)
 
 
 def _baseline(run: dict[str, Any], module: str) -> str:
@@ -161,7 +157,7 @@ def throughput_table(results: dict[str, Any]) -> str:
         "sandbox CPU",
         "in-flight cap /s",
     ]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def details(results: dict[str, Any]) -> str:
@@ -173,7 +169,7 @@ def details(results: dict[str, Any]) -> str:
             for when, values in (("idle worker", checks["idle"]), ("under the 500 ms load", checks["load"]))
         ]
         parts.append("### Check round trip (FCALL flashcall_check until BLPOP has the answer)\n\n")
-        parts[-1] += _table(["", "checks", "p50", "p99"], rows)
+        parts[-1] += markdown_table(["", "checks", "p50", "p99"], rows)
     breaker = results.get("breaker")
     if breaker:
         rows = [
@@ -197,14 +193,14 @@ def details(results: dict[str, Any]) -> str:
         )
         parts.append(
             "### Breaker open: start → delivered when the cheaper provider is skipped\n\n"
-            + _table(["breaker of vp-cheap", "verifications", "delivered by", "p50", "p99"], rows)
+            + markdown_table(["breaker of vp-cheap", "verifications", "delivered by", "p50", "p99"], rows)
         )
     commands = results.get("commands")
     if commands:
         top = ", ".join(f"{name} {calls}" for name, calls in commands["top_commands_per_verification"])
         parts.append(
             "### Redis commands per verification, start to approved\n\n"
-            + _table(
+            + markdown_table(
                 ["figure", "per verification"],
                 [
                     [
@@ -251,10 +247,10 @@ def profile_section(results: dict[str, Any]) -> str:
         return "Not profiled in this run (--no-profile)."
     if "error" in found:
         return f"Not profiled: {found['error']}"
-    own = _table(
+    own = markdown_table(
         ["function (holding the GIL itself)", "% of samples"], [[f"`{n}`", str(p)] for n, p in found["self"]]
     )
-    inclusive = _table(
+    inclusive = markdown_table(
         ["project function (with what it calls)", "% of samples"],
         [[f"`{n}`", str(p)] for n, p in found["inclusive"]],
     )

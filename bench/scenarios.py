@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from bench.harness import (
     cpu_seconds,
     drive_baseline,
     drive_project,
+    is_verification_process,
     median,
     open_verifications,
     peak_rss_mb,
@@ -372,9 +372,7 @@ def profile(bench: Bench, latency_ms: int = 500) -> dict[str, Any]:
     count = bench.size(_PROJECT_RATE[latency_ms])
     folder = Path(tempfile.mkdtemp(prefix="flashcall-profile-"))
     with project_worker(bench, latency_ms) as worker:
-        # A verification process: the one nicer than the check process (and the metrics fork).
-        pids = worker_pids(worker)
-        pid = max(pids, key=lambda child: os.getpriority(os.PRIO_PROCESS, child))
+        pid = next(child for child in worker_pids(worker) if is_verification_process(child))
         output = folder / "profile.txt"
         seconds = max(3, int(bench.seconds * 0.7))
         argv = [spy, "record", "--format", "raw", "--gil", "--nonblocking", "--rate", "200"]

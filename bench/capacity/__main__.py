@@ -8,22 +8,17 @@ Exits 1 when a step could not run; the table says which and why.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import signal
-import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench.capacity import report
 from bench.capacity.measure import measure_step
-from bench.harness import CPUS, ROOT
+from bench.harness import ROOT, machine
 from worker.stack import REPO_ROUTING, local_stack
 
 _NOTES = Path(__file__).with_name("notes.md")
@@ -76,9 +71,6 @@ def run(groups: list[int], count: int, latency_ms: int, routing: Path) -> dict[s
 
     steps: list[dict[str, Any]] = []
     with local_stack(sandbox_latency_ms=latency_ms, routing_path=routing) as stack:
-        client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-        server = client.info("server")
-        client.close()
         for n, size in enumerate(groups):
             try:
                 step = measure_step(
@@ -94,16 +86,10 @@ def run(groups: list[int], count: int, latency_ms: int, routing: Path) -> dict[s
                 f"commands per verification, {step['redis_cpu_share']:.0%} of a core"
             )
             steps.append(step)
+        # Not pinned to a CPU: Redis counts its own CPU time (getrusage), whichever CPU ran it.
+        ran_on = machine(stack.redis_url, redis_cpu_affinity="none")
     return {
-        "machine": {
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpus": CPUS,
-            "python": platform.python_version(),
-            "redis": server["redis_version"],
-            "commit": _commit(),
-            # Not pinned to a CPU: Redis counts its own CPU time (getrusage), whichever CPU ran it.
-            "redis_cpu_affinity": "none",
-        },
+        "machine": ran_on,
         "settings": {
             "groups": groups,
             "count": count,
@@ -137,17 +123,6 @@ def write(results: dict[str, Any], docs: Path, results_path: Path) -> None:
     report.plot(results, docs / report.IMAGE)
     notes = _NOTES.read_text(encoding="utf-8")
     (docs / "scaling.md").write_text(report.markdown(results, notes), encoding="utf-8")
-
-
-def _commit() -> str:
-    found = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - git from PATH, as a developer runs it
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    return found.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

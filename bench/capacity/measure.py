@@ -23,7 +23,7 @@ import redis
 from bench.capacity.users import Users
 from bench.chaos.cluster import WorkerGroups
 from bench.chaos.traffic import Traffic
-from bench.harness import cpu_seconds, reset, worker_pids
+from bench.harness import cpu_seconds, is_verification_process, reset, worker_pids
 from worker import keys
 from worker.connections import sync_client
 from worker.errors import FlashcallError
@@ -83,8 +83,7 @@ class Probe:
         for group in self._groups:
             children = set(worker_pids(group)) - self._pids
             self._pids |= {group.process.pid, *children}
-            # The verification processes run niced (worker/cli.py); the check processes do not.
-            self._check_pids |= {pid for pid in children if _priority(pid) == 0}
+            self._check_pids |= {pid for pid in children if is_verification_process(pid) is False}
         cpu = cast(dict[str, float], self._client.info("cpu"))
         times = os.times()
         busy, total = _machine()
@@ -113,13 +112,6 @@ class Probe:
 
     def dead_groups(self) -> list[int]:
         return [n for n, group in enumerate(self._groups) if group.process.poll() is not None]
-
-
-def _priority(pid: int) -> int | None:
-    try:
-        return os.getpriority(os.PRIO_PROCESS, pid)
-    except OSError:
-        return None
 
 
 def _machine() -> tuple[float, float]:

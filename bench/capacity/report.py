@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.harness import markdown_table
+
 __all__ = ["IMAGE", "markdown", "measured", "plot", "table"]
 
 IMAGE = Path("scaling") / "throughput.png"
@@ -48,9 +50,7 @@ def table(results: dict[str, Any]) -> str:
                 busy,
             ]
         )
-    lines = ["| " + " | ".join(_HEADER) + " |", "|" + "---:|" * len(_HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(_HEADER, rows, numbers=True)
 
 
 def _ceiling_line(results: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos.scenarios import RECOVERY_BOUND_S, SCENARIOS
-from bench.harness import ROOT
+from bench.harness import ROOT, markdown_table
 
 _NOTES = Path(__file__).with_name("notes.md")
 
@@ -121,9 +121,7 @@ def table(results: list[dict[str, Any]]) -> str:
                 "; ".join(more).replace("|", "/"),
             ]
         )
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def markdown(results: list[dict[str, Any]]) -> str:

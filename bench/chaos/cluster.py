@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from bench.harness import worker_pids
+from bench.harness import is_verification_process, worker_pids
 from worker.errors import FlashcallError
 from worker.stack import REDIS_INSTALL_HINT, LocalStack, ManagedProcess, free_port
 
@@ -116,9 +116,8 @@ class WorkerGroups:
     def verification_process(self, n: int) -> int:
         """A process of group n that makes provider calls (the niced ones; the check process is not)."""
         for pid in worker_pids(self.groups[n]):
-            with contextlib.suppress(OSError):
-                if os.getpriority(os.PRIO_PROCESS, pid) > 0:
-                    return pid
+            if is_verification_process(pid):
+                return pid
         raise FlashcallError(f"group {n} has no verification process")
 
     def kill_process(self, n: int) -> None:

@@ -336,58 +336,33 @@ def maxmemory(say: Say) -> Result:
     )
 
 
-def sentinel_failover(say: Say) -> Result:
-    figures: dict[str, Any] = {}
+def _sentinel(
+    name: str,
+    title: str,
+    fault: str,
+    failover: Callable[[SentinelGroup], int],
+    expected_loss: str | None = None,
+) -> Callable[[Say], Result]:
+    """A failover of the Sentinel group under load, made by `failover`."""
 
-    def inject(env: Env) -> None:
-        assert env.sentinels is not None
-        began = time.monotonic()
-        figures["new_primary_after_s"] = None
-        env.sentinels.failover()
-        figures["new_primary_after_s"] = round(time.monotonic() - began, 1)
+    def scenario(say: Say) -> Result:
+        figures: dict[str, Any] = {}
 
-    with sentinel_environment() as env:
-        traffic, counted, in_flight = _drive(
-            env, "failover", rate=150, seconds=25, fault_after=8, inject=inject
-        )
-    figures["producer_errors"] = dict(traffic.errors)
-    return Result(
-        "Sentinel failover",
-        "SENTINEL FAILOVER (1 primary, 1 replica, 3 sentinels); workers and producers use redis+sentinel://",
-        in_flight,
-        counted,
-        figures=figures,
-        expected_loss=(
-            "replication is asynchronous: what the old primary took after the replica was promoted "
-            "and before clients moved (they ask the sentinels twice a second) is gone. A start lost "
-            "that way is a start the producer must send again (flashcall_status: not found); a claim "
-            "lost that way lets the attempt be made again, which is a second call"
-        ),
-    )
+        def inject(env: Env) -> None:
+            assert env.sentinels is not None
+            began = time.monotonic()
+            figures["new_primary_after_s"] = None
+            failover(env.sentinels)
+            figures["new_primary_after_s"] = round(time.monotonic() - began, 1)
 
+        with sentinel_environment() as env:
+            traffic, counted, in_flight = _drive(
+                env, name, rate=150, seconds=25, fault_after=8, inject=inject
+            )
+        figures["producer_errors"] = dict(traffic.errors)
+        return Result(title, fault, in_flight, counted, figures=figures, expected_loss=expected_loss)
 
-def sentinel_planned_failover(say: Say) -> Result:
-    figures: dict[str, Any] = {}
-
-    def inject(env: Env) -> None:
-        assert env.sentinels is not None
-        began = time.monotonic()
-        figures["new_primary_after_s"] = None
-        env.sentinels.planned_failover()
-        figures["new_primary_after_s"] = round(time.monotonic() - began, 1)
-
-    with sentinel_environment() as env:
-        traffic, counted, in_flight = _drive(
-            env, "planned", rate=150, seconds=25, fault_after=8, inject=inject
-        )
-    figures["producer_errors"] = dict(traffic.errors)
-    return Result(
-        "Sentinel planned failover",
-        "writes held (CLIENT PAUSE WRITE), replica caught up, SENTINEL FAILOVER, old primary made a replica",
-        in_flight,
-        counted,
-        figures=figures,
-    )
+    return scenario
 
 
 Scenario = Callable[[Say], Result]
@@ -427,8 +402,24 @@ SCENARIOS: dict[str, Scenario] = {
     "provider-hang": _provider_fault("provider-hang", {"hang": True}, "accepts and never answers"),
     "provider-trickle": _provider_fault("provider-trickle", {"trickle": True}, "answers a byte a second"),
     "provider-reset": _provider_fault("provider-reset", {"disconnect": True}, "resets connections"),
-    "sentinel-failover": sentinel_failover,
-    "sentinel-planned-failover": sentinel_planned_failover,
+    "sentinel-failover": _sentinel(
+        "failover",
+        "Sentinel failover",
+        "SENTINEL FAILOVER (1 primary, 1 replica, 3 sentinels); workers and producers use redis+sentinel://",
+        SentinelGroup.failover,
+        expected_loss=(
+            "replication is asynchronous: what the old primary took after the replica was promoted "
+            "and before clients moved (they ask the sentinels twice a second) is gone. A start lost "
+            "that way is a start the producer must send again (flashcall_status: not found); a claim "
+            "lost that way lets the attempt be made again, which is a second call"
+        ),
+    ),
+    "sentinel-planned-failover": _sentinel(
+        "planned",
+        "Sentinel planned failover",
+        "writes held (CLIENT PAUSE WRITE), replica caught up, SENTINEL FAILOVER, old primary made a replica",
+        SentinelGroup.planned_failover,
+    ),
     "burst": burst,
     "maxmemory": maxmemory,
 }

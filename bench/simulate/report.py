@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.harness import markdown_table
 from bench.simulate.metrics import rolling
 from bench.simulate.scenarios import SCENARIOS
 
@@ -158,7 +159,7 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
         "first flash call by",
         "verifications to react",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows: list[list[str]] = []
     for scenario in dict.fromkeys(r["scenario"] for r in results):
         runs = _by_router(results, scenario)
         oracle = runs.get("oracle")
@@ -167,9 +168,7 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
                 r for r in results if r["scenario"] == scenario and r["router"] == router and "error" in r
             ]
             if errored:
-                lines.append(
-                    f"| {scenario} | {router} | could not run: {errored[0]['error'].splitlines()[-1]} |"
-                )
+                rows.append([scenario, router, f"could not run: {errored[0]['error'].splitlines()[-1]}"])
                 continue
             r = runs.get(router)
             if r is None:
@@ -178,18 +177,27 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
             if oracle is not None and oracle["cost_per_approved"] and r["cost_per_approved"]:
                 versus = f"{r['cost_per_approved'] / oracle['cost_per_approved'] - 1:+.1%}"
             reactions = "; ".join(_reaction_text(c) for c in r["reactions"]) or "-"
-            lines.append(
-                f"| {scenario} | {router} | {r['count']} | {r['approved']} | {r['approval_rate']:.2%} | "
-                f"{_money(r['cost_per_approved'])} | {versus} | {_flash_shares(r)} | {reactions} |"
+            rows.append(
+                [
+                    scenario,
+                    router,
+                    str(r["count"]),
+                    str(r["approved"]),
+                    f"{r['approval_rate']:.2%}",
+                    _money(r["cost_per_approved"]),
+                    versus,
+                    _flash_shares(r),
+                    reactions,
+                ]
             )
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def verdict_table(found: Sequence[Verdict]) -> str:
-    lines = ["| scenario | target | result | learned vs reference |", "|---|---|---|---|"]
-    for v in found:
-        lines.append(f"| {v.scenario} | {v.target} | {'PASS' if v.passed else '**FAIL**'} | {v.detail} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["scenario", "target", "result", "learned vs reference"],
+        [[v.scenario, v.target, "PASS" if v.passed else "**FAIL**", v.detail] for v in found],
+    )
 
 
 def estimates_table(results: Sequence[Mapping[str, Any]], scenario: str = "steady") -> str:
@@ -197,16 +205,20 @@ def estimates_table(results: Sequence[Mapping[str, Any]], scenario: str = "stead
     run = _by_router(results, scenario).get("learned")
     if run is None or not run.get("estimates"):
         return ""
-    lines = [
-        "| provider | channel | operator | decayed trials | learned P(approved) | true |",
-        "|---|---|---|---|---|---|",
-    ]
-    for e in run["estimates"]:
-        lines.append(
-            f"| {e['provider']} | {e['channel']} | {e['operator']} | {e['trials']} | "
-            f"{e['estimate']:.3f} | {e['truth']:.3f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        ["provider", "channel", "operator", "decayed trials", "learned P(approved)", "true"],
+        [
+            [
+                e["provider"],
+                e["channel"],
+                e["operator"],
+                str(e["trials"]),
+                f"{e['estimate']:.3f}",
+                f"{e['truth']:.3f}",
+            ]
+            for e in run["estimates"]
+        ],
+    )
 
 
 def plot(results: Sequence[Mapping[str, Any]], scenario: str, path: Path, *, window: int) -> None:

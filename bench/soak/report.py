@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.harness import markdown_table
+
 __all__ = ["Check", "checks", "growth", "markdown", "plot", "redis_bytes_per_verification"]
 
 _NOTES = Path(__file__).with_name("notes.md")
@@ -115,8 +117,9 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
     tally = result["tally"]
     marks = result["marks"]
     figures = result["figures"]
-    rows = "\n".join(
-        f"| {c.what} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |" for c in checks(result)
+    verdicts = markdown_table(
+        ["check", "result", "figures"],
+        [[c.what, "pass" if c.passed else "**FAIL**", c.detail] for c in checks(result)],
     )
     per_verification = redis_bytes_per_verification(result["samples"])
     growth_line = (
@@ -140,8 +143,7 @@ def markdown(result: dict[str, Any], plot_name: str) -> str:
         f"{figures['checks_sent']}. Errors producers saw (each start sent again): "
         f"{figures['producer_errors'] or 'none'}.\n\n"
         f"{growth_line}"
-        "| check | result | figures |\n|---|---|---|\n"
-        f"{rows}\n\n"
+        f"{verdicts}\n\n"
         f"![Memory over the soak](soak/{plot_name})\n\n"
         f"{_NOTES.read_text(encoding='utf-8')}"
     )

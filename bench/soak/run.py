@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import statistics
 import tempfile
 import threading
@@ -20,7 +19,7 @@ import httpx
 
 from bench.chaos.cluster import WorkerGroups
 from bench.chaos.traffic import Tally, Traffic, Users, tally
-from bench.harness import reset, worker_pids
+from bench.harness import is_verification_process, memory_mb, reset, worker_pids
 from worker import keys
 from worker.connections import sync_client
 from worker.sentinel_stack import SentinelGroup, sentinel_group
@@ -31,6 +30,7 @@ __all__ = ["Sample", "SoakConfig", "SoakResult", "soak"]
 Say = Callable[[str], None]
 DETAILED = 5
 """Verifications lost or called twice whose whole story goes into the results."""
+_ROLES = {True: "verify", False: "check", None: "gone"}
 
 
 @dataclass(frozen=True)
@@ -254,36 +254,18 @@ def _sample_until(
 def _sample(
     at_s: float, client: Any, workers: WorkerGroups, receiver: ManagedProcess, traffic: Traffic
 ) -> Sample:
-    rss: dict[str, float] = {}
+    pids: dict[str, int] = {}
     for n, group in enumerate(list(workers.groups)):
-        rss[f"group{n} main"] = _rss_mb(group.process.pid)
+        pids[f"group{n} main"] = group.process.pid
         for pid in worker_pids(group):
-            rss[f"group{n} {_role(pid)}"] = _rss_mb(pid)
-    rss["callbacks"] = _rss_mb(receiver.process.pid)
+            pids[f"group{n} {_ROLES[is_verification_process(pid)]}"] = pid
+    pids["callbacks"] = receiver.process.pid
+    rss = {name: memory_mb(pid) for name, pid in pids.items()}
     memory = client.info("memory")
     return Sample(
         at_s=round(at_s, 1),
-        rss_mb={name: mb for name, mb in rss.items() if mb > 0},
+        rss_mb={name: round(mb, 1) for name, mb in rss.items() if mb},
         redis_used_mb=round(int(memory["used_memory"]) / 2**20, 2),
         redis_keys=int(client.dbsize()),
         accepted=len(traffic.accepted),
     )
-
-
-def _role(pid: int) -> str:
-    """The verification process runs niced (worker/cli.py), so that checks stay fast."""
-    try:
-        return "verify" if os.getpriority(os.PRIO_PROCESS, pid) > 0 else "check"
-    except OSError:
-        return "gone"
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0

@@ -75,11 +75,13 @@ def begin(
     return answer
 
 
-def deliver(client: redis.Redis, attempt: int, *, now: int, provider: str = "cheap") -> None:
+def deliver(
+    client: redis.Redis, attempt: int, *, now: int, provider: str = "cheap", verification_id: str = "order-1"
+) -> None:
     fcall(
         client,
         "flashcall_attempt_delivered",
-        "order-1",
+        verification_id,
         attempt,
         now,
         provider,
@@ -95,12 +97,12 @@ def deliver(client: redis.Redis, attempt: int, *, now: int, provider: str = "che
     )
 
 
-def time_out(client: redis.Redis, attempt: int, *, now: int) -> str:
+def time_out(client: redis.Redis, attempt: int, *, now: int, verification_id: str = "order-1") -> str:
     return str(
         fcall(
             client,
             "flashcall_attempt_failed",
-            "order-1",
+            verification_id,
             attempt,
             now,
             "timeout",
@@ -236,38 +238,8 @@ def test_an_estimate_remembers_about_memory_observations(library: redis.Redis, t
         verification_id = f"order-m{n}"
         start(library, verification_id)
         begin(library, 0, now=t0, learn="10:3600000:5", verification_id=verification_id)
-        fcall(
-            library,
-            "flashcall_attempt_delivered",
-            verification_id,
-            1,
-            t0,
-            "cheap",
-            "flashcall",
-            0,
-            "r",
-            3000,
-            "",
-            "0",
-            t0 + 60_000,
-            100,
-            DAY,
-        )
-        fcall(
-            library,
-            "flashcall_attempt_failed",
-            verification_id,
-            1,
-            t0,
-            "timeout",
-            "",
-            "timed_out",
-            t0 + 1,
-            "0",
-            "0",
-            -1,
-            0,
-        )
+        deliver(library, 1, now=t0, verification_id=verification_id)
+        time_out(library, 1, now=t0, verification_id=verification_id)
 
     found = learned(library)
     assert found is not None
@@ -280,62 +252,10 @@ def test_an_estimate_fades_with_the_time_it_goes_unobserved(library: redis.Redis
     deliver(library, 1, now=t0 + 500)
     check(library, "aa01", now=t0 + 10_000)
     start(library, "order-2")
-    fcall(
-        library,
-        "flashcall_begin_attempt",
-        "order-2",
-        0,
-        t0 + 3_600_000 + 10_000,
-        0,
-        "flashcall",
-        "cheap",
-        "",
-        t0 + 3_700_000,
-        30_000,
-        30_000,
-        5,
-        3000,
-        0,
-        DAY,
-        "",
-        "voicepassword",
-        0,
-        "megafon",
-        LEARN,
-    )
-    fcall(
-        library,
-        "flashcall_attempt_delivered",
-        "order-2",
-        1,
-        t0 + 3_600_000 + 10_000,
-        "cheap",
-        "flashcall",
-        0,
-        "r",
-        3000,
-        "",
-        "0",
-        t0 + 3_700_000,
-        100,
-        DAY,
-    )
-
-    fcall(
-        library,
-        "flashcall_attempt_failed",
-        "order-2",
-        1,
-        t0 + 3_600_000 + 10_000,
-        "timeout",
-        "",
-        "timed_out",
-        t0 + 3_700_000,
-        "0",
-        "0",
-        -1,
-        0,
-    )
+    an_hour_on = t0 + 3_600_000 + 10_000
+    begin(library, 0, now=an_hour_on, verification_id="order-2")
+    deliver(library, 1, now=an_hour_on, verification_id="order-2")
+    time_out(library, 1, now=an_hour_on, verification_id="order-2")
 
     found = learned(library)
     assert found is not None
@@ -474,38 +394,8 @@ def test_the_providers_recent_conversion_over_every_range_has_a_short_memory(
         verification_id = f"order-r{n}"
         start(library, verification_id)
         begin(library, 0, now=t0, learn="50:3600000:5", verification_id=verification_id)
-        fcall(
-            library,
-            "flashcall_attempt_delivered",
-            verification_id,
-            1,
-            t0,
-            "cheap",
-            "flashcall",
-            0,
-            "r",
-            3000,
-            "",
-            "0",
-            t0 + 60_000,
-            100,
-            DAY,
-        )
-        fcall(
-            library,
-            "flashcall_attempt_failed",
-            verification_id,
-            1,
-            t0,
-            "timeout",
-            "",
-            "timed_out",
-            t0 + 1,
-            "0",
-            "0",
-            -1,
-            0,
-        )
+        deliver(library, 1, now=t0, verification_id=verification_id)
+        time_out(library, 1, now=t0, verification_id=verification_id)
 
     recent = cast(str, library.hget(keys.PREFIX + "learn:cheap", "flashcall|*")).split(" ")
     assert float(recent[0]) == pytest.approx(5.0, rel=0.01)
