@@ -2,13 +2,23 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# uv lives in a venv of its own: `uv sync` keeps $(VENV) to exactly the lock, uv included.
+UV_HOME := .uv
+UV := $(UV_HOME)/bin/uv
+# The venv is the one uv.lock describes, on this machine's Python, never one uv downloads.
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test unit lint install bench chaos simulate soak capacity clean up down
+.PHONY: run test unit lint lock-check lock lock-uv install bench chaos simulate soak capacity clean up down
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(UV): requirements-uv.txt
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements-uv.txt
+	touch $@
+
+## install: .venv with exactly the versions of uv.lock (runtime and dev), the package editable
+$(BIN)/.installed: pyproject.toml uv.lock $(UV) | lock-check
+	$(UV) sync --locked --extra dev --python $(PYTHON)
 	touch $@
 
 install: $(BIN)/.installed
@@ -25,14 +35,30 @@ test: lint
 unit: install
 	$(BIN)/pytest -q -m "not integration"
 
-lint: install
+lint: install lock-check
 	$(BIN)/ruff check worker tests bench
 	$(BIN)/ruff format --check worker tests bench
 	$(BIN)/mypy
 
+# Fails when pyproject.toml asks for something uv.lock does not hold, or no longer asks for
+# something it does; offline, so it checks the commit, not what PyPI has today.
+lock-check: $(UV)
+	@$(UV) lock --check --offline --quiet || { \
+		echo "uv.lock does not match pyproject.toml: run 'make lock' and commit uv.lock" >&2; exit 1; }
+
+## lock: move uv.lock to the newest releases pyproject.toml allows (PACKAGE=name moves one alone)
+lock: $(UV)
+	$(UV) lock $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade)
+
+## lock-uv: pin uv itself at UV_VERSION, with its hashes, in requirements-uv.txt
+lock-uv: $(UV)
+	$(if $(UV_VERSION),,$(error give the version: make lock-uv UV_VERSION=X.Y.Z))
+	echo "uv==$(UV_VERSION)" | $(UV) pip compile --quiet --generate-hashes --no-annotate \
+		--custom-compile-command "make lock-uv UV_VERSION=$(UV_VERSION)" - -o requirements-uv.txt
+
 ## bench: the project against bare Dramatiq actors (~10 min); writes docs/benchmarks.md
 bench: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(UV) sync --locked --extra dev --extra bench --python $(PYTHON)
 	$(BIN)/python -m bench
 
 ## chaos: kill workers, restart and freeze Redis, break providers, flood it (~15 min); writes docs/reliability.md
@@ -60,4 +86,4 @@ down:
 	docker compose -f deploy/docker-compose.yml down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(UV_HOME) .pytest_cache .mypy_cache .ruff_cache

@@ -266,7 +266,7 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed (pip install -e '.[bench]')"
+        return "matplotlib is not installed (make install installs it)"
     cpus = results["machine"]["cpus"]
     figure, (by_processes, by_latency) = plt.subplots(1, 2, figsize=(11, 4.2))
     at_500 = sorted(

@@ -368,7 +368,7 @@ def profile(bench: Bench, latency_ms: int = 500) -> dict[str, Any]:
     # The venv's own py-spy, when `make bench` runs outside an activated venv.
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
-        return {"error": "py-spy is not installed (pip install -e '.[bench]')"}
+        return {"error": "py-spy is not installed (make bench installs it)"}
     count = bench.size(_PROJECT_RATE[latency_ms])
     folder = Path(tempfile.mkdtemp(prefix="flashcall-profile-"))
     with project_worker(bench, latency_ms) as worker:

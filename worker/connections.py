@@ -180,11 +180,11 @@ def sync_client(target: RedisTarget | str, **options: Any) -> redis.Redis:
     resolved = _target(target)
     if not resolved.via_sentinel:
         return redis.Redis.from_url(resolved.url, **options)
-    sentinel = _SyncSentinel(  # type: ignore[no-untyped-call]
+    sentinel = _SyncSentinel(
         list(resolved.sentinels), sentinel_kwargs=resolved._sentinel_options(), **resolved._primary_options()
     )
     sentinel.primary_watch = _watch_for(resolved)
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(
         resolved.service, connection_pool_class=_SyncPrimaryPool, **options
     )
     return client
@@ -202,7 +202,7 @@ def async_client(
             resolved.url, max_connections=pool_size, timeout=timeout, **options
         )
         return redis.asyncio.Redis.from_pool(pool)
-    sentinel = _AsyncSentinel(  # type: ignore[no-untyped-call]
+    sentinel = _AsyncSentinel(
         list(resolved.sentinels), sentinel_kwargs=resolved._sentinel_options(), **resolved._primary_options()
     )
     sentinel.primary_watch = _watch_for(resolved)
@@ -246,12 +246,12 @@ class _PrimaryWatch:
             threading.Thread(target=self._watch, name="flashcall-primary-watch", daemon=True).start()
 
     def _watch(self) -> None:
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(
             list(self._target.sentinels), sentinel_kwargs=self._target._sentinel_options()
         )
         while True:
             try:
-                host, port = sentinel.discover_master(self._target.service)  # type: ignore[no-untyped-call]
+                host, port = sentinel.discover_master(self._target.service)
                 self._address = (str(host), int(port))
             except (redis.ConnectionError, redis.TimeoutError):
                 pass
