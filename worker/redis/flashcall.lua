@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '9'
+local VERSION = '10'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -242,6 +242,40 @@ end
 -- Request validation (producer side)
 ---------------------------------------------------------------------------
 
+local function json_number(token)
+    local int, rest = token:match('^%-?(%d+)(.*)$')
+    if not int or (#int > 1 and int:sub(1, 1) == '0') then return false end
+    rest = rest:gsub('^%.%d+', '', 1)
+    rest = rest:gsub('^[eE][%+%-]?%d+', '', 1)
+    return rest == ''
+end
+
+-- cjson reads numbers with strtod, so it also takes what JSON does not: 0x40, +1, 012, 1.,
+-- NaN, Infinity. The first such numeral outside strings in text cjson decoded, shortened.
+local function non_json_numeral(payload)
+    local i = 1
+    while true do
+        local at, _, found = payload:find('(["%w%+%-%.])', i)
+        if not at then return nil end
+        if found == '"' then
+            -- Skip the string: to the next quote that no backslash escapes.
+            local j = at + 1
+            while true do
+                local stop, _, c = payload:find('([\\"])', j)
+                if not stop then return nil end
+                if c == '"' then i = stop + 1 break end
+                j = stop + 2
+            end
+        else
+            local token = payload:match('^[%w%+%-%.]+', at)
+            if token ~= 'true' and token ~= 'false' and token ~= 'null' and not json_number(token) then
+                return #token > 24 and (token:sub(1, 24) .. '...') or token
+            end
+            i = at + #token
+        end
+    end
+end
+
 local function decode_request(args, fields)
     local payload = args[1]
     if #args ~= 1 or type(payload) ~= 'string' or payload == '' then
@@ -253,6 +287,10 @@ local function decode_request(args, fields)
     local ok, request = pcall(cjson.decode, payload)
     if not ok or type(request) ~= 'table' or payload:match('^%s*{') == nil then
         return nil, 'request is not a JSON object'
+    end
+    local numeral = non_json_numeral(payload)
+    if numeral then
+        return nil, 'request is not a JSON object: ' .. numeral .. ' is not a JSON number'
     end
     local unknown = {}
     for name, _ in pairs(request) do
@@ -275,9 +313,11 @@ local function valid_id(id)
     return id
 end
 
+-- One definition with worker/phone.py, tested against the same table (tests/cases/phones.json):
+-- only the ASCII space, '-', '(' and ')' are dropped, and the digits are ASCII.
 local function normalise_phone(phone)
     if type(phone) ~= 'string' then return nil, "'phone' is required and must be a string" end
-    local compact = phone:gsub('[%s%-%(%)]', '')
+    local compact = phone:gsub('[ %-%(%)]', '')
     local national = compact:match('^%+7(%d+)$') or compact:match('^[78](%d+)$')
     if not national or #national ~= 10 then
         return nil, "'phone' must be a Russian number: +7XXXXXXXXXX, 7XXXXXXXXXX or 8XXXXXXXXXX"
@@ -285,35 +325,48 @@ local function normalise_phone(phone)
     return '7' .. national
 end
 
+-- Client addresses: one definition with worker/addresses.py, tested against the same table
+-- (tests/cases/ips.json). IPv4 as a dotted quad without leading zeros; IPv6 as RFC 4291
+-- writes it (eight groups of 1 to 4 hex digits, one '::' for one or more zero groups, the
+-- last two groups optionally as a dotted quad); no zone id.
 local function valid_ipv4(text)
     local parts = {text:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')}
     if #parts ~= 4 then return false end
     for _, part in ipairs(parts) do
-        if #part > 3 or tonumber(part) > 255 then return false end
+        if #part > 3 or tonumber(part) > 255 or (#part > 1 and part:sub(1, 1) == '0') then return false end
     end
     return true
 end
 
+-- How many hex groups 'a:b:c' holds ('' holds none), or nil if it is not such a list.
+local function hex_groups(text)
+    if text == '' then return 0 end
+    local n = 0
+    for group in (text .. ':'):gmatch('([^:]*):') do
+        if not group:match('^%x%x?%x?%x?$') then return nil end
+        n = n + 1
+    end
+    return n
+end
+
+local function valid_ipv6(text)
+    local needed = 8
+    local v4 = text:match(':(%d+%.%d+%.%d+%.%d+)$')
+    if v4 then
+        if not valid_ipv4(v4) then return false end
+        needed = 6
+        text = text:sub(1, #text - #v4)
+        if text:sub(-2) ~= '::' then text = text:sub(1, -2) end
+    end
+    local first, last = text:find('::', 1, true)
+    if not first then return hex_groups(text) == needed end
+    local before, after = hex_groups(text:sub(1, first - 1)), hex_groups(text:sub(last + 1))
+    return before ~= nil and after ~= nil and before + after < needed
+end
+
 local function valid_ip(text)
     if type(text) ~= 'string' or #text > 45 then return false end
-    if valid_ipv4(text) then return true end
-    -- IPv6: hex groups of 1 to 4 digits, at most one '::', optionally ending in an IPv4 address.
-    local head, tail = text:match('^(.-):(%d+%.%d+%.%d+%.%d+)$')
-    local groups = text
-    if head then
-        if not valid_ipv4(tail) then return false end
-        groups = head .. ':0:0'
-    end
-    if not groups:match('^[%x:]+$') or not groups:find(':') or groups:find(':::') then return false end
-    local _, doubles = groups:gsub('::', '')
-    if doubles > 1 then return false end
-    local count = 0
-    for group in groups:gmatch('[^:]+') do
-        if #group > 4 then return false end
-        count = count + 1
-    end
-    if doubles == 0 then return count == 8 end
-    return count < 8
+    return valid_ipv4(text) or valid_ipv6(text)
 end
 
 local function integer_in(value, name, low, high)
