@@ -28,6 +28,8 @@ local K_EXPIRY_TIMERS = PREFIX .. 'timers:expire'
 local K_POLL_TIMERS = PREFIX .. 'timers:poll'
 local K_POLICIES = PREFIX .. 'config:policies'
 local K_LIMITS = PREFIX .. 'config:limits'
+-- Refused starts, oldest first ('<ms> <id>'): what bounds them (refuse_start).
+local K_REFUSED = PREFIX .. 'refused'
 -- Counts of what the library does, drained into the workers' Prometheus counters.
 local K_METRICS = PREFIX .. 'metrics'
 -- The choice learned routing leads with, per policy:channel:operator (a provider, or '-'
@@ -44,6 +46,10 @@ local MIN_TTL, MAX_TTL = 30, 86400
 local MAX_CHECKS = 3
 -- A verification stays readable (status, idempotent start) this long after its lifetime.
 local RETENTION_MS = 86400 * 1000
+-- A refused start (rate_limited) is remembered this long, and at most this many at once
+-- (the oldest forgotten first), in K_REFUSED's order: a flood of refused ids stays bounded.
+local REFUSED_RETENTION_MS = 3600 * 1000
+local REFUSED_MAX = 100000
 local REPLY_TTL = 60
 -- A start whose first message was lost is picked up again after this long.
 local START_RECOVERY_MS = 30000
@@ -493,11 +499,43 @@ local function remember_start(phone, id, now)
     redis.call('PEXPIRE', key, longest)
 end
 
+-- A start refused for its number's limits keeps only what the contract needs: the status
+-- (failed, rate_limited) and an idempotent repeat of the id (its phone), for an hour, and one
+-- small `failed` event; no metadata. Refused ids are forgotten oldest first past REFUSED_MAX.
+local function refuse_start(request, now)
+    local at = fmt_int(now)
+    redis.call('HSET', vkey(request.id), 'phone', request.phone, 'policy', request.policy, 'status', 'failed',
+        'reason', 'rate_limited', 'created_at', at, 'updated_at', at, 'expires_at', at)
+    redis.call('PEXPIREAT', vkey(request.id), now + REFUSED_RETENTION_MS)
+    local length = redis.call('RPUSH', K_REFUSED, at .. ' ' .. request.id)
+    -- One over the cap at most, and a few that aged out: each call's work stays small.
+    local aged = 0
+    while length > 0 do
+        local since, id = string.match(redis.call('LINDEX', K_REFUSED, 0) or '', '^(%d+) (.+)$')
+        local stale = not since or now - tonumber(since) >= REFUSED_RETENTION_MS
+        if length <= REFUSED_MAX then
+            if aged >= 4 or not stale then break end
+            aged = aged + 1
+        end
+        redis.call('LPOP', K_REFUSED)
+        length = length - 1
+        -- Only the refused record itself (the id may have started for real since), and with
+        -- the producer's own rights: an expiry in the past deletes the key at once.
+        local record = since and redis.call('HMGET', vkey(id), 'reason', 'created_at') or {}
+        if record[1] == 'rate_limited' and record[2] == since then redis.call('PEXPIREAT', vkey(id), 1) end
+    end
+    redis.call('PEXPIRE', K_REFUSED, REFUSED_RETENTION_MS)
+    count('started|' .. request.policy)
+    count('finished|failed|rate_limited')
+    emit('failed', {id = request.id, status = 'failed', attempt = 0}, now,
+        {reason = 'rate_limited', client_ip = request.client_ip})
+end
+
 local function start(_, args)
     local request, err = validate_start(args)
     if not request then return refuse(err) end
     local key = vkey(request.id)
-    local existing = redis.call('HMGET', key, 'phone', 'status', 'expires_at')
+    local existing = redis.call('HMGET', key, 'phone', 'status', 'expires_at', 'reason')
     local now = now_ms()
     if existing[1] then
         if existing[1] ~= request.phone then
@@ -505,25 +543,13 @@ local function start(_, args)
         end
         local current = existing[2]
         if not FINAL[current] and now >= tonumber(existing[3]) then current = 'expired' end
-        return cjson.encode({id = request.id, status = current, created = false})
+        return cjson.encode({id = request.id, status = current, created = false,
+                             reason = existing[4] == 'rate_limited' and 'rate_limited' or nil})
     end
 
     local retry_after = phone_limited(request.phone, now)
     if retry_after then
-        -- Refused, but recorded: the producer sees a clear status and the stream an event.
-        redis.call('HSET', key, 'id', request.id, 'phone', request.phone, 'policy', request.policy,
-            'channels', request.channels, 'code_length', request.code_length, 'ttl', request.ttl,
-            'client_ip', request.client_ip, 'metadata', request.metadata, 'status', 'failed',
-            'reason', 'rate_limited', 'created_at', fmt_int(now), 'updated_at', fmt_int(now),
-            'finished_at', fmt_int(now), 'expires_at', fmt_int(now), 'attempt', 0, 'attempt_state', '',
-            'step', '', 'channel', '', 'provider', '', 'provider_ref', '', 'tried', '', 'delivered', 0,
-            'codes', '', 'checks', 0, 'max_checks', MAX_CHECKS, 'cost_e4', 0)
-        redis.call('PEXPIREAT', key, now + RETENTION_MS)
-        local v = {id = request.id, status = 'failed', metadata = request.metadata}
-        count('started|' .. request.policy)
-        count('finished|failed|rate_limited')
-        emit('created', v, now, {client_ip = request.client_ip})
-        emit('failed', v, now, {reason = 'rate_limited'})
+        refuse_start(request, now)
         return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', created = true,
                              retry_after = math.ceil(retry_after / 1000)})
     end
@@ -582,7 +608,7 @@ local function check(_, args)
         reply(reply_key, id, status, {status = status})
         return reply_key
     end
-    local checks, max_checks = tonumber(v.checks), tonumber(v.max_checks)
+    local checks, max_checks = tonumber(v.checks) or 0, tonumber(v.max_checks) or MAX_CHECKS
     if status == 'failed' then
         reply(reply_key, id, 'rejected', {status = status, attempts_left = math.max(0, max_checks - checks)})
         return reply_key
