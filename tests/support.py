@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -16,7 +17,7 @@ from worker.stack import LocalStack
 #: sandbox on a routing file of this text, for a module whose routing differs.
 OwnStack = Callable[[str], AbstractContextManager[LocalStack]]
 
-__all__ = ["OwnStack", "Sandbox", "fcall"]
+__all__ = ["OwnStack", "Sandbox", "cases", "fcall"]
 
 
 class Sandbox:
@@ -54,3 +55,10 @@ def fcall(client: redis.Redis, function: str, *args: str | int) -> Any:
     if isinstance(answer, str) and answer[:1] in "{[":
         return json.loads(answer)
     return answer
+
+
+def cases(name: str) -> list[dict[str, Any]]:
+    """A table of tests/cases/: inputs with what the library and the Python side both make of
+    them ('normal', the stored form or null for refused; 'valid'), and why."""
+    path = Path(__file__).parent / "cases" / f"{name}.json"
+    return cast(list[dict[str, Any]], json.loads(path.read_text(encoding="utf-8")))

@@ -19,6 +19,8 @@ CHECK_QUEUE = "checks"
 EVENTS = PREFIX + "events"
 TIMERS = PREFIX + "timers"
 SEQUENCE = PREFIX + "seq"
+#: The refused starts remembered, oldest first ("<ms> <id>"), so that they stay bounded.
+REFUSED = PREFIX + "refused"
 
 
 def verification(verification_id: str) -> str:

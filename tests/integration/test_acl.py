@@ -123,6 +123,20 @@ def test_a_producer_starts_a_verification(as_producer: Producer, phone: str, ver
     assert (answer["status"], answer["created"]) == ("pending", True)
 
 
+def test_a_producer_meets_a_numbers_limit_and_its_refusal_is_remembered(
+    acl_server: AclServer, as_producer: Producer, phone: str, verification_id: str
+) -> None:
+    admin = acl_server.client("flashcall-admin")
+    admin.lpush(keys.REFUSED, "1 aged-out")  # so that this refusal also forgets one
+    admin.close()
+    as_producer.start(verification_id, "+" + phone, channels=["flashcall"])
+
+    answer = as_producer.start(verification_id + "-again", "+" + phone, channels=["flashcall"])
+
+    assert (answer["status"], answer["reason"]) == ("failed", "rate_limited")
+    assert as_producer.status(verification_id + "-again")["reason"] == "rate_limited"
+
+
 def test_a_producer_reads_the_answer_of_its_check_from_the_reply_key(
     as_producer: Producer, verification_id: str
 ) -> None:

@@ -39,6 +39,7 @@ DOCUMENTED_REFUSALS = re.compile(
             r"expected one argument: a JSON object",
             r"request is \d+ bytes, the limit is 4096",
             r"request is not a JSON object",
+            r"request is not a JSON object: [0-9A-Za-z.+-]+(?:\.\.\.)? is not a JSON number",
             r"unknown field '.*'",
             r"'id' is required and must be a string",
             r"'id' must be 1 to 128 characters of letters, digits and \. _ : - "
@@ -286,26 +287,35 @@ def test_a_refused_start_writes_nothing(server: redis.Redis, payload: bytes) -> 
         assert snapshot(server) == before
 
 
+def _events_of(client: redis.Redis, verification_id: str) -> list[bytes]:
+    return [
+        fields[b"event"]
+        for _, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(keys.EVENTS))
+        if fields[b"id"] == verification_id.encode()
+    ]
+
+
 @FUZZ
 @given(payload=payloads(start_requests))
-def test_an_accepted_start_stores_a_whole_verification(server: redis.Redis, payload: bytes) -> None:
+def test_an_accepted_start_stores_a_whole_verification_or_a_refusals_small_record(
+    server: redis.Redis, payload: bytes
+) -> None:
     kind, text = call(server, "flashcall_start", payload)
-    if kind == "answer" and json.loads(text)["created"]:
-        verification_id = json.loads(text)["id"]
-        stored = cast(dict[bytes, bytes], server.hgetall(keys.verification(verification_id)))
+    if kind != "answer" or not json.loads(text)["created"]:
+        return
+    verification_id = json.loads(text)["id"]
+    stored = cast(dict[bytes, bytes], server.hgetall(keys.verification(verification_id)))
+    if json.loads(text).get("reason") == "rate_limited":
+        assert set(stored) == {
+            b"phone", b"policy", b"status", b"reason", b"created_at", b"updated_at", b"expires_at"
+        }  # fmt: skip
+        assert _events_of(server, verification_id) == [b"failed"]
+    else:
         assert {b"phone", b"status", b"expires_at", b"checks", b"max_checks", b"codes"} <= set(stored)
-        created = [
-            fields
-            for _, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], server.xrange(keys.EVENTS))
-            if fields[b"id"] == verification_id.encode() and fields[b"event"] == b"created"
-        ]
-        assert len(created) == 1
-        if stored[b"status"] == b"pending":
-            advances = [
-                m["args"][0] for m in queued(server, keys.VERIFY_QUEUE) if m["actor_name"] == "advance"
-            ]
-            assert verification_id in advances
-        assert json.loads(server.fcall("flashcall_status", 0, verification_id))["id"] == verification_id
+        assert _events_of(server, verification_id) == [b"created"]
+        advances = [m["args"][0] for m in queued(server, keys.VERIFY_QUEUE) if m["actor_name"] == "advance"]
+        assert verification_id in advances
+    assert json.loads(server.fcall("flashcall_status", 0, verification_id))["id"] == verification_id
 
 
 @FUZZ

@@ -55,6 +55,10 @@ def test_sequence_key_agrees() -> None:
     assert lua_prefixed("K_SEQ") == keys.SEQUENCE == "flashcall:seq"
 
 
+def test_refused_starts_key_agrees() -> None:
+    assert lua_prefixed("K_REFUSED") == keys.REFUSED == "flashcall:refused"
+
+
 def test_verification_key_agrees() -> None:
     assert re.search(r"local function vkey\(id\) return PREFIX \.\. 'v:' \.\. id end", LUA)
     assert keys.verification("order-42") == lua_string("PREFIX") + "v:" + "order-42"

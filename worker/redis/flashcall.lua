@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '9'
+local VERSION = '10'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -28,6 +28,8 @@ local K_EXPIRY_TIMERS = PREFIX .. 'timers:expire'
 local K_POLL_TIMERS = PREFIX .. 'timers:poll'
 local K_POLICIES = PREFIX .. 'config:policies'
 local K_LIMITS = PREFIX .. 'config:limits'
+-- Refused starts, oldest first ('<ms> <id>'): what bounds them (refuse_start).
+local K_REFUSED = PREFIX .. 'refused'
 -- Counts of what the library does, drained into the workers' Prometheus counters.
 local K_METRICS = PREFIX .. 'metrics'
 -- The choice learned routing leads with, per policy:channel:operator (a provider, or '-'
@@ -44,6 +46,10 @@ local MIN_TTL, MAX_TTL = 30, 86400
 local MAX_CHECKS = 3
 -- A verification stays readable (status, idempotent start) this long after its lifetime.
 local RETENTION_MS = 86400 * 1000
+-- A refused start (rate_limited) is remembered this long, and at most this many at once
+-- (the oldest forgotten first), in K_REFUSED's order: a flood of refused ids stays bounded.
+local REFUSED_RETENTION_MS = 3600 * 1000
+local REFUSED_MAX = 100000
 local REPLY_TTL = 60
 -- A start whose first message was lost is picked up again after this long.
 local START_RECOVERY_MS = 30000
@@ -242,6 +248,40 @@ end
 -- Request validation (producer side)
 ---------------------------------------------------------------------------
 
+local function json_number(token)
+    local int, rest = token:match('^%-?(%d+)(.*)$')
+    if not int or (#int > 1 and int:sub(1, 1) == '0') then return false end
+    rest = rest:gsub('^%.%d+', '', 1)
+    rest = rest:gsub('^[eE][%+%-]?%d+', '', 1)
+    return rest == ''
+end
+
+-- cjson reads numbers with strtod, so it also takes what JSON does not: 0x40, +1, 012, 1.,
+-- NaN, Infinity. The first such numeral outside strings in text cjson decoded, shortened.
+local function non_json_numeral(payload)
+    local i = 1
+    while true do
+        local at, _, found = payload:find('(["%w%+%-%.])', i)
+        if not at then return nil end
+        if found == '"' then
+            -- Skip the string: to the next quote that no backslash escapes.
+            local j = at + 1
+            while true do
+                local stop, _, c = payload:find('([\\"])', j)
+                if not stop then return nil end
+                if c == '"' then i = stop + 1 break end
+                j = stop + 2
+            end
+        else
+            local token = payload:match('^[%w%+%-%.]+', at)
+            if token ~= 'true' and token ~= 'false' and token ~= 'null' and not json_number(token) then
+                return #token > 24 and (token:sub(1, 24) .. '...') or token
+            end
+            i = at + #token
+        end
+    end
+end
+
 local function decode_request(args, fields)
     local payload = args[1]
     if #args ~= 1 or type(payload) ~= 'string' or payload == '' then
@@ -253,6 +293,10 @@ local function decode_request(args, fields)
     local ok, request = pcall(cjson.decode, payload)
     if not ok or type(request) ~= 'table' or payload:match('^%s*{') == nil then
         return nil, 'request is not a JSON object'
+    end
+    local numeral = non_json_numeral(payload)
+    if numeral then
+        return nil, 'request is not a JSON object: ' .. numeral .. ' is not a JSON number'
     end
     local unknown = {}
     for name, _ in pairs(request) do
@@ -275,9 +319,11 @@ local function valid_id(id)
     return id
 end
 
+-- One definition with worker/phone.py, tested against the same table (tests/cases/phones.json):
+-- only the ASCII space, '-', '(' and ')' are dropped, and the digits are ASCII.
 local function normalise_phone(phone)
     if type(phone) ~= 'string' then return nil, "'phone' is required and must be a string" end
-    local compact = phone:gsub('[%s%-%(%)]', '')
+    local compact = phone:gsub('[ %-%(%)]', '')
     local national = compact:match('^%+7(%d+)$') or compact:match('^[78](%d+)$')
     if not national or #national ~= 10 then
         return nil, "'phone' must be a Russian number: +7XXXXXXXXXX, 7XXXXXXXXXX or 8XXXXXXXXXX"
@@ -285,35 +331,48 @@ local function normalise_phone(phone)
     return '7' .. national
 end
 
+-- Client addresses: one definition with worker/addresses.py, tested against the same table
+-- (tests/cases/ips.json). IPv4 as a dotted quad without leading zeros; IPv6 as RFC 4291
+-- writes it (eight groups of 1 to 4 hex digits, one '::' for one or more zero groups, the
+-- last two groups optionally as a dotted quad); no zone id.
 local function valid_ipv4(text)
     local parts = {text:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')}
     if #parts ~= 4 then return false end
     for _, part in ipairs(parts) do
-        if #part > 3 or tonumber(part) > 255 then return false end
+        if #part > 3 or tonumber(part) > 255 or (#part > 1 and part:sub(1, 1) == '0') then return false end
     end
     return true
 end
 
+-- How many hex groups 'a:b:c' holds ('' holds none), or nil if it is not such a list.
+local function hex_groups(text)
+    if text == '' then return 0 end
+    local n = 0
+    for group in (text .. ':'):gmatch('([^:]*):') do
+        if not group:match('^%x%x?%x?%x?$') then return nil end
+        n = n + 1
+    end
+    return n
+end
+
+local function valid_ipv6(text)
+    local needed = 8
+    local v4 = text:match(':(%d+%.%d+%.%d+%.%d+)$')
+    if v4 then
+        if not valid_ipv4(v4) then return false end
+        needed = 6
+        text = text:sub(1, #text - #v4)
+        if text:sub(-2) ~= '::' then text = text:sub(1, -2) end
+    end
+    local first, last = text:find('::', 1, true)
+    if not first then return hex_groups(text) == needed end
+    local before, after = hex_groups(text:sub(1, first - 1)), hex_groups(text:sub(last + 1))
+    return before ~= nil and after ~= nil and before + after < needed
+end
+
 local function valid_ip(text)
     if type(text) ~= 'string' or #text > 45 then return false end
-    if valid_ipv4(text) then return true end
-    -- IPv6: hex groups of 1 to 4 digits, at most one '::', optionally ending in an IPv4 address.
-    local head, tail = text:match('^(.-):(%d+%.%d+%.%d+%.%d+)$')
-    local groups = text
-    if head then
-        if not valid_ipv4(tail) then return false end
-        groups = head .. ':0:0'
-    end
-    if not groups:match('^[%x:]+$') or not groups:find(':') or groups:find(':::') then return false end
-    local _, doubles = groups:gsub('::', '')
-    if doubles > 1 then return false end
-    local count = 0
-    for group in groups:gmatch('[^:]+') do
-        if #group > 4 then return false end
-        count = count + 1
-    end
-    if doubles == 0 then return count == 8 end
-    return count < 8
+    return valid_ipv4(text) or valid_ipv6(text)
 end
 
 local function integer_in(value, name, low, high)
@@ -440,11 +499,43 @@ local function remember_start(phone, id, now)
     redis.call('PEXPIRE', key, longest)
 end
 
+-- A start refused for its number's limits keeps only what the contract needs: the status
+-- (failed, rate_limited) and an idempotent repeat of the id (its phone), for an hour, and one
+-- small `failed` event; no metadata. Refused ids are forgotten oldest first past REFUSED_MAX.
+local function refuse_start(request, now)
+    local at = fmt_int(now)
+    redis.call('HSET', vkey(request.id), 'phone', request.phone, 'policy', request.policy, 'status', 'failed',
+        'reason', 'rate_limited', 'created_at', at, 'updated_at', at, 'expires_at', at)
+    redis.call('PEXPIREAT', vkey(request.id), now + REFUSED_RETENTION_MS)
+    local length = redis.call('RPUSH', K_REFUSED, at .. ' ' .. request.id)
+    -- One over the cap at most, and a few that aged out: each call's work stays small.
+    local aged = 0
+    while length > 0 do
+        local since, id = string.match(redis.call('LINDEX', K_REFUSED, 0) or '', '^(%d+) (.+)$')
+        local stale = not since or now - tonumber(since) >= REFUSED_RETENTION_MS
+        if length <= REFUSED_MAX then
+            if aged >= 4 or not stale then break end
+            aged = aged + 1
+        end
+        redis.call('LPOP', K_REFUSED)
+        length = length - 1
+        -- Only the refused record itself (the id may have started for real since), and with
+        -- the producer's own rights: an expiry in the past deletes the key at once.
+        local record = since and redis.call('HMGET', vkey(id), 'reason', 'created_at') or {}
+        if record[1] == 'rate_limited' and record[2] == since then redis.call('PEXPIREAT', vkey(id), 1) end
+    end
+    redis.call('PEXPIRE', K_REFUSED, REFUSED_RETENTION_MS)
+    count('started|' .. request.policy)
+    count('finished|failed|rate_limited')
+    emit('failed', {id = request.id, status = 'failed', attempt = 0}, now,
+        {reason = 'rate_limited', client_ip = request.client_ip})
+end
+
 local function start(_, args)
     local request, err = validate_start(args)
     if not request then return refuse(err) end
     local key = vkey(request.id)
-    local existing = redis.call('HMGET', key, 'phone', 'status', 'expires_at')
+    local existing = redis.call('HMGET', key, 'phone', 'status', 'expires_at', 'reason')
     local now = now_ms()
     if existing[1] then
         if existing[1] ~= request.phone then
@@ -452,25 +543,13 @@ local function start(_, args)
         end
         local current = existing[2]
         if not FINAL[current] and now >= tonumber(existing[3]) then current = 'expired' end
-        return cjson.encode({id = request.id, status = current, created = false})
+        return cjson.encode({id = request.id, status = current, created = false,
+                             reason = existing[4] == 'rate_limited' and 'rate_limited' or nil})
     end
 
     local retry_after = phone_limited(request.phone, now)
     if retry_after then
-        -- Refused, but recorded: the producer sees a clear status and the stream an event.
-        redis.call('HSET', key, 'id', request.id, 'phone', request.phone, 'policy', request.policy,
-            'channels', request.channels, 'code_length', request.code_length, 'ttl', request.ttl,
-            'client_ip', request.client_ip, 'metadata', request.metadata, 'status', 'failed',
-            'reason', 'rate_limited', 'created_at', fmt_int(now), 'updated_at', fmt_int(now),
-            'finished_at', fmt_int(now), 'expires_at', fmt_int(now), 'attempt', 0, 'attempt_state', '',
-            'step', '', 'channel', '', 'provider', '', 'provider_ref', '', 'tried', '', 'delivered', 0,
-            'codes', '', 'checks', 0, 'max_checks', MAX_CHECKS, 'cost_e4', 0)
-        redis.call('PEXPIREAT', key, now + RETENTION_MS)
-        local v = {id = request.id, status = 'failed', metadata = request.metadata}
-        count('started|' .. request.policy)
-        count('finished|failed|rate_limited')
-        emit('created', v, now, {client_ip = request.client_ip})
-        emit('failed', v, now, {reason = 'rate_limited'})
+        refuse_start(request, now)
         return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', created = true,
                              retry_after = math.ceil(retry_after / 1000)})
     end
@@ -529,7 +608,7 @@ local function check(_, args)
         reply(reply_key, id, status, {status = status})
         return reply_key
     end
-    local checks, max_checks = tonumber(v.checks), tonumber(v.max_checks)
+    local checks, max_checks = tonumber(v.checks) or 0, tonumber(v.max_checks) or MAX_CHECKS
     if status == 'failed' then
         reply(reply_key, id, 'rejected', {status = status, attempts_left = math.max(0, max_checks - checks)})
         return reply_key
