@@ -125,10 +125,10 @@ def hide_message_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> Ev
 def hide_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Replace every value hidden in this context, and those found on this line, wherever
     they stand in the line (exception texts included: they are rendered before)."""
-    pattern = redaction.hidden_pattern(event_dict.pop(_LINE_SECRETS, ()))
-    if pattern is not None:
+    hidden = redaction.hidden_values(event_dict.pop(_LINE_SECRETS, ()))
+    if hidden:
         for key, value in event_dict.items():
-            event_dict[key] = redaction.scrub(value, pattern)
+            event_dict[key] = redaction.scrub(value, hidden)
     return event_dict
 
 

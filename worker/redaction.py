@@ -24,10 +24,9 @@ import contextlib
 import contextvars
 import functools
 import json
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
@@ -40,18 +39,22 @@ __all__ = [
     "SECRET_ARGUMENTS",
     "SecretArgument",
     "dead_letter_body",
-    "hidden_pattern",
+    "hidden_values",
     "hide",
     "hiding",
     "message_secrets",
     "redacted_message",
     "reset_hidden",
+    "scoped",
     "scrub",
     "secret_values",
     "secrets_in",
 ]
 
 REDACTED = "[redacted]"
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +137,8 @@ def secrets_in(
 
 
 def hide(*values: object) -> None:
-    """Hide these values from every log line written from here on in this context (a
-    coroutine's, or a worker thread's until reset_hidden)."""
+    """Hide these values from every log line written from here on in this context: a
+    worker thread's until reset_hidden, a coroutine's until its `scoped` function returns."""
     added = {form for value in values for form in _forms(value)}
     if added:
         _HIDDEN.set(_HIDDEN.get() | added)
@@ -156,35 +159,66 @@ def hiding(values: Iterable[str]) -> Iterator[None]:
         _HIDDEN.reset(token)
 
 
-def hidden_pattern(extra: Iterable[str] = ()) -> re.Pattern[str] | None:
-    """What to hide in the current context, and `extra`, as one pattern; None when nothing."""
+def scoped(function: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """What a coroutine function hides stays hidden until it returns, and no longer: a
+    caller that runs many of them in one task does not collect their codes."""
+
+    @functools.wraps(function)
+    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        token = _HIDDEN.set(_HIDDEN.get())
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            _HIDDEN.reset(token)
+
+    return run
+
+
+def hidden_values(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """What to hide in the current context, and `extra`: longest first, so that a value
+    that is part of another never leaves the rest of it behind."""
     values = _HIDDEN.get()
     if extra:
         values = values | frozenset(extra)
-    return _pattern(values) if values else None
+    return tuple(sorted(values, key=len, reverse=True)) if values else ()
 
 
-@functools.lru_cache(maxsize=1024)
-def _pattern(values: frozenset[str]) -> re.Pattern[str]:
-    # Longest first, so that a code that is a prefix of another never leaves the rest behind.
-    alternatives = "|".join(re.escape(value) for value in sorted(values, key=len, reverse=True))
-    return re.compile(rf"(?<!\d)(?:{alternatives})(?!\d)")
+def _hide_in(text: str, values: tuple[str, ...]) -> str:
+    # str.find rather than a regular expression: checks would compile one per typed code.
+    for value in values:
+        start = text.find(value)
+        if start < 0:
+            continue
+        pieces: list[str] = []
+        done = 0
+        while start >= 0:
+            end = start + len(value)
+            if (start == 0 or not text[start - 1].isdigit()) and (
+                end == len(text) or not text[end].isdigit()
+            ):
+                pieces += (text[done:start], REDACTED)
+                done = end
+                start = text.find(value, end)
+            else:
+                start = text.find(value, start + 1)
+        text = "".join((*pieces, text[done:]))
+    return text
 
 
-def scrub(value: Any, pattern: re.Pattern[str]) -> Any:
-    """The value with whatever `pattern` finds replaced, at any depth; a number equal to a
-    hidden value becomes the redaction mark."""
+def scrub(value: Any, values: tuple[str, ...]) -> Any:
+    """The value with every hidden value replaced wherever it stands on its own (not inside
+    a longer run of digits), at any depth; a number equal to one becomes the mark."""
     if isinstance(value, str):
-        return pattern.sub(REDACTED, value)
+        return _hide_in(value, values)
     if isinstance(value, Mapping):
-        return {key: scrub(item, pattern) for key, item in value.items()}
+        return {key: scrub(item, values) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [scrub(item, pattern) for item in value]
-    if isinstance(value, int | float) and not isinstance(value, bool) and pattern.fullmatch(str(value)):
+        return [scrub(item, values) for item in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and str(value) in values:
         return REDACTED
     if isinstance(value, Message | MessageProxy):
         # Rendered now, as Dramatiq prints it, rather than by a renderer that would not scrub it.
-        return pattern.sub(REDACTED, str(value))
+        return _hide_in(str(value), values)
     return value
 
 
@@ -207,10 +241,10 @@ def _redacted_fields(fields: dict[str, Any], secret: SecretArgument) -> dict[str
         out["kwargs"] = REDACTED
     options = fields.get("options")
     if values and isinstance(options, Mapping):
-        pattern = _pattern(values)
+        hidden = tuple(sorted(values, key=len, reverse=True))
         # The id the message is stored under stays as it is: the dead-letter set names it.
         out["options"] = {
-            name: option if name == "redis_message_id" else scrub(option, pattern)
+            name: option if name == "redis_message_id" else scrub(option, hidden)
             for name, option in options.items()
         }
     return out

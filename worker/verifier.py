@@ -107,6 +107,7 @@ class Verifier:
     def _now_ms(self) -> int:
         return int(self._now() * 1000)
 
+    @redaction.scoped
     async def advance(
         self, verification_id: str, attempt: int, cause: str, start: Mapping[str, Any] | None = None
     ) -> None:

@@ -258,6 +258,31 @@ def test_a_value_a_coroutine_hides_stays_in_that_coroutine(
     assert "after the attempt" in err.splitlines()[-1]
 
 
+def test_what_a_scoped_coroutine_hides_is_forgotten_when_it_returns(
+    log_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    debug_logging(log_format)
+
+    @redaction.scoped
+    async def attempt(code: str) -> None:
+        redaction.hide(code)
+
+    async def many_attempts_in_one_task() -> None:
+        for code in ("1111", TYPED):
+            await attempt(code)
+        structlog.get_logger("worker.test").info("after the attempts", value=TYPED)
+
+    asyncio.run(many_attempts_in_one_task())
+
+    assert TYPED in capsys.readouterr().err
+
+
+def test_a_value_that_is_part_of_another_hidden_value_leaves_nothing_of_either() -> None:
+    hidden = redaction.hidden_values(["cd", "ab-cd"])
+
+    assert redaction.scrub("typed ab-cd, then cd", hidden) == f"typed {REDACTED}, then {REDACTED}"
+
+
 # --- dead letters -----------------------------------------------------------------------
 
 
