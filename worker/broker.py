@@ -152,7 +152,7 @@ class _Consumer(_RedisConsumer):
     def nack(self, message: MessageProxy) -> None:
         """Dramatiq's nack, but a message with secret arguments is kept without them: the
         message as processed (with the traceback Retries added), redacted."""
-        if not redaction.message_secrets(message):
+        if redaction.secret_argument(message.actor_name, message.queue_name) is None:
             super().nack(message)  # type: ignore[no-untyped-call]
             return
         try:

@@ -47,6 +47,7 @@ __all__ = [
     "reset_hidden",
     "scoped",
     "scrub",
+    "secret_argument",
     "secret_values",
     "secrets_in",
 ]
@@ -80,7 +81,8 @@ _HIDDEN: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
 )
 
 
-def _secret_for(actor_name: object, queue_name: object = None) -> SecretArgument | None:
+def secret_argument(actor_name: object, queue_name: object = None) -> SecretArgument | None:
+    """The secret argument of a message of this actor on this queue, if it has one."""
     found = _BY_ACTOR.get(actor_name) if isinstance(actor_name, str) else None
     if found is None and isinstance(queue_name, str):
         found = _BY_QUEUE.get(q_name(queue_name))
@@ -102,7 +104,7 @@ def secret_values(
     actor_name: object, args: object, kwargs: object, queue_name: object = None
 ) -> frozenset[str]:
     """The values of a message's secret arguments, as text."""
-    secret = _secret_for(actor_name, queue_name)
+    secret = secret_argument(actor_name, queue_name)
     if secret is None:
         return frozenset()
     found: list[object] = []
@@ -253,7 +255,7 @@ def _redacted_fields(fields: dict[str, Any], secret: SecretArgument) -> dict[str
 def redacted_message(message: Message[Any] | MessageProxy) -> Message[Any]:
     """The message with its secret arguments replaced (itself when it has none)."""
     fields = message.asdict()
-    secret = _secret_for(fields["actor_name"], fields["queue_name"])
+    secret = secret_argument(fields["actor_name"], fields["queue_name"])
     if secret is None:
         return message if isinstance(message, Message) else Message(**fields)
     return Message(**_redacted_fields(fields, secret))
@@ -269,13 +271,13 @@ def dead_letter_body(queue_name: str, data: bytes, reason: str) -> bytes:
     except ValueError:
         fields = None
     if isinstance(fields, dict):
-        secret = _secret_for(fields.get("actor_name"), queue_name)
+        secret = secret_argument(fields.get("actor_name"), queue_name)
         if secret is None:
             return data
         return json.dumps(
             _redacted_fields(fields, secret), ensure_ascii=False, separators=(",", ":")
         ).encode()
-    if _secret_for(None, queue_name) is None:
+    if secret_argument(None, queue_name) is None:
         return data
     return json.dumps(
         {"body": REDACTED, "bytes": len(data), "reason": reason}, separators=(",", ":")
