@@ -10,6 +10,7 @@ each test, so that they may move its clock freely.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import structlog
 
 from tests.support import OwnStack, Sandbox
 from worker.producer import Producer
@@ -25,6 +27,9 @@ from worker.redis import install
 from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
 
 TEST_ROUTING = Path(__file__).parent / "routing.test.yaml"
+
+#: Loggers worker.logging.configure() sets a level of their own on.
+_NOISY_LOGGERS = ("httpx", "httpcore", "aiohttp.access")
 
 _numbers = itertools.count(secrets.randbelow(5_000_000) + 1_000_000)
 
@@ -101,3 +106,25 @@ def library(library_url: str) -> Iterator[redis.Redis]:
     install(client)
     yield client
     client.close()
+
+
+@pytest.fixture
+def restore_logging(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Undo configure(): structlog defaults, the root logger's handlers and levels."""
+    root = logging.getLogger()
+    # pytest adds capture handlers of its own around each test phase and removes them itself.
+    pytest_phase_handler = type(caplog.handler)
+    kept = [handler for handler in root.handlers if not isinstance(handler, pytest_phase_handler)]
+    root_level = root.level
+    noisy_levels = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    yield
+    structlog.reset_defaults()
+    for handler in root.handlers[:]:
+        if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter):
+            root.removeHandler(handler)
+    for handler in kept:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(root_level)
+    for name, level in noisy_levels.items():
+        logging.getLogger(name).setLevel(level)

@@ -13,6 +13,10 @@ which a user typing a code would feel. The flashcall functions push a token onto
 `flashcall:wake:<queue>` with every message they enqueue; an idle consumer blocks on
 that list (BLPOP) for as long as it would have slept, and so wakes at once.
 
+Codes. A dead letter of a check keeps no typed code: before a message of an actor with
+secret arguments is stored in the dead-letter queue, by either path (refused here, or
+failed and nacked by Dramatiq), its secret argument is replaced (worker/redaction.py).
+
 Recovery. Dramatiq returns a dead worker's unacknowledged messages during "maintenance",
 which it runs on a random 1 in 1,000 of its commands; a quiet system can wait for it
 indefinitely. Each consumer here runs Dramatiq's own maintenance on its queue at a
@@ -35,7 +39,7 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message, get_encoder
 from dramatiq.middleware import AsyncIO, Retries
 
-from worker import keys
+from worker import keys, redaction
 from worker.connections import sync_client
 from worker.logging import get_logger
 from worker.middleware import DeadLetterLog, LogContext, ProcessRoles, RuntimeBoot
@@ -81,6 +85,17 @@ for _, id in ipairs(ARGV) do
     if redis.call('SREM', acks, id) > 0 then redis.call('HDEL', messages, id) end
 end
 return #ARGV
+"""
+
+# Dramatiq's nack (a failed message out of the consumer's unacknowledged set, into the
+# dead-letter queue), with the body to keep given instead of copied from the queue.
+_NACK = """
+local acks, messages, dead, dead_messages = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, now, body = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('SREM', acks, id) > 0 and redis.call('HDEL', messages, id) > 0 then
+    redis.call('ZADD', dead, now, id)
+    redis.call('HSET', dead_messages, id, body)
+end
 """
 
 #: Acknowledgements are sent in batches of this many, or after this many seconds.
@@ -132,6 +147,23 @@ class _Consumer(_RedisConsumer):
             if not self._acks:
                 self._acks_due = time.monotonic() + ACK_DELAY
             self._acks.append(message.options["redis_message_id"])
+            self.queued_message_ids.discard(message.message_id)
+
+    def nack(self, message: MessageProxy) -> None:
+        """Dramatiq's nack, but a message with secret arguments is kept without them: the
+        message as processed (with the traceback Retries added), redacted."""
+        if redaction.secret_argument(message.actor_name, message.queue_name) is None:
+            super().nack(message)  # type: ignore[no-untyped-call]
+            return
+        try:
+            self.broker.nack_redacted(
+                self.queue_name,
+                message.options["redis_message_id"],
+                redaction.redacted_message(message).encode(),
+            )
+        except redis.ConnectionError as error:
+            raise ConnectionClosed(error) from None  # type: ignore[no-untyped-call]
+        finally:
             self.queued_message_ids.discard(message.message_id)
 
     def _flush_acks(self, *, force: bool = False) -> None:
@@ -203,7 +235,7 @@ class _Consumer(_RedisConsumer):
         return Message(**fields)
 
     def _dead_letter(self, message_id: str, data: bytes, reason: str) -> None:
-        self.broker.dead_letter(self.queue_name, message_id, data)
+        self.broker.dead_letter(self.queue_name, message_id, data, reason)
         log.error(
             "poison message moved to the dead-letter queue",
             queue=self.queue_name,
@@ -252,6 +284,7 @@ class FlashcallBroker(RedisBroker):
         )
         self._fetch = client.register_script(_FETCH)
         self._ack_many = client.register_script(_ACK_MANY)
+        self._nack = client.register_script(_NACK)
 
     @property
     def consumer_class(self) -> type[_Consumer]:
@@ -275,15 +308,33 @@ class FlashcallBroker(RedisBroker):
         self._ack_many(keys=[keys.consumer_acks(self.broker_id, queue_name), keys.queue_messages(queue_name)],
                        args=message_ids)  # fmt: skip
 
-    def dead_letter(self, queue_name: str, message_id: str, data: bytes) -> None:
-        """Move a fetched message to its queue's dead-letter queue, as Dramatiq's nack does."""
+    def dead_letter(self, queue_name: str, message_id: str, data: bytes, reason: str) -> None:
+        """Move a fetched message to its queue's dead-letter queue, as Dramatiq's nack does,
+        without the secret arguments it may carry."""
         canonical = q_name(queue_name)
         with self.client.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.dead_letters(canonical), {message_id: current_millis()})
-            pipe.hset(keys.dead_letter_messages(canonical), message_id, data)
+            pipe.hset(
+                keys.dead_letter_messages(canonical),
+                message_id,
+                redaction.dead_letter_body(queue_name, data, reason),
+            )
             pipe.hdel(keys.queue_messages(queue_name), message_id)
             pipe.srem(keys.consumer_acks(self.broker_id, queue_name), message_id)
             pipe.execute()
+
+    def nack_redacted(self, queue_name: str, message_id: str, body: bytes) -> None:
+        """Dramatiq's nack of a message this consumer holds, keeping `body` as its dead letter."""
+        canonical = q_name(queue_name)
+        self._nack(
+            keys=[
+                keys.consumer_acks(self.broker_id, queue_name),
+                keys.queue_messages(queue_name),
+                keys.dead_letters(canonical),
+                keys.dead_letter_messages(canonical),
+            ],
+            args=[message_id, current_millis(), body],
+        )
 
     def maintain(self, queue_name: str) -> None:
         """Dramatiq's maintenance of one queue, now: unacknowledged messages of workers whose

@@ -1,8 +1,9 @@
 """Structured logs: one JSON object per line in production, readable lines in development.
 
 Every line goes through the same processors, Dramatiq's own stdlib logging included:
-phone numbers are masked wherever they appear, and values under secret-looking keys
-(codes, API keys, passwords, callback URLs with their tokens) never leave the process.
+phone numbers are masked wherever they appear, values under secret-looking keys (codes,
+API keys, passwords, callback URLs with their tokens) never leave the process, and codes
+are hidden by value wherever they appear (worker/redaction.py says how they are known).
 """
 
 from __future__ import annotations
@@ -17,9 +18,19 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["configure", "configure_from_env", "get_logger", "mask_phones", "redact_secrets"]
+from worker import redaction
+from worker.redaction import REDACTED
 
-REDACTED = "[redacted]"
+__all__ = [
+    "REDACTED",
+    "configure",
+    "configure_from_env",
+    "get_logger",
+    "hide_message_secrets",
+    "hide_values",
+    "mask_phones",
+    "redact_secrets",
+]
 
 _SECRET_KEYS = frozenset(
     {
@@ -43,8 +54,6 @@ _SECRET_KEYS = frozenset(
 _DIGIT = re.compile(r"[0-9]")
 # A Russian number in any of the forms producers and providers write it.
 _PHONE = re.compile(r"(?<![\d*])(\+?)([78])[\s(-]*(\d{3})[\s)-]*(\d{3})[\s-]*(\d{2})[\s-]*(\d{2})(?!\d)")
-# Dramatiq prints messages as actor(args...): a check message carries the typed code.
-_CHECK_MESSAGE = re.compile(r"(check_code\('[^']*', ')(\d+)(')")
 # URLs with a per-attempt callback token in their path.
 _CALLBACK_TOKEN = re.compile(r"(/callbacks/[\w-]+/)[\w-]+")
 
@@ -52,7 +61,6 @@ _CALLBACK_TOKEN = re.compile(r"(/callbacks/[\w-]+/)[\w-]+")
 def _mask_text(text: str) -> str:
     if _DIGIT.search(text):
         text = _PHONE.sub(lambda m: f"{m[1]}{m[2]}{m[3]}*****{m[6]}", text)
-        text = _CHECK_MESSAGE.sub(rf"\g<1>{REDACTED}\g<3>", text)
     if "/callbacks/" in text:
         text = _CALLBACK_TOKEN.sub(rf"\g<1>{REDACTED}", text)
     return text
@@ -93,9 +101,39 @@ def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
+#: Where hide_message_secrets leaves what it found for hide_values, on the same line.
+_LINE_SECRETS = "_flashcall_secrets"
+
+
+def hide_message_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Find the secret arguments of the Dramatiq messages a line is about (a message among
+    its arguments or values, or an actor's own `Received args=... kwargs=...`), for
+    hide_values to hide on this line: Dramatiq writes some of them outside any message's
+    context (`Received message ...` comes before any middleware runs)."""
+    if event_dict.get("_from_structlog") is False:
+        arguments = event_dict.pop("positional_args", ())
+    else:
+        arguments = event_dict.get("positional_args", ())
+    if isinstance(arguments, Mapping):
+        arguments = tuple(arguments.values())
+    found = redaction.secrets_in(str(event_dict.get("logger", "")), arguments, event_dict.values())
+    if found:
+        event_dict[_LINE_SECRETS] = found
+    return event_dict
+
+
+def hide_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Replace every value hidden in this context, and those found on this line, wherever
+    they stand in the line (exception texts included: they are rendered before)."""
+    hidden = redaction.hidden_values(event_dict.pop(_LINE_SECRETS, ()))
+    if hidden:
+        for key, value in event_dict.items():
+            event_dict[key] = redaction.scrub(value, hidden)
+    return event_dict
+
+
 def mask_phones(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Mask phone numbers (written as text or as integers), and typed codes in Dramatiq's
-    message reprs, in every value."""
+    """Mask phone numbers (written as text or as integers) in every value."""
     for key, value in event_dict.items():
         event_dict[key] = _masked(value)
     return event_dict
@@ -108,6 +146,7 @@ def _shared_processors() -> list[Processor]:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        hide_message_secrets,
     ]
 
 
@@ -125,17 +164,20 @@ def configure(*, fmt: str = "auto", level: str = "INFO") -> None:
         tracebacks = structlog.processors.ExceptionRenderer(
             structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         )
-        final = [tracebacks, redact_secrets, mask_phones, structlog.processors.JSONRenderer()]
+        final = [tracebacks, redact_secrets, hide_values, mask_phones, structlog.processors.JSONRenderer()]
     else:
         final = [
             structlog.processors.format_exc_info,
             redact_secrets,
+            hide_values,
             mask_phones,
             structlog.dev.ConsoleRenderer(colors=False),
         ]
 
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),
+        # The arguments of Dramatiq's lines, for hide_message_secrets (which drops them).
+        pass_foreign_args=True,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
     # Lines never show threads or processes: skip gathering them for every record.

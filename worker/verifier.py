@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from worker import checks, codes, phone
+from worker import checks, codes, phone, redaction
 from worker.errors import StoreUnavailable
 from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer
 from worker.logging import get_logger
@@ -107,6 +107,7 @@ class Verifier:
     def _now_ms(self) -> int:
         return int(self._now() * 1000)
 
+    @redaction.scoped
     async def advance(
         self, verification_id: str, attempt: int, cause: str, start: Mapping[str, Any] | None = None
     ) -> None:
@@ -171,6 +172,9 @@ class Verifier:
             )
             generate = provider.router_generates_code(step.channel, v.code_length)
             code = codes.generate(v.code_length) if generate else None
+            # From here on in this attempt's context, no log line may show it (nor an HTTP
+            # client's line about the request that carries it).
+            redaction.hide(code)
             now = self._now_ms()
             lease_ms = int(provider.timeout * 1000) + CALL_GRACE_MS
             lease_ends_ms = now + lease_ms
@@ -229,6 +233,7 @@ class Verifier:
                     previous_ref=v.refs.get(provider.name),
                 )
             )
+            redaction.hide(result.code)
             latency = time.monotonic() - started
             latency_ms = int(latency * 1000)
             await snapshot.breakers.record(provider.name, admission, result)

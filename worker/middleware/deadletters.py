@@ -5,6 +5,7 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.broker import MessageProxy
 
+from worker import redaction
 from worker.logging import get_logger
 
 __all__ = ["DeadLetterLog"]
@@ -16,10 +17,12 @@ class DeadLetterLog(dramatiq.Middleware):
     def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         # Dramatiq keeps the failure on the proxy (no public accessor) until post-processing ends.
         error = message._exception
-        log.error(
-            "message moved to the dead-letter queue",
-            queue=message.queue_name,
-            actor=message.actor_name,
-            message_id=message.message_id,
-            reason=f"{type(error).__name__}: {error}" if error is not None else "retries exhausted",
-        )
+        # After the message's own context has ended: the reason may quote its arguments.
+        with redaction.hiding(redaction.message_secrets(message)):
+            log.error(
+                "message moved to the dead-letter queue",
+                queue=message.queue_name,
+                actor=message.actor_name,
+                message_id=message.message_id,
+                reason=f"{type(error).__name__}: {error}" if error is not None else "retries exhausted",
+            )

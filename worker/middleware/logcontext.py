@@ -1,4 +1,5 @@
-"""Binds each message's verification id to every log line written while it is processed."""
+"""Binds each message's verification id to every log line written while it is processed,
+and hides its secret arguments (a check's typed code) from every one of them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import dramatiq
 import structlog
 from dramatiq.broker import MessageProxy
 
+from worker import redaction
+
 __all__ = ["LogContext"]
 
 
@@ -15,6 +18,7 @@ class LogContext(dramatiq.Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         # Worker threads are reused: start from a clean context every time.
         structlog.contextvars.clear_contextvars()
+        redaction.reset_hidden(redaction.message_secrets(message))
         args = message.args
         structlog.contextvars.bind_contextvars(
             actor=message.actor_name,
@@ -34,6 +38,8 @@ class LogContext(dramatiq.Middleware):
         exception: BaseException | None = None,
     ) -> None:
         structlog.contextvars.clear_contextvars()
+        redaction.reset_hidden()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         structlog.contextvars.clear_contextvars()
+        redaction.reset_hidden()
