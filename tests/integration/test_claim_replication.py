@@ -158,6 +158,16 @@ def attempt(client: redis.Redis, verification_id: str) -> tuple[str, str]:
     return number or "", state or ""
 
 
+def start_unacknowledged(
+    replicated: Replicated, replica: Replica, producer: Producer, verification_id: str, phone: str
+) -> None:
+    """Freeze the replica, start a verification, and wait until its claim is handed back."""
+    counted = replicated.unreplicated("unacknowledged")
+    replica.freeze()
+    producer.start(verification_id, "+" + phone)
+    eventually(lambda: replicated.unreplicated("unacknowledged") > counted, "the claim counted unreplicated")
+
+
 def test_a_claim_reaches_the_replica_before_the_provider_is_called(
     replicated: Replicated, replica: Replica, producer: Producer, sandbox: Sandbox, phone: str
 ) -> None:
@@ -174,10 +184,7 @@ def test_a_claim_no_replica_acknowledges_calls_nobody_and_is_counted(
     replicated: Replicated, replica: Replica, producer: Producer, sandbox: Sandbox, phone: str
 ) -> None:
     verification_id = "repl-frozen-" + phone
-    counted = replicated.unreplicated("unacknowledged")
-    replica.freeze()
-    producer.start(verification_id, "+" + phone)
-    eventually(lambda: replicated.unreplicated("unacknowledged") > counted, "the claim counted unreplicated")
+    start_unacknowledged(replicated, replica, producer, verification_id, phone)
     eventually(lambda: retried(replicated.primary, verification_id), "its message handed back")
 
     # Claimed on the primary, and no provider was asked to call.
@@ -190,10 +197,7 @@ def test_a_surviving_unacknowledged_claim_waits_for_its_lease_and_the_user_is_ca
     replicated: Replicated, replica: Replica, producer: Producer, sandbox: Sandbox, phone: str
 ) -> None:
     verification_id = "repl-lease-" + phone
-    counted = replicated.unreplicated("unacknowledged")
-    replica.freeze()
-    producer.start(verification_id, "+" + phone)
-    eventually(lambda: replicated.unreplicated("unacknowledged") > counted, "the claim counted unreplicated")
+    start_unacknowledged(replicated, replica, producer, verification_id, phone)
     replica.thaw()
 
     # The retried message finds the attempt in flight and calls nobody; at the attempt's
@@ -211,10 +215,7 @@ def test_claims_are_held_until_the_replica_has_caught_up_then_made_once(
     new_phone: Callable[[], str],
 ) -> None:
     first, held = new_phone(), new_phone()
-    counted = replicated.unreplicated("unacknowledged")
-    replica.freeze()
-    producer.start("repl-first-" + first, "+" + first)
-    eventually(lambda: replicated.unreplicated("unacknowledged") > counted, "the first claim unreplicated")
+    start_unacknowledged(replicated, replica, producer, "repl-first-" + first, first)
     producer.start("repl-held-" + held, "+" + held)
     eventually(lambda: retried(replicated.primary, "repl-held-" + held), "the next one handed back")
 

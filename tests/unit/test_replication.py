@@ -90,25 +90,22 @@ def test_the_primary_is_read_at_most_once_a_second() -> None:
     assert stub.reads == 2
 
 
-def test_claims_keep_waiting_for_the_grace_after_the_last_replica_left_the_same_primary() -> None:
-    # The old primary of a failover: its replica was promoted, and it takes writes until
-    # clients move, then drops them. A claim there must not go through unwaited.
+@pytest.mark.parametrize(
+    "replicas",
+    [
+        # The old primary of a failover: its replica was promoted, and it takes writes
+        # until clients move, then drops them. A claim there must not go through unwaited.
+        pytest.param([], id="the replica left"),
+        pytest.param([replica(lag=MAX_LAG_S + 1)], id="the replica stopped acknowledging"),
+    ],
+)
+def test_claims_keep_waiting_for_the_grace_once_the_primary_has_no_acknowledging_replica(
+    replicas: list[dict[str, Any]],
+) -> None:
     stub, clock = StubRedis(replica()), Clock()
     watcher = watch(stub, clock)
     mode(watcher)
-    stub.replicas.clear()
-    clock.move(READ_EVERY_S)
-
-    assert mode(watcher) is Mode.WAITING
-    clock.move(GRACE_S)
-    assert mode(watcher) is Mode.ALONE
-
-
-def test_a_replica_that_stopped_acknowledging_counts_for_the_grace_only() -> None:
-    stub, clock = StubRedis(replica()), Clock()
-    watcher = watch(stub, clock)
-    mode(watcher)
-    stub.replicas = [replica(lag=MAX_LAG_S + 1)]
+    stub.replicas = replicas
     clock.move(READ_EVERY_S)
 
     assert mode(watcher) is Mode.WAITING
