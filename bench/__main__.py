@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         "--docs", type=Path, default=ROOT / "docs", help="where benchmarks.md and its plot go"
     )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument(
+        "--only",
+        choices=["replica"],
+        help="run this part alone and print it, writing neither the page nor the results",
+    )
     args = parser.parse_args(argv)
     missing = baselines_missing()
     if missing:
@@ -41,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
 
+    if args.only == "replica":
+        with stack(0) as started:
+            replica = scenarios.replica_overhead(scenarios.Bench(started, seconds, say))
+        print(json.dumps(replica, indent=2))
+        print(report.replica_section(replica))
+        return 0
     try:
         results = run(seconds, profile=not (args.quick or args.no_profile), say=say)
     except Exception as error:  # noqa: BLE001 - any failure means the figures do not exist
@@ -72,6 +83,8 @@ def run(seconds: float, *, profile: bool, say: scenarios.Say) -> dict[str, Any]:
         breaker = scenarios.breaker_overhead(bench)
         say("Redis commands per verification")
         commands = scenarios.redis_commands(bench, max(50, int(seconds * 40)))
+        say("a replica attached")
+        replica = scenarios.replica_overhead(bench)
         best = max(run["project"]["rate"] for run in throughput)
         say("sandbox capacity")
         capacity = scenarios.sandbox_capacity(bench, best)
@@ -83,6 +96,7 @@ def run(seconds: float, *, profile: bool, say: scenarios.Say) -> dict[str, Any]:
         "checks": checked,
         "breaker": breaker,
         "commands": commands,
+        "replica": replica,
         "memory": {
             "peak_rss_mb": round(max(bench.peaks_mb), 1),
             "all_mb": [round(p, 1) for p in bench.peaks_mb],

@@ -219,6 +219,9 @@ def details(results: dict[str, Any]) -> str:
             f"{_fmt(commands['idle_commands_per_second'])} commands/s (timers, heartbeats, "
             f"wake-ups) are measured alone and subtracted ({commands['verifications']} verifications)."
         )
+    replica = results.get("replica")
+    if replica:
+        parts.append(replica_section(replica))
     memory = results.get("memory")
     if memory:
         parts.append(
@@ -239,6 +242,42 @@ def details(results: dict[str, Any]) -> str:
             f"sandbox, the sandbox used {share} (the sandbox CPU column above)."
         )
     return "\n\n".join(parts)
+
+
+def replica_section(replica: dict[str, Any]) -> str:
+    """What a claim's wait for a replica costs (bench/scenarios.py, replica_overhead)."""
+    rows = [
+        [
+            label,
+            f"{replica[name]['count']} at {replica['per_second']:.0f}/s",
+            _fmt(replica[name]["p50_ms"], " ms"),
+            _fmt(replica[name]["p99_ms"], " ms"),
+            _fmt(replica[name]["wait_per_verification"]),
+            _fmt(replica[name]["info_per_verification"]),
+            _fmt(replica[name]["commands_per_verification"]),
+        ]
+        for name, label in (("alone", "no replica"), ("replica", "one replica"))
+    ]
+    rows.append(
+        [
+            "overhead",
+            "",
+            _fmt(replica["overhead_p50_ms"], " ms"),
+            _fmt(replica["overhead_p99_ms"], " ms"),
+            "",
+            "",
+            "",
+        ]
+    )
+    header = ["Redis", "verifications", "p50", "p99", "WAIT", "INFO", "commands"]
+    return (
+        "### A replica attached: each claim waits for it (start → delivered)\n\n"
+        + markdown_table(header, rows)
+        + "\n\nWAIT, INFO and commands are per verification (start to delivered, functions' own "
+        "commands and the idle worker's included). With a replica, every claim travels with "
+        "`WAIT 1` in the same round trip; INFO replication is read at most once a second per "
+        "process while claims are made."
+    )
 
 
 def profile_section(results: dict[str, Any]) -> str:

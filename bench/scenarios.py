@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -41,7 +42,7 @@ from bench.harness import (
     worker_pids,
 )
 from worker import keys
-from worker.stack import LocalStack, ManagedProcess
+from worker.stack import LocalStack, ManagedProcess, redis_server
 
 PRODUCER_ROUND_TRIPS = 3
 BARE_THREADS = 8
@@ -219,6 +220,84 @@ def breaker_overhead(bench: Bench) -> dict[str, Any]:
         "overhead_p50_ms": opened.percentile(50) - closed.percentile(50),
         "overhead_p99_ms": opened.percentile(99) - closed.percentile(99),
     }
+
+
+def replica_overhead(bench: Bench) -> dict[str, Any]:
+    """What a claim's wait for a replica costs: start -> delivered at a steady pace, with the
+    bench's Redis alone, then with a replica attached (each claim then travels with
+    `WAIT 1`), and the Redis commands per verification of each run."""
+    per_second = 150.0
+    count = max(100, int(per_second * bench.seconds))
+    client = redis.Redis.from_url(bench.started.redis_url, decode_responses=True)
+    try:
+        with project_worker(bench, 0):
+            drive_project(bench.started, bench.phones.take(max(50, count // 4)), "rw", 0, CPUS, per_second)
+            bench.say(f"no replica: {count} verifications at {per_second:.0f}/s")
+            alone = _commands_during(client, lambda: _steady(bench, "rn", count, per_second))
+            with _replica_of(bench.started.redis_url, client):
+                # Each process reads INFO replication at most once a second while it claims.
+                drive_project(
+                    bench.started, bench.phones.take(max(50, count // 4)), "rx", 0, CPUS, per_second
+                )
+                bench.say(f"one replica: {count} verifications at {per_second:.0f}/s")
+                replicated = _commands_during(client, lambda: _steady(bench, "ry", count, per_second))
+    finally:
+        client.close()
+    runs = {"alone": alone, "replica": replicated}
+    return {
+        "per_second": per_second,
+        **{
+            name: {
+                **_summary(run),
+                "wait_per_verification": round(ran["wait"] / max(run.count, 1), 2),
+                "info_per_verification": round(ran["info"] / max(run.count, 1), 3),
+                "commands_per_verification": round(ran.total() / max(run.count, 1), 1),
+            }
+            for name, (run, ran) in runs.items()
+        },
+        "overhead_p50_ms": replicated[0].percentile(50) - alone[0].percentile(50),
+        "overhead_p99_ms": replicated[0].percentile(99) - alone[0].percentile(99),
+    }
+
+
+def _steady(bench: Bench, label: str, count: int, per_second: float) -> Run:
+    return drive_project(bench.started, bench.phones.take(count), label, 0, CPUS, per_second)
+
+
+def _commands_during(client: redis.Redis, action: Callable[[], Run]) -> tuple[Run, Counter[str]]:
+    """The run, and the commands Redis ran meanwhile by name (functions' own included)."""
+    client.config_resetstat()
+    run = action()
+    stats = cast(dict[str, dict[str, int]], client.info("commandstats"))
+    return run, Counter({name.removeprefix("cmdstat_"): values["calls"] for name, values in stats.items()})
+
+
+@contextlib.contextmanager
+def _replica_of(redis_url: str, primary: redis.Redis) -> Iterator[None]:
+    """A redis-server replicating the bench's, in sync, for as long as the block runs."""
+    folder = Path(tempfile.mkdtemp(prefix="flashcall-bench-replica-"))
+    port = str(urlsplit(redis_url).port or 6379)
+    try:
+        with redis_server(
+            folder, name="replica", args=["--replicaof", "127.0.0.1", port, "--dir", str(folder)]
+        ):
+            deadline = time.monotonic() + 30
+            while not _in_sync(primary):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replica did not catch up with the bench's Redis in 30 s")
+                time.sleep(0.05)
+            yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _in_sync(primary: redis.Redis) -> bool:
+    info = primary.info("replication")
+    replicas = [value for name, value in info.items() if name.startswith("slave")]
+    return bool(replicas) and all(
+        replica["state"] == "online" and int(replica["offset"]) >= int(info["master_repl_offset"])
+        for replica in replicas
+    )
 
 
 def redis_commands(bench: Bench, count: int) -> dict[str, Any]:

@@ -21,3 +21,15 @@ class BadMessage(FlashcallError):
 
 class StoreUnavailable(FlashcallError):
     """Redis could not be reached or answered an error; the operation is safe to retry."""
+
+
+class ClaimUnreplicated(StoreUnavailable):
+    """No replica acknowledged an attempt's claim in time: the provider is not called (a
+    failover could lose the claim and let the attempt be called again), and the message is
+    retried like after an outage of Redis."""
+
+    def __init__(self, message: str, *, written: bool) -> None:
+        super().__init__(message)
+        self.written = written
+        """Whether the claim was written on the primary (where it may survive: its attempt then
+        waits for its lease) or held back before writing."""

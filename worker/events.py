@@ -16,7 +16,14 @@ from typing import Protocol
 from worker.logging import get_logger
 from worker.providers.base import CallState, Outcome
 
-__all__ = ["AttemptEvent", "CallStatusEvent", "LogObserver", "Observer", "Observers"]
+__all__ = [
+    "AttemptEvent",
+    "CallStatusEvent",
+    "LogObserver",
+    "Observer",
+    "Observers",
+    "UnreplicatedClaimEvent",
+]
 
 log = get_logger("worker.attempts")
 
@@ -53,10 +60,24 @@ class CallStatusEvent:
     """Whether it ended the attempt and moved the verification on."""
 
 
+@dataclass(frozen=True, slots=True)
+class UnreplicatedClaimEvent:
+    """An attempt not called because no replica held its claim (worker/replication.py)."""
+
+    verification_id: str
+    attempt: int
+    provider: str
+    written: bool
+    """Whether the claim was written on the primary and went unacknowledged (if the primary
+    keeps it, its attempt waits for its lease) or was held back before writing."""
+
+
 class Observer(Protocol):
     def attempt(self, event: AttemptEvent) -> None: ...
 
     def call_status(self, event: CallStatusEvent) -> None: ...
+
+    def claim_unreplicated(self, event: UnreplicatedClaimEvent) -> None: ...
 
 
 class Observers:
@@ -72,6 +93,10 @@ class Observers:
     def call_status(self, event: CallStatusEvent) -> None:
         for observer in self._observers:
             observer.call_status(event)
+
+    def claim_unreplicated(self, event: UnreplicatedClaimEvent) -> None:
+        for observer in self._observers:
+            observer.claim_unreplicated(event)
 
 
 class LogObserver:
@@ -102,3 +127,13 @@ class LogObserver:
             state=event.provider_state,
             call_state=str(event.state),
         )
+
+    def claim_unreplicated(self, event: UnreplicatedClaimEvent) -> None:
+        if event.written:
+            log.warning(
+                "no replica acknowledged the claim in time: provider not called, message retried",
+                attempt=event.attempt,
+            )
+        else:
+            # worker/replication.py warns once when it starts holding claims.
+            log.debug("claim held until a replica catches up: message retried", attempt=event.attempt)

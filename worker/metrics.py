@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from worker.events import AttemptEvent, CallStatusEvent
+from worker.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
 from worker.routing.state import RoutingState
 
 if TYPE_CHECKING:
@@ -151,6 +151,14 @@ class Metrics:
             multiprocess_mode="livemostrecent",
             registry=into,
         )
+        self.unreplicated = prom.Counter(
+            "flashcall_claims_unreplicated",
+            "Attempts not called because no replica held their claim, handed back to be retried "
+            "(claim: unacknowledged, written and not copied within FLASHCALL_REPLICA_WAIT_MS; held, "
+            "not written while no replica had caught up).",
+            ["claim"],
+            registry=into,
+        )
         self.timers = prom.Gauge(
             "flashcall_timers_pending",
             "Deadlines waiting in Redis: step timeouts, status polls, expiries.",
@@ -167,6 +175,9 @@ class Metrics:
 
     def call_status(self, event: CallStatusEvent) -> None:
         self.call_states.labels(event.provider, event.channel, str(event.state)).inc()
+
+    def claim_unreplicated(self, event: UnreplicatedClaimEvent) -> None:
+        self.unreplicated.labels("unacknowledged" if event.written else "held").inc()
 
     def count(self, drained: Mapping[str, str]) -> None:
         """Add the counts drained from the Redis library's hash (see the module docstring)."""

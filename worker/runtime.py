@@ -85,8 +85,12 @@ class Runtime:
         client = sync_client(settings.redis_url, decode_responses=True, socket_timeout=10)
         # Reading the file and building breakers does blocking I/O: never on the event loop.
         holder = await asyncio.to_thread(RoutingHolder, settings.routing_path, env, client)
-        store = Store.connect(settings.redis_url, pool_size=settings.redis_pool_size)
+        store = Store.connect(
+            settings.redis_url, pool_size=settings.redis_pool_size, replica_wait_ms=settings.replica_wait_ms
+        )
         runtime = cls(settings=settings, store=store, holder=holder, metrics=Metrics(), client=client)
+        # Refused by the ACL stops the process here, saying what to allow, before any claim.
+        await store.replicas.mode()
         await runtime._publish()
         await runtime._refresh_state()
         # `flashcall health`: touched from this loop, so that a wedged loop stops it.

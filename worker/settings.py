@@ -9,12 +9,16 @@ from pathlib import Path
 
 from worker.connections import RedisTarget
 from worker.errors import ConfigurationError
+from worker.replication import DEFAULT_WAIT_MS
 
 __all__ = ["DEFAULT_REDIS_URL", "Settings"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 _MIN_SECRET_BYTES = 16
+#: A WAIT longer than this would outlast the store's socket timeout (10 s) in its retries,
+#: and hold a pool connection for as long.
+_MAX_REPLICA_WAIT_MS = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,9 @@ class Settings:
     previous_code_secrets: tuple[bytes, ...] = ()
     """Secrets being rotated away from: checks still accept codes hashed under them, new
     codes are hashed under `code_secret` only."""
+    replica_wait_ms: int = DEFAULT_WAIT_MS
+    """How long a claim waits for a replica to hold it before its provider is called (while
+    the primary has a replica; worker/replication.py)."""
 
     @property
     def code_secrets(self) -> tuple[bytes, ...]:
@@ -67,6 +74,9 @@ class Settings:
             balance_interval=_positive_int(env, "FLASHCALL_BALANCE_INTERVAL_MS", 60000) / 1000,
             callback_base_url=env.get("FLASHCALL_CALLBACK_BASE_URL") or None,
             previous_code_secrets=_previous_secrets(env, secret.encode()),
+            replica_wait_ms=_positive_int(
+                env, "FLASHCALL_REPLICA_WAIT_MS", DEFAULT_WAIT_MS, most=_MAX_REPLICA_WAIT_MS
+            ),
         )
 
 
@@ -92,7 +102,7 @@ def _previous_secrets(env: Mapping[str, str], current: bytes) -> tuple[bytes, ..
     return tuple(previous)
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int, *, most: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -102,4 +112,6 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be a positive integer, not {raw!r}") from None
     if value <= 0:
         raise ConfigurationError(f"{name} must be a positive integer, not {raw!r}")
+    if most is not None and value > most:
+        raise ConfigurationError(f"{name} must be at most {most}, not {raw!r}")
     return value

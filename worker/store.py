@@ -3,7 +3,8 @@
 Every change of a verification goes through one function of worker/redis/flashcall.lua;
 this module only names their arguments. redis-py retries commands after connection
 errors, so each function is safe to run twice (they compare-and-set on the attempt
-number, and a delivery is settled once).
+number, and a delivery is settled once). A claim also waits for a replica while the
+primary has one (worker/replication.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from worker.connections import async_client
 from worker.errors import StoreUnavailable
 from worker.providers.base import Channel
 from worker.redis import install_async
+from worker.replication import DEFAULT_WAIT_MS, ReplicaWatch
 
 __all__ = [
     "FINAL_STATUSES",
@@ -182,18 +184,20 @@ class PublishedConfig:
 
 
 class Store:
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, *, replica_wait_ms: int = DEFAULT_WAIT_MS) -> None:
         self._client = client
         self._published: PublishedConfig | None = None
+        self.replicas = ReplicaWatch(client, wait_ms=replica_wait_ms)
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int) -> Store:
+    def connect(cls, url: str, *, pool_size: int, replica_wait_ms: int = DEFAULT_WAIT_MS) -> Store:
         # A blocking pool (one server's or Sentinel's primary, as REDIS_URL says): hundreds of
         # coroutines wait their turn for a connection instead of failing with "Too many
         # connections". Commands time out too: a worker thread waits for its coroutine
         # without a limit.
         return cls(
-            async_client(url, pool_size=pool_size, timeout=10, socket_timeout=10, decode_responses=True)
+            async_client(url, pool_size=pool_size, timeout=10, socket_timeout=10, decode_responses=True),
+            replica_wait_ms=replica_wait_ms,
         )
 
     @property
@@ -204,9 +208,17 @@ class Store:
         await self._client.aclose()
 
     async def _call(self, function: str, *args: str | int) -> Any:
+        answer, _ = await self._call_then_wait(function, args, wait=False)
+        return answer
+
+    async def _call_then_wait(
+        self, function: str, args: Sequence[str | int], *, wait: bool
+    ) -> tuple[Any, int]:
+        """FCALL, and with `wait` a WAIT for one replica on the same connection (WAIT counts
+        the writes of its own connection): the answer, and how many replicas acknowledged."""
         try:
             try:
-                return await self._client.fcall(function, 0, *args)
+                return await self._fcall(function, args, wait=wait)
             except redis.ResponseError as error:
                 if isinstance(error, redis.exceptions.OutOfMemoryError):
                     # At maxmemory Redis refuses the whole call before it runs: nothing was
@@ -218,9 +230,18 @@ class Store:
                 if "function not found" not in str(error).lower():
                     raise
                 await self._reinstall()
-                return await self._client.fcall(function, 0, *args)
+                return await self._fcall(function, args, wait=wait)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
+
+    async def _fcall(self, function: str, args: Sequence[str | int], *, wait: bool) -> tuple[Any, int]:
+        if not wait:
+            return await self._client.fcall(function, 0, *args), 0
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.fcall(function, 0, *args)
+            pipe.wait(1, self.replicas.wait_ms)
+            answer, acknowledged = await pipe.execute()
+        return answer, int(acknowledged)
 
     async def _reinstall(self) -> None:
         await install_async(self._client)
@@ -275,30 +296,42 @@ class Store:
         provider's refusal 'breaker_open', 'no_money', 'budget_spent'.
 
         `learn` ('<memory>:<half-life ms>', empty when routing does not learn) and `operator`
-        say where the attempt's outcome is learned."""
-        answer: list[str] = await self._call(
+        say where the attempt's outcome is learned.
+
+        While the primary has a replica, a claim counts only once a replica holds it: one that
+        none acknowledged raises ClaimUnreplicated (a StoreUnavailable), and so does every claim
+        while the watch holds them (worker/replication.py)."""
+        wait = await self.replicas.before_claim()
+        answer, acknowledged = await self._call_then_wait(
             "flashcall_begin_attempt",
-            verification_id,
-            expected_attempt,
-            now_ms,
-            step,
-            channel,
-            provider,
-            code_hash,
-            deadline_ms,
-            guard.reset_ms,
-            guard.lease_ms,
-            guard.fail_max,
-            guard.cost_e4,
-            guard.budget_e4,
-            guard.day,
-            callback_token,
-            provider_type,
-            guard.slow_ms,
-            operator,
-            learn,
-            *(lead or ("", "", "")),
+            (
+                verification_id,
+                expected_attempt,
+                now_ms,
+                step,
+                channel,
+                provider,
+                code_hash,
+                deadline_ms,
+                guard.reset_ms,
+                guard.lease_ms,
+                guard.fail_max,
+                guard.cost_e4,
+                guard.budget_e4,
+                guard.day,
+                callback_token,
+                provider_type,
+                guard.slow_ms,
+                operator,
+                learn,
+                *(lead or ("", "", "")),
+            ),
+            wait=wait,
         )
+        if wait and answer[0] == "ok":
+            if not acknowledged:
+                raise await self.replicas.unacknowledged()
+            self.replicas.acknowledged()
         return answer[0], answer[1] if len(answer) > 1 else "", len(answer) > 2
 
     async def attempt_delivered(

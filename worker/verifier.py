@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import structlog
 
 from worker import checks, codes, phone, redaction
-from worker.errors import StoreUnavailable
-from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer
+from worker.errors import ClaimUnreplicated, StoreUnavailable
+from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer, UnreplicatedClaimEvent
 from worker.logging import get_logger
 from worker.providers.base import (
     CallState,
@@ -180,32 +180,46 @@ class Verifier:
             lease_ends_ms = now + lease_ms
             token = secrets.token_urlsafe(24) if self._callback_base and provider.takes_callback_url else ""
             learning = snapshot.config.learning
-            claimed, admission, demoted = await self._store.begin_attempt(
-                v.id,
-                expected_attempt=v.attempt,
-                now_ms=now,
-                step=decision.step_index,
-                channel=step.channel,
-                provider=provider.name,
-                code_hash=codes.code_hash(self._secret, v.id, code) if code else "",
-                deadline_ms=now + lease_ms,
-                guard=AdmissionGuard(
-                    reset_ms=int(settings.breaker.reset_timeout * 1000),
-                    lease_ms=lease_ms,
-                    fail_max=settings.breaker.fail_max,
-                    cost_e4=price_e4(decision.cost),
-                    budget_e4=price_e4(settings.daily_budget),
-                    day=moscow_day(now),
-                    slow_ms=int(settings.breaker.slow_call * 1000) if settings.breaker.slow_call else 0,
-                ),
-                callback_token=token,
-                provider_type=provider.type,
-                operator=decision.operator,
-                learn=learning.spec if learning else "",
-                lead=(decision.lead.key, decision.lead.previous, decision.lead.current)
-                if decision.lead
-                else None,
-            )
+            try:
+                claimed, admission, demoted = await self._store.begin_attempt(
+                    v.id,
+                    expected_attempt=v.attempt,
+                    now_ms=now,
+                    step=decision.step_index,
+                    channel=step.channel,
+                    provider=provider.name,
+                    code_hash=codes.code_hash(self._secret, v.id, code) if code else "",
+                    deadline_ms=now + lease_ms,
+                    guard=AdmissionGuard(
+                        reset_ms=int(settings.breaker.reset_timeout * 1000),
+                        lease_ms=lease_ms,
+                        fail_max=settings.breaker.fail_max,
+                        cost_e4=price_e4(decision.cost),
+                        budget_e4=price_e4(settings.daily_budget),
+                        day=moscow_day(now),
+                        slow_ms=int(settings.breaker.slow_call * 1000) if settings.breaker.slow_call else 0,
+                    ),
+                    callback_token=token,
+                    provider_type=provider.type,
+                    operator=decision.operator,
+                    learn=learning.spec if learning else "",
+                    lead=(decision.lead.key, decision.lead.previous, decision.lead.current)
+                    if decision.lead
+                    else None,
+                )
+            except ClaimUnreplicated as unreplicated:
+                # A failover could lose this claim and let the attempt be claimed and called
+                # again: nobody is called, and the retried message claims again wherever the
+                # truth is then (if this claim survived, it finds the attempt in flight).
+                self._observe.claim_unreplicated(
+                    UnreplicatedClaimEvent(
+                        verification_id=v.id,
+                        attempt=v.attempt + 1,
+                        provider=provider.name,
+                        written=unreplicated.written,
+                    )
+                )
+                raise
             if demoted and decision.lead:
                 log.warning(
                     "learned routing demoted a provider: its attempts convert too rarely for their cost",

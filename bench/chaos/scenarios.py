@@ -410,8 +410,9 @@ SCENARIOS: dict[str, Scenario] = {
         expected_loss=(
             "replication is asynchronous: what the old primary took after the replica was promoted "
             "and before clients moved (they ask the sentinels twice a second) is gone. A start lost "
-            "that way is a start the producer must send again (flashcall_status: not found); a claim "
-            "lost that way lets the attempt be made again, which is a second call"
+            "that way is a start the producer must send again (flashcall_status: not found) unless "
+            "it waited for a replica (docs/protocol.md); claims wait for the replica, so nobody is "
+            "called twice"
         ),
     ),
     "sentinel-planned-failover": _sentinel(

@@ -41,7 +41,7 @@ from bench.simulate.metrics import cost_per_approved, leading, reaction_across
 from bench.simulate.scenarios import COSTS, LEARNING, ORACLE_LEARNING, Change, Scenario, routing_document
 from bench.simulate.world import OPERATORS, Arrival, World, arrivals
 from worker import keys
-from worker.events import AttemptEvent, CallStatusEvent
+from worker.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
 from worker.providers import build_provider
 from worker.providers.base import CallState, CallStatus, Channel
 from worker.redis import install_async
@@ -102,6 +102,9 @@ class _Quiet:
         return None
 
     def call_status(self, event: CallStatusEvent) -> None:
+        return None
+
+    def claim_unreplicated(self, event: UnreplicatedClaimEvent) -> None:
         return None
 
 

@@ -196,6 +196,11 @@ def test_a_producer_is_refused(as_producer: Producer, command: str) -> None:
     assert refused(as_producer.client, command)
 
 
+def test_a_producer_may_wait_for_its_start_to_reach_a_replica(as_producer: Producer) -> None:
+    # docs/protocol.md, "Making a start durable"; this Redis has no replica to count.
+    assert as_producer.client.wait(0, 0) == 0
+
+
 STILL_POSSIBLE_FOR_PRODUCERS = {
     # What the producer functions run under the producer's ACL, the producer can run itself.
     "read a verification it knows the id of": "HGETALL flashcall:v:order-42",
@@ -267,6 +272,15 @@ def test_a_worker_is_refused(acl_server: AclServer, command: str) -> None:
     worker = acl_server.client("flashcall-worker")
     try:
         assert refused(worker, command)
+    finally:
+        worker.close()
+
+
+def test_the_worker_user_may_read_whether_the_primary_has_replicas(acl_server: AclServer) -> None:
+    # Claims wait for a replica while the primary has one (worker/replication.py).
+    worker = acl_server.client("flashcall-worker")
+    try:
+        assert worker.info("replication")["role"] == "master"
     finally:
         worker.close()
 

@@ -39,6 +39,7 @@ def test_the_page_holds_the_targets_the_throughput_table_and_every_section(quick
         "### Check round trip",
         "### Breaker open",
         "### Redis commands per verification",
+        "### A replica attached",
         "### Memory",
         "### The sandbox is no bottleneck",
     ):
@@ -58,3 +59,11 @@ def test_every_throughput_run_measured_the_project_beside_a_baseline(quick_run: 
         assert run["baselines"]
         assert all(baseline["count"] > 0 for baseline in run["baselines"])
         assert run["ratio"] is not None
+
+
+@pytest.mark.timeout(660)
+def test_with_a_replica_attached_every_claim_waits_for_it_and_without_none_does(quick_run: Path) -> None:
+    replica = json.loads((quick_run / "run.json").read_text(encoding="utf-8"))["replica"]
+    assert replica["alone"]["count"] > 0
+    assert replica["alone"]["wait_per_verification"] == 0
+    assert replica["replica"]["wait_per_verification"] >= 1
