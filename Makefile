@@ -16,12 +16,11 @@ $(UV): requirements-uv.txt
 	$(UV_HOME)/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements-uv.txt
 	touch $@
 
-## install: .venv with exactly the versions of uv.lock (runtime and dev), the package editable
-$(BIN)/.installed: pyproject.toml uv.lock $(UV) | lock-check
-	$(UV) sync --locked --extra dev --python $(PYTHON)
-	touch $@
-
-install: $(BIN)/.installed
+## install: .venv with exactly the versions of uv.lock (runtime and dev), the package editable.
+# Run every time (a no-op sync takes milliseconds): a stamp file would miss a checkout that
+# changed the lock or pyproject.toml behind make's back.
+install: $(UV) lock-check
+	$(UV) sync --locked --extra dev --python $(PYTHON) --quiet
 
 ## run: start redis-server, the sandbox and a worker; verify a phone end to end; stop them all
 run: install
