@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worker.errors import FlashcallError
+from worker.errors import ConfigurationError, FlashcallError
 
 __all__ = ["main"]
 
@@ -25,19 +25,25 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    from worker.connections import RedisTarget
-    from worker.logging import configure_from_env
     from worker.middleware import roles
-    from worker.settings import DEFAULT_REDIS_URL
+    from worker.routing.reload import RoutingHolder
+    from worker.settings import Settings
 
-    configure_from_env()
-    # Each Dramatiq process would otherwise fail on it at import, with a traceback.
-    RedisTarget.parse(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
     if not 0 <= args.check_processes <= 64 or not 0 <= args.nice <= 19:
         raise FlashcallError("--check-processes must be from 0 to 64, --nice from 0 to 19")
     if args.check_processes and "--queues" in extra:
         raise FlashcallError("--queues picks the queues itself: add --check-processes 0 to it")
-    _prepare_metrics(args.metrics_dir, args.metrics_port)
+    if args.metrics_port is not None:
+        metrics_port = _port(args.metrics_port, "--metrics-port")
+    else:
+        metrics_port = _port(os.environ.get("FLASHCALL_METRICS_PORT") or "9191", "FLASHCALL_METRICS_PORT")
+    _configure_logging()
+    # What every process builds at boot, by the same code, checked once before any starts
+    # (without connecting anywhere): one line and status 2 instead of each process ending
+    # on it at boot, its reason somewhere in the logs of all (worker/middleware/runtime.py).
+    settings = Settings.from_env()
+    RoutingHolder.check(settings.routing_path, os.environ)
+    _prepare_metrics(args.metrics_dir, metrics_port)
     # Checks get processes of their own, which the others yield the CPU to
     # (worker/middleware/roles.py); every process inherits this environment.
     roles_dir = args.metrics_dir / "roles"
@@ -55,6 +61,25 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     ]  # fmt: skip
     code: int = dramatiq_main(make_argument_parser().parse_args(argv))  # type: ignore[no-untyped-call]
     return code
+
+
+def _configure_logging() -> None:
+    from worker.logging import configure_from_env
+
+    try:
+        configure_from_env()
+    except ValueError as error:
+        # The one setting it refuses (with a traceback) is the level: stdlib logging's.
+        raise ConfigurationError(
+            f"FLASHCALL_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL ({error})"
+        ) from None
+
+
+def _port(value: int | str, setting: str) -> int:
+    raw = str(value)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigurationError(f"{setting} must be a port from 1 to 65535, not {raw!r}")
+    return int(raw)
 
 
 def _prepare_metrics(directory: Path, port: int) -> None:
@@ -86,10 +111,10 @@ def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.callbacks import serve
-    from worker.logging import configure_from_env
 
-    configure_from_env()
-    serve(args.host, args.port, redis_url=args.redis_url)
+    port = _port(args.port, "--port")
+    _configure_logging()
+    serve(args.host, port, redis_url=args.redis_url)
     return 0
 
 
@@ -233,8 +258,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("FLASHCALL_METRICS_PORT", "9191")),
-        help="Prometheus metrics of every process of this worker, on /metrics",
+        help="Prometheus metrics of every process of this worker, on /metrics "
+        "(default $FLASHCALL_METRICS_PORT or 9191)",
     )
     worker.add_argument(
         "--metrics-dir",
@@ -340,7 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args, extra)
     except FlashcallError as error:
-        print(f"flashcall: {error}", file=sys.stderr)
+        # A line per problem (a routing file may have several), each saying whose it is.
+        for line in str(error).splitlines():
+            print(f"flashcall: {line}", file=sys.stderr)
         return 2
     return code
 

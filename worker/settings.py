@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from worker.connections import RedisTarget
 from worker.errors import ConfigurationError
@@ -72,12 +73,34 @@ class Settings:
             reload_interval=_positive_int(env, "FLASHCALL_RELOAD_INTERVAL_MS", 2000) / 1000,
             state_interval=_positive_int(env, "FLASHCALL_STATE_INTERVAL_MS", 1000) / 1000,
             balance_interval=_positive_int(env, "FLASHCALL_BALANCE_INTERVAL_MS", 60000) / 1000,
-            callback_base_url=env.get("FLASHCALL_CALLBACK_BASE_URL") or None,
+            callback_base_url=_callback_base_url(env),
             previous_code_secrets=_previous_secrets(env, secret.encode()),
             replica_wait_ms=_positive_int(
                 env, "FLASHCALL_REPLICA_WAIT_MS", DEFAULT_WAIT_MS, most=_MAX_REPLICA_WAIT_MS
             ),
         )
+
+
+def _callback_base_url(env: Mapping[str, str]) -> str | None:
+    """FLASHCALL_CALLBACK_BASE_URL: an http(s) root that providers can post to. Anything else
+    would be handed to every provider call, and every status it should bring would be lost."""
+    raw = env.get("FLASHCALL_CALLBACK_BASE_URL") or None
+    if raw is None:
+        return None
+    try:
+        url = urlsplit(raw)
+        # `port` raises ValueError for one that is not a number from 0 to 65535.
+        valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+        valid = valid and not url.query and not url.fragment
+    except ValueError:
+        valid = False
+    if not valid:
+        # Without its value: a URL may carry a password.
+        raise ConfigurationError(
+            "FLASHCALL_CALLBACK_BASE_URL must be the public http(s) root of `flashcall callbacks`, "
+            "such as https://callbacks.example.com (a scheme, a host, no query)"
+        )
+    return raw
 
 
 def _previous_secrets(env: Mapping[str, str], current: bytes) -> tuple[bytes, ...]:

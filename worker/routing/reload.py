@@ -38,6 +38,15 @@ class Routing:
 
 
 class RoutingHolder:
+    @staticmethod
+    def check(path: Path, environ: Mapping[str, str]) -> RoutingConfig:
+        """Read the file and build its providers as a worker process would, without
+        connecting anywhere (their HTTP clients are made on first use, and breakers, which
+        read Redis, are left out): ConfigurationError says what a process would fail on."""
+        config = load_routing(path, environ)
+        _providers(config, environ, {})
+        return config
+
     def __init__(self, path: Path, environ: Mapping[str, str], breaker_client: redis.Redis) -> None:
         self._path = path
         self._environ = environ
@@ -51,15 +60,7 @@ class RoutingHolder:
         return self._path.read_bytes()
 
     def _build(self, config: RoutingConfig, reusable: Mapping[str, tuple[object, Provider]]) -> Routing:
-        providers: dict[str, Provider] = {}
-        for name, entry in config.providers.items():
-            if not entry.enabled:
-                continue
-            kept = reusable.get(name)
-            # An unchanged entry keeps its provider, and with it its connection pool.
-            providers[name] = (
-                kept[1] if kept and kept[0] == entry else build_provider(name, entry, self._environ)
-            )
+        providers = _providers(config, self._environ, reusable)
         breakers = Breakers(
             self._breaker_client, {name: entry.breaker for name, entry in config.providers.items()}
         )
@@ -99,6 +100,19 @@ class RoutingHolder:
             retired=sorted(provider.name for provider in retired),
         )
         return retired
+
+
+def _providers(
+    config: RoutingConfig, environ: Mapping[str, str], reusable: Mapping[str, tuple[object, Provider]]
+) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    for name, entry in config.providers.items():
+        if not entry.enabled:
+            continue
+        kept = reusable.get(name)
+        # An unchanged entry keeps its provider, and with it its connection pool.
+        providers[name] = kept[1] if kept and kept[0] == entry else build_provider(name, entry, environ)
+    return providers
 
 
 def _digest(text: bytes) -> str:

@@ -1,0 +1,64 @@
+"""A worker process whose boot fails ends before it has a consumer (worker/middleware/runtime.py).
+
+Unit tests: Dramatiq's StubBroker with the router's boot middleware, and a Redis client
+that is never reached (the boot fails on its settings first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from dramatiq import Worker
+from dramatiq.asyncio import get_event_loop_thread, set_event_loop_thread
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AsyncIO
+
+from worker import keys
+from worker.middleware.runtime import EXIT_CONFIGURATION, RuntimeBoot
+
+
+@pytest.fixture
+def broker() -> Iterator[StubBroker]:
+    stub = StubBroker(middleware=[AsyncIO(), RuntimeBoot(client=redis.Redis(port=1))])
+    stub.declare_queue(keys.VERIFY_QUEUE)
+    yield stub
+    set_event_loop_thread(None)
+
+
+def start(worker: Worker) -> SystemExit | None:
+    """How Worker.start() ended the process, or None (after stopping the worker again, whose
+    threads would otherwise keep the test session from exiting) when it did not."""
+    try:
+        worker.start()
+    except SystemExit as exited:
+        return exited
+    worker.stop()
+    return None
+
+
+def test_a_process_without_its_code_secret_exits_with_status_2_before_any_consumer_starts(
+    broker: StubBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLASHCALL_CODE_SECRET", raising=False)
+    worker = Worker(broker, worker_threads=1)
+
+    # SystemExit, not an Exception: Dramatiq logs and ignores those at boot.
+    exited = start(worker)
+
+    assert exited is not None
+    assert exited.code == EXIT_CONFIGURATION
+    assert worker.consumers == {}
+    assert worker.workers == []
+
+
+def test_a_process_whose_boot_fails_stops_its_event_loop_so_that_it_can_exit(
+    broker: StubBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLASHCALL_CODE_SECRET", raising=False)
+
+    assert start(Worker(broker, worker_threads=1)) is not None
+    thread = get_event_loop_thread()
+    assert thread is not None
+    assert not thread.is_alive()
