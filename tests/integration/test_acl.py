@@ -131,6 +131,24 @@ def refused(client: redis.Redis, command: str) -> bool:
     return False
 
 
+def refused_as(server: AclServer, user: str, command: str) -> bool:
+    """Whether Redis refuses `command` to `user` for lack of permission."""
+    client = server.client(user)
+    try:
+        return refused(client, command)
+    finally:
+        client.close()
+
+
+def remove_fake_messages(server: AclServer) -> None:
+    """What a test wrote onto the verifications queue, so that a later test's worker never meets it."""
+    admin = server.client("flashcall-admin")
+    admin.lrem(keys.queue(keys.VERIFY_QUEUE), 0, "fake")
+    admin.hdel(keys.queue_messages(keys.VERIFY_QUEUE), "fake")
+    admin.delete("flashcall:callback:x")
+    admin.close()
+
+
 def test_the_users_file_holds_placeholders_not_passwords() -> None:
     text = USERS_FILE.read_text()
     assert re.findall(r"[>#<]\S+", text) == [f">${{{variable}}}" for variable in PASSWORD_VARIABLES.values()]
@@ -226,11 +244,7 @@ def test_what_the_producer_functions_run_stays_possible_outside_them(
 ) -> None:
     # docs/operations.md lists these: if Redis ever refuses them, update the docs.
     assert not refused(as_producer.client, command)
-    # What was written, so that the worker of a later test never meets it.
-    admin = acl_server.client("flashcall-admin")
-    admin.lrem(keys.queue(keys.VERIFY_QUEUE), 0, "fake")
-    admin.hdel(keys.queue_messages(keys.VERIFY_QUEUE), "fake")
-    admin.close()
+    remove_fake_messages(acl_server)
 
 
 def test_an_events_reader_follows_the_stream(
@@ -256,11 +270,7 @@ FORBIDDEN_TO_EVENT_READERS = {
     "command", FORBIDDEN_TO_EVENT_READERS.values(), ids=FORBIDDEN_TO_EVENT_READERS.keys()
 )
 def test_an_events_reader_is_refused(acl_server: AclServer, command: str) -> None:
-    reader = acl_server.client("flashcall-events")
-    try:
-        assert refused(reader, command)
-    finally:
-        reader.close()
+    assert refused_as(acl_server, "flashcall-events", command)
 
 
 FORBIDDEN_TO_WORKERS = {
@@ -276,11 +286,7 @@ FORBIDDEN_TO_WORKERS = {
 
 @pytest.mark.parametrize("command", FORBIDDEN_TO_WORKERS.values(), ids=FORBIDDEN_TO_WORKERS.keys())
 def test_a_worker_is_refused(acl_server: AclServer, command: str) -> None:
-    worker = acl_server.client("flashcall-worker")
-    try:
-        assert refused(worker, command)
-    finally:
-        worker.close()
+    assert refused_as(acl_server, "flashcall-worker", command)
 
 
 def test_the_worker_user_returns_the_messages_a_dead_worker_held(acl_server: AclServer) -> None:
@@ -379,11 +385,7 @@ FORBIDDEN_TO_THE_CALLBACK_RECEIVER = {
     "command", FORBIDDEN_TO_THE_CALLBACK_RECEIVER.values(), ids=FORBIDDEN_TO_THE_CALLBACK_RECEIVER.keys()
 )
 def test_the_callback_receiver_user_is_refused(acl_server: AclServer, command: str) -> None:
-    receiver = acl_server.client("flashcall-callbacks")
-    try:
-        assert refused(receiver, command)
-    finally:
-        receiver.close()
+    assert refused_as(acl_server, "flashcall-callbacks", command)
 
 
 STILL_POSSIBLE_FOR_THE_CALLBACK_RECEIVER = {
@@ -406,16 +408,10 @@ def test_what_the_callback_functions_run_stays_possible_outside_them(
     acl_server: AclServer, command: str
 ) -> None:
     # docs/operations.md lists these: if Redis ever refuses them, update the docs.
-    receiver = acl_server.client("flashcall-callbacks")
-    admin = acl_server.client("flashcall-admin")
     try:
-        assert not refused(receiver, command)
+        assert not refused_as(acl_server, "flashcall-callbacks", command)
     finally:
-        admin.lrem(keys.queue(keys.VERIFY_QUEUE), 0, "fake")
-        admin.hdel(keys.queue_messages(keys.VERIFY_QUEUE), "fake")
-        admin.delete("flashcall:callback:x")
-        receiver.close()
-        admin.close()
+        remove_fake_messages(acl_server)
 
 
 def test_the_callback_receiver_answers_503_while_the_library_is_missing() -> None:
