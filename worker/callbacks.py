@@ -31,7 +31,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import uvicorn
@@ -69,11 +69,10 @@ class ReceiverLimits:
     """Open connections (or requests in progress) at which a request is answered 503."""
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout", "body_timeout", "idle_timeout", "max_connections"):
-            if getattr(self, name) < 1:
-                raise FlashcallError(
-                    f"--{name.replace('_', '-')} must be 1 or more, not {getattr(self, name)}"
-                )
+        for limit in fields(self):
+            value = getattr(self, limit.name)
+            if value < 1:
+                raise FlashcallError(f"--{limit.name.replace('_', '-')} must be 1 or more, not {value}")
 
 
 class _TooLarge(Exception):
@@ -95,9 +94,8 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-#: How each answer of flashcall_callback_accept is told to the provider.
-_ANSWERS: dict[CallbackAnswer, tuple[int, str]] = {
-    "held": (202, "held until the call's delivery is recorded"),
+#: How each refusal of flashcall_callback_accept is told to the provider.
+_REFUSALS: dict[CallbackAnswer, tuple[int, str]] = {
     "mismatch": (409, "the call id is not this attempt's call"),
     "closed": (410, "this attempt already has an outcome"),
     "busy": (503, "try again later"),
@@ -146,10 +144,10 @@ async def _receive(request: Request) -> JSONResponse:
     if answer in ("accepted", "repeat"):
         log.info("callback accepted", **context, state=status.provider_state, repeat=answer == "repeat")
         return JSONResponse({"ok": True, "repeat": True} if answer == "repeat" else {"ok": True})
-    code, reason = _ANSWERS[answer]
     if answer == "held":
         log.info("callback held for the delivery", **context, state=status.provider_state)
-        return JSONResponse({"ok": True, "held": True}, status_code=code)
+        return JSONResponse({"ok": True, "held": True}, status_code=202)
+    code, reason = _REFUSALS[answer]
     log.warning("callback refused", **context, state=status.provider_state, reason=answer)
     return _refuse(code, reason)
 

@@ -98,8 +98,10 @@ def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.logging import configure_from_env
 
     configure_from_env()
-    given = {name: getattr(args, name) for name in (option.replace("-", "_") for option in _RECEIVER_LIMITS)}
-    limits = ReceiverLimits(**{name: value for name, value in given.items() if value is not None})
+    names = [option.replace("-", "_") for option in _RECEIVER_LIMITS]
+    limits = ReceiverLimits(
+        **{name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    )
     serve(args.host, args.port, redis_url=args.redis_url, limits=limits)
     return 0
 
