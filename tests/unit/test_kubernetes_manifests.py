@@ -245,15 +245,18 @@ def test_the_callback_receiver_gets_only_its_own_redis_password_logs_and_redis()
     )
 
 
-def test_the_callback_receiver_listens_on_every_interface_of_its_pod_with_its_limits() -> None:
+def test_the_callback_receiver_listens_on_every_interface_of_its_pod_with_the_default_limits() -> None:
+    from worker.callbacks import ReceiverLimits
+
     args = _parser().parse_args(callbacks_container()["args"])
     assert args.host == "0.0.0.0"  # noqa: S104 - the pod's own interfaces, behind its Service
-    assert (args.header_timeout, args.body_timeout, args.idle_timeout, args.max_connections) == (
-        5,
-        5,
-        5,
-        1000,
+    written = ReceiverLimits(
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
     )
+    assert written == ReceiverLimits()
 
 
 def test_the_scaled_object_watches_the_dramatiq_verification_queue() -> None:
