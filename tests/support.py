@@ -1,4 +1,5 @@
-"""Helpers the tests share: the sandbox's control API and calls into the Redis library."""
+"""Helpers the tests share: the sandbox's control API, calls into the Redis library, and
+callback tokens issued as a worker issues them."""
 
 from __future__ import annotations
 
@@ -13,11 +14,21 @@ import redis
 
 from worker.stack import LocalStack
 
+#: A VoicePassword status callback, as the provider posts it.
+CALLBACK = {
+    "id": "100042",
+    "number": "79991234567",
+    "duration": "0",
+    "state": "NO ANSWER",
+    "price": "0.35",
+    "date": "2026-11-27 15:18:48",
+}
+
 #: The `own_stack` fixture: `with own_stack(ROUTING) as stack` starts redis-server and the
 #: sandbox on a routing file of this text, for a module whose routing differs.
 OwnStack = Callable[[str], AbstractContextManager[LocalStack]]
 
-__all__ = ["OwnStack", "Sandbox", "cases", "fcall"]
+__all__ = ["CALLBACK", "OwnStack", "Sandbox", "cases", "deliver", "fcall", "issue_token", "redis_now"]
 
 
 class Sandbox:
@@ -62,3 +73,47 @@ def cases(name: str) -> list[dict[str, Any]]:
     them ('normal', the stored form or null for refused; 'valid'), and why."""
     path = Path(__file__).parent / "cases" / f"{name}.json"
     return cast(list[dict[str, Any]], json.loads(path.read_text(encoding="utf-8")))
+
+
+def redis_now(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def issue_token(
+    client: redis.Redis,
+    token: str,
+    *,
+    verification_id: str = "order-42",
+    phone: str = "+79991234567",
+    provider: str = "vp",
+    provider_type: str = "voicepassword",
+    call_id: str | None = CALLBACK["id"],
+) -> None:
+    """Start a verification and claim its first attempt with a callback token, as a worker
+    does; then record its delivery as the call `call_id` (None: the provider has not answered yet)."""
+    fcall(client, "flashcall_start", json.dumps({"id": verification_id, "phone": phone}))
+    now = redis_now(client)
+    answer = fcall(
+        client,
+        "flashcall_begin_attempt",
+        verification_id, 0, now, 0, "voice", provider, "", now + 30_000,
+        30_000, 30_000, 5, 3500, 0, "20261127", token, provider_type,
+    )  # fmt: skip
+    assert answer[0] == "ok"
+    if call_id is not None:
+        deliver(client, call_id, verification_id=verification_id, provider=provider)
+
+
+def deliver(
+    client: redis.Redis, call_id: str, *, verification_id: str = "order-42", provider: str = "vp"
+) -> None:
+    """Record the first attempt delivered as the provider's call `call_id`, as a worker does."""
+    now = redis_now(client)
+    answer = fcall(
+        client,
+        "flashcall_attempt_delivered",
+        verification_id, 1, now, provider, "voice", 0, call_id, 3500, "", "0", now + 30_000,
+        100, "20261127", 0,
+    )  # fmt: skip
+    assert answer == "ok"

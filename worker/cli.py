@@ -109,12 +109,25 @@ def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
     return 0
 
 
+#: The receiver's limits (worker/callbacks.py, ReceiverLimits), each an option of its own.
+_RECEIVER_LIMITS = {
+    "header-timeout": "seconds for a request's headers to arrive",
+    "body-timeout": "seconds for a request's body to arrive after its headers",
+    "idle-timeout": "seconds an idle kept-alive connection is kept open",
+    "max-connections": "open connections at which requests are answered 503",
+}
+
+
 def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.callbacks import serve
+    from worker.callbacks import ReceiverLimits, serve
 
     port = _port(args.port, "--port")
     _configure_logging()
-    serve(args.host, port, redis_url=args.redis_url)
+    names = [option.replace("-", "_") for option in _RECEIVER_LIMITS]
+    limits = ReceiverLimits(
+        **{name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    )
+    serve(args.host, port, redis_url=args.redis_url, limits=limits)
     return 0
 
 
@@ -285,8 +298,14 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(handler=_sandbox)
 
     callbacks = commands.add_parser("callbacks", help="receive provider status callbacks")
-    callbacks.add_argument("--host", default="0.0.0.0")  # noqa: S104 - providers post from outside
+    callbacks.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)",
+    )
     callbacks.add_argument("--port", type=int, default=8700)
+    for option, meaning in _RECEIVER_LIMITS.items():
+        callbacks.add_argument(f"--{option}", type=int, help=f"{meaning} (defaults: docs/operations.md)")
     callbacks.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     callbacks.set_defaults(handler=_callbacks)
 

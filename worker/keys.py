@@ -6,6 +6,8 @@ tests/unit/test_keys.py checks that the two agree.
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "flashcall:"
 
 #: Dramatiq's namespace: queues live at flashcall:<queue>, next to everything else.
@@ -25,6 +27,12 @@ REFUSED = PREFIX + "refused"
 
 def verification(verification_id: str) -> str:
     return f"{PREFIX}v:{verification_id}"
+
+
+def callback_token(token: str) -> str:
+    """A callback token's record, named by the token's SHA-1: the verification keeps only the
+    digest, so that whoever reads it cannot post as the provider."""
+    return f"{PREFIX}callback:{hashlib.sha1(token.encode()).hexdigest()}"  # noqa: S324 - a name, not a MAC
 
 
 def breaker(provider: str) -> str:

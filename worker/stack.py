@@ -193,11 +193,18 @@ class LocalStack:
         self.processes.append(process)
         return process
 
-    def start_callbacks(self, *, name: str = "callbacks") -> tuple[ManagedProcess, str]:
-        """Start `flashcall callbacks` on a free port; answers it and its base URL."""
+    def start_callbacks(
+        self, *, name: str = "callbacks", args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> tuple[ManagedProcess, str]:
+        """Start `flashcall callbacks` on a free port, with more `args`, and with what the
+        receiver needs of the environment (Redis, logs: no code secret, no provider keys),
+        changed by `env`; answers it and its base URL."""
         port = free_port()
         argv = [sys.executable, "-m", "worker", "callbacks", "--host", "127.0.0.1", "--port", str(port)]
-        receiver = _spawn(name, argv, self.worker_env(), self.log_dir)
+        argv += args
+        environment = {**os.environ, "REDIS_URL": self.redis_url, "FLASHCALL_LOG_FORMAT": "json"}
+        environment.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+        receiver = _spawn(name, argv, environment, self.log_dir)
         self.processes.append(receiver)
         url = f"http://127.0.0.1:{port}"
         _wait_until(

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import redis
 import redis.asyncio
@@ -28,6 +28,7 @@ from worker.replication import DEFAULT_WAIT_MS, ReplicaWatch
 __all__ = [
     "FINAL_STATUSES",
     "AdmissionGuard",
+    "CallbackAnswer",
     "CallbackTarget",
     "CheckMaterial",
     "PublishedConfig",
@@ -161,6 +162,10 @@ class AdmissionGuard:
     """A call unanswered this long makes the provider suspect (routing.yaml's breaker.slow_call)."""
 
 
+CallbackAnswer = Literal["accepted", "repeat", "held", "mismatch", "closed", "busy", "unknown"]
+"""What flashcall_callback_accept made of a status post (worker/redis/flashcall.lua says each)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CallbackTarget:
     """The attempt a callback token stands for."""
@@ -229,7 +234,14 @@ class Store:
                 # A Redis restarted without persistence comes back without the library.
                 if "function not found" not in str(error).lower():
                     raise
-                await self._reinstall()
+                try:
+                    await self._reinstall()
+                except redis.exceptions.NoPermissionError as refused:
+                    # The callback receiver's user may not load code: it waits for a worker.
+                    raise StoreUnavailable(
+                        "the flashcall library is not loaded and this Redis user may not load it: "
+                        "a worker reinstalls it, or run `flashcall redis install` as an admin"
+                    ) from refused
                 return await self._fcall(function, args, wait=wait)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
@@ -449,10 +461,16 @@ class Store:
         raw: str | None = await self._call("flashcall_callback_target", token)
         return CallbackTarget(**json.loads(raw)) if raw else None
 
-    async def accept_callback(self, token: str, status: Mapping[str, Any], *, now_ms: int) -> bool:
-        """Queue a parsed status for the workers; False if the token is (no longer) known."""
-        answer: str = await self._call("flashcall_callback_accept", token, json.dumps(status), now_ms)
-        return answer == "accepted"
+    async def accept_callback(
+        self, token: str, status: Mapping[str, Any], *, ref: str, state: str, final: bool, now_ms: int
+    ) -> CallbackAnswer:
+        """Take a parsed status of the call `ref` in for the token's attempt (flashcall_callback_accept):
+        queued for the workers only when `ref` is the attempt's call and the attempt has no
+        outcome yet; `state` is the provider's own name for it, `final` whether it settles the call."""
+        answer: CallbackAnswer = await self._call(
+            "flashcall_callback_accept", token, json.dumps(status), now_ms, ref, state, "1" if final else "0"
+        )
+        return answer
 
     async def schedule_poll(self, verification_id: str, *, attempt: int, due_ms: int) -> bool:
         answer: str = await self._call("flashcall_schedule_poll", verification_id, attempt, due_ms)

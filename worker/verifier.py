@@ -347,6 +347,11 @@ class Verifier:
             )
             log.info("late status recorded and ignored", status_attempt=attempt, state=status.provider_state)
             return
+        if status.ref != v.provider_ref:
+            # The receiver refuses these; a message queued by other means (or before the
+            # receiver compared call ids) must not move the verification on either.
+            log.warning("status of another call ignored", status_attempt=attempt, state=status.provider_state)
+            return
         if status.state is CallState.IN_PROGRESS:
             await self._schedule_poll(v)
             return

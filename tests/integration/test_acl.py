@@ -9,6 +9,8 @@ and cannot do; docs/operations.md ("Least privilege") says the same in prose.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import secrets
@@ -20,16 +22,19 @@ from pathlib import Path
 from string import Template
 from typing import Any, cast
 
+import httpx
 import pytest
 import redis
 
 from tests.conftest import TEST_ROUTING
-from tests.support import Sandbox
+from tests.support import CALLBACK, Sandbox
 from worker import keys
 from worker.broker import FlashcallBroker
+from worker.callbacks import create_app
 from worker.producer import Producer
 from worker.redis import install
-from worker.stack import LocalStack, local_stack, redis_server
+from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
+from worker.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +46,7 @@ PASSWORD_VARIABLES = {
     "flashcall-producer": "FLASHCALL_REDIS_PRODUCER_PASSWORD",
     "flashcall-events": "FLASHCALL_REDIS_EVENTS_PASSWORD",
     "flashcall-worker": "FLASHCALL_REDIS_WORKER_PASSWORD",
+    "flashcall-callbacks": "FLASHCALL_REDIS_CALLBACKS_PASSWORD",
 }
 
 
@@ -56,8 +62,9 @@ class AclServer:
         return redis.Redis.from_url(self.url_of(user), decode_responses=True)
 
 
-@pytest.fixture(scope="module")
-def acl_server() -> Iterator[AclServer]:
+@contextlib.contextmanager
+def acl_redis() -> Iterator[AclServer]:
+    """A redis-server of its own with the shipped users file loaded and the library installed."""
     log_dir = Path(tempfile.mkdtemp(prefix="flashcall-acl-"))
     acl_file = log_dir / "users.acl"
     # Only until the profile is loaded: the readiness check of redis_server() connects as
@@ -83,10 +90,29 @@ def acl_server() -> Iterator[AclServer]:
 
 
 @pytest.fixture(scope="module")
+def acl_server() -> Iterator[AclServer]:
+    with acl_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def acl_stack(acl_server: AclServer) -> Iterator[LocalStack]:
     """The sandbox beside the ACL'd Redis; the stack itself watches heartbeats as the admin."""
     with local_stack(redis_url=acl_server.url_of("flashcall-admin"), routing_path=TEST_ROUTING) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def acl_worker(acl_server: AclServer, acl_stack: LocalStack) -> ManagedProcess:
+    """A worker as `flashcall-worker` whose providers post to a receiver running as
+    `flashcall-callbacks`."""
+    _, receiver_url = acl_stack.start_callbacks(
+        env={"REDIS_URL": acl_server.url_of("flashcall-callbacks")}, name="callbacks-acl"
+    )
+    return acl_stack.start_worker(
+        env={"REDIS_URL": acl_server.url_of("flashcall-worker"), "FLASHCALL_CALLBACK_BASE_URL": receiver_url},
+        name="worker-acl",
+    )
 
 
 @pytest.fixture
@@ -103,6 +129,24 @@ def refused(client: redis.Redis, command: str) -> bool:
     except redis.exceptions.NoPermissionError:
         return True
     return False
+
+
+def refused_as(server: AclServer, user: str, command: str) -> bool:
+    """Whether Redis refuses `command` to `user` for lack of permission."""
+    client = server.client(user)
+    try:
+        return refused(client, command)
+    finally:
+        client.close()
+
+
+def remove_fake_messages(server: AclServer) -> None:
+    """What a test wrote onto the verifications queue, so that a later test's worker never meets it."""
+    admin = server.client("flashcall-admin")
+    admin.lrem(keys.queue(keys.VERIFY_QUEUE), 0, "fake")
+    admin.hdel(keys.queue_messages(keys.VERIFY_QUEUE), "fake")
+    admin.delete("flashcall:callback:x")
+    admin.close()
 
 
 def test_the_users_file_holds_placeholders_not_passwords() -> None:
@@ -219,11 +263,7 @@ def test_what_the_producer_functions_run_stays_possible_outside_them(
 ) -> None:
     # docs/operations.md lists these: if Redis ever refuses them, update the docs.
     assert not refused(as_producer.client, command)
-    # What was written, so that the worker of a later test never meets it.
-    admin = acl_server.client("flashcall-admin")
-    admin.lrem(keys.queue(keys.VERIFY_QUEUE), 0, "fake")
-    admin.hdel(keys.queue_messages(keys.VERIFY_QUEUE), "fake")
-    admin.close()
+    remove_fake_messages(acl_server)
 
 
 def test_an_events_reader_follows_the_stream(
@@ -249,11 +289,7 @@ FORBIDDEN_TO_EVENT_READERS = {
     "command", FORBIDDEN_TO_EVENT_READERS.values(), ids=FORBIDDEN_TO_EVENT_READERS.keys()
 )
 def test_an_events_reader_is_refused(acl_server: AclServer, command: str) -> None:
-    reader = acl_server.client("flashcall-events")
-    try:
-        assert refused(reader, command)
-    finally:
-        reader.close()
+    assert refused_as(acl_server, "flashcall-events", command)
 
 
 FORBIDDEN_TO_WORKERS = {
@@ -269,11 +305,7 @@ FORBIDDEN_TO_WORKERS = {
 
 @pytest.mark.parametrize("command", FORBIDDEN_TO_WORKERS.values(), ids=FORBIDDEN_TO_WORKERS.keys())
 def test_a_worker_is_refused(acl_server: AclServer, command: str) -> None:
-    worker = acl_server.client("flashcall-worker")
-    try:
-        assert refused(worker, command)
-    finally:
-        worker.close()
+    assert refused_as(acl_server, "flashcall-worker", command)
 
 
 def test_the_worker_user_may_read_whether_the_primary_has_replicas(acl_server: AclServer) -> None:
@@ -303,9 +335,13 @@ def test_the_worker_user_returns_the_messages_a_dead_worker_held(acl_server: Acl
 
 
 def test_the_worker_user_runs_a_verification_end_to_end(
-    acl_server: AclServer, acl_stack: LocalStack, as_producer: Producer, phone: str, verification_id: str
+    acl_server: AclServer,
+    acl_stack: LocalStack,
+    acl_worker: ManagedProcess,
+    as_producer: Producer,
+    phone: str,
+    verification_id: str,
 ) -> None:
-    acl_stack.start_worker(env={"REDIS_URL": acl_server.url_of("flashcall-worker")}, name="worker-acl")
     as_producer.start(verification_id, "+" + phone, channels=["flashcall"])
     reader = Producer.from_url(acl_server.url_of("flashcall-events"))
     sandbox = Sandbox(acl_stack.sandbox_url)
@@ -317,3 +353,111 @@ def test_the_worker_user_runs_a_verification_end_to_end(
         sandbox.close()
     answer = as_producer.check(verification_id, code)
     assert (answer["result"], answer["status"]) == ("approved", "approved")
+
+
+def test_the_callback_receiver_user_takes_a_providers_callback_end_to_end(
+    acl_server: AclServer,
+    acl_stack: LocalStack,
+    acl_worker: ManagedProcess,
+    as_producer: Producer,
+    phone: str,
+    verification_id: str,
+) -> None:
+    sandbox = Sandbox(acl_stack.sandbox_url)
+    reader = Producer.from_url(acl_server.url_of("flashcall-events"))
+    try:
+        sandbox.script(phone, {"state": "BUSY"})
+        as_producer.start(verification_id, "+" + phone, channels=["flashcall"])
+        # The BUSY callback, taken in by the receiver as its own user, moves the verification on.
+        fallback = reader.wait_for(verification_id, {"fallback"}, timeout=15)
+        assert (fallback["reason"], fallback["from_provider"]) == ("busy", "vp-main")
+        [posted] = [record for record in sandbox.records(phone) if record.get("callback_status")]
+        assert posted["callback_status"] == "200"
+    finally:
+        reader.close()
+        sandbox.close()
+
+
+FORBIDDEN_TO_THE_CALLBACK_RECEIVER = {
+    "load code": "FUNCTION LOAD REPLACE x",
+    "read the library": "FUNCTION LIST WITHCODE",
+    "run a script": "EVAL 'return 1' 0",
+    "list keys": "KEYS flashcall:*",
+    "scan keys": "SCAN 0 MATCH flashcall:*",
+    "read a verification, its phone number included": "HGETALL flashcall:v:order-42",
+    "read a verification field": "HGET flashcall:v:order-42 phone",
+    "change a verification": "HSET flashcall:v:order-42 status approved",
+    "read events": "XRANGE flashcall:events - +",
+    "append an event": "XADD flashcall:events * event fake",
+    "trim the events": "XTRIM flashcall:events MAXLEN 0",
+    "list the live verifications": "ZRANGE flashcall:timers:expire 0 -1",
+    "move a deadline": "ZADD flashcall:timers:step 0 order-42",
+    "read a queue": "LRANGE flashcall:verifications 0 -1",
+    "read queued messages": "HGETALL flashcall:verifications.msgs",
+    "write the checks queue": "RPUSH flashcall:checks fake",
+    "push at the head of the verifications queue": "LPUSH flashcall:verifications fake",
+    "delete a callback token": "DEL flashcall:callback:x",
+    "start a verification": 'FCALL flashcall_start 0 \'{"id":"x","phone":"+79991234567"}\'',
+    "claim an attempt": "FCALL flashcall_begin_attempt 0 order-42 0",
+    "record a delivery": "FCALL flashcall_attempt_delivered 0 order-42 1",
+    "approve without a code": "FCALL flashcall_apply_check 0 order-42 1 flashcall:reply:1 0",
+    "read a breaker": "HGETALL flashcall:breaker:vp-main",
+    "flush everything": "FLUSHALL",
+    "read the configuration": "CONFIG GET *",
+    "list users": "ACL LIST",
+    "touch keys outside flashcall": "GET session:1",
+}
+
+
+@pytest.mark.parametrize(
+    "command", FORBIDDEN_TO_THE_CALLBACK_RECEIVER.values(), ids=FORBIDDEN_TO_THE_CALLBACK_RECEIVER.keys()
+)
+def test_the_callback_receiver_user_is_refused(acl_server: AclServer, command: str) -> None:
+    assert refused_as(acl_server, "flashcall-callbacks", command)
+
+
+STILL_POSSIBLE_FOR_THE_CALLBACK_RECEIVER = {
+    # What the callback functions run under the receiver's ACL, the receiver can run itself.
+    "read a token record whose name it knows": "GET flashcall:callback:x",
+    "write a token record": "SET flashcall:callback:x {}",
+    "tell whether a verification it knows the id of still runs": "ZSCORE flashcall:timers:expire order-42",
+    "push onto the end of the verifications queue": "RPUSH flashcall:verifications fake",
+    "write a queued message body": "HSET flashcall:verifications.msgs fake {}",
+    "take a message number": "INCR flashcall:seq",
+}
+
+
+@pytest.mark.parametrize(
+    "command",
+    STILL_POSSIBLE_FOR_THE_CALLBACK_RECEIVER.values(),
+    ids=STILL_POSSIBLE_FOR_THE_CALLBACK_RECEIVER.keys(),
+)
+def test_what_the_callback_functions_run_stays_possible_outside_them(
+    acl_server: AclServer, command: str
+) -> None:
+    # docs/operations.md lists these: if Redis ever refuses them, update the docs.
+    try:
+        assert not refused_as(acl_server, "flashcall-callbacks", command)
+    finally:
+        remove_fake_messages(acl_server)
+
+
+def test_the_callback_receiver_answers_503_while_the_library_is_missing() -> None:
+    # A Redis of its own: on the module's, a worker would load the library again at once.
+    with acl_redis() as server:
+        admin = server.client("flashcall-admin")
+        admin.function_delete("flashcall")
+        store = Store.connect(server.url_of("flashcall-callbacks"), pool_size=1)
+        app = create_app(store)
+        app.state.store = store  # what the application's lifespan does when served
+
+        async def post() -> int:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as http:
+                response = await http.post("/callbacks/vp/tok-1", json=CALLBACK)
+            await store.aclose()
+            return response.status_code
+
+        try:
+            assert asyncio.run(post()) == 503
+        finally:
+            admin.close()

@@ -1,8 +1,10 @@
 """The callback receiver (`flashcall callbacks`) over real HTTP, on a Redis with no worker.
 
-A post is accepted only when its token was issued for that provider and its body is the
-provider's callback; only then is a `call_status` message queued, and only then is it
-answered 200. Everything else changes nothing.
+A post is accepted only when its token was issued for that provider, its body is the
+provider's callback, and its call id is the attempt's own call; only then is a
+`call_status` message queued, and only then is it answered 200. A repeat is answered 200
+and queues nothing; a token whose attempt has an outcome takes nothing new. Everything
+else changes nothing.
 """
 
 from __future__ import annotations
@@ -16,21 +18,12 @@ import httpx
 import pytest
 import redis
 
-from tests.support import fcall
+from tests.support import CALLBACK, deliver, fcall, issue_token
 from worker import keys
 from worker.redis import install
 from worker.stack import LocalStack, ManagedProcess, local_stack
 
 pytestmark = pytest.mark.integration
-
-CALLBACK = {
-    "id": "100042",
-    "number": "79991234567",
-    "duration": "0",
-    "state": "NO ANSWER",
-    "price": "0.35",
-    "date": "2026-11-27 15:18:48",
-}
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +41,6 @@ def client(receiver: tuple[LocalStack, str]) -> Iterator[redis.Redis]:
     install(connection)
     yield connection
     connection.close()
-
-
-def issue_token(
-    client: redis.Redis, token: str, *, provider: str = "vp", provider_type: str = "voicepassword"
-) -> None:
-    """Start a verification and claim its first attempt with a callback token, as a worker does."""
-    fcall(client, "flashcall_start", json.dumps({"id": "order-42", "phone": "+79991234567"}))
-    seconds, micros = client.time()
-    now = int(seconds) * 1000 + int(micros) // 1000
-    answer = fcall(
-        client,
-        "flashcall_begin_attempt",
-        "order-42", 0, now, 0, "voice", provider, "", now + 30_000,
-        30_000, 30_000, 5, 3500, 0, "20261127", token, provider_type,
-    )  # fmt: skip
-    assert answer[0] == "ok"
 
 
 def post(receiver: tuple[LocalStack, str], path: str, body: Any) -> httpx.Response:
@@ -143,19 +120,112 @@ def test_an_oversized_post_is_refused(receiver: tuple[LocalStack, str], client: 
     assert queued_statuses(client) == []
 
 
-def test_a_callback_posted_twice_is_queued_twice_and_left_to_the_worker_to_settle_once(
+def test_a_repeated_callback_is_answered_200_and_queues_nothing_after_the_first(
     receiver: tuple[LocalStack, str], client: redis.Redis
 ) -> None:
     issue_token(client, "tok-1")
-    assert [post(receiver, "/callbacks/vp/tok-1", CALLBACK).status_code for _ in range(2)] == [200, 200]
-    assert len(queued_statuses(client)) == 2
+    answers = [post(receiver, "/callbacks/vp/tok-1", CALLBACK) for _ in range(50)]
+    assert [answer.status_code for answer in answers] == [200] * 50
+    assert [answer.json() for answer in answers[1:]] == [{"ok": True, "repeat": True}] * 49
+    assert len(queued_statuses(client)) == 1
+
+
+def test_a_callback_with_another_calls_id_is_refused_and_changes_nothing(
+    receiver: tuple[LocalStack, str], client: redis.Redis
+) -> None:
+    issue_token(client, "tok-a", verification_id="order-a", phone="+79991234501", call_id="100001")
+    issue_token(client, "tok-b", verification_id="order-b", phone="+79991234502", call_id="100002")
+    record = client.get(keys.callback_token("tok-a"))
+    # Verification A's token with verification B's call id.
+    response = post(receiver, "/callbacks/vp/tok-a", {**CALLBACK, "id": "100002", "state": "BUSY"})
+    assert (response.status_code, response.json()["error"]) == (409, "the call id is not this attempt's call")
+    assert queued_statuses(client) == []
+    assert client.get(keys.callback_token("tok-a")) == record
+
+
+def test_a_token_takes_no_other_state_once_a_final_one_was_taken_in(
+    receiver: tuple[LocalStack, str], client: redis.Redis
+) -> None:
+    issue_token(client, "tok-1")
+    assert post(receiver, "/callbacks/vp/tok-1", {**CALLBACK, "state": "ANSWERED"}).status_code == 200
+    response = post(receiver, "/callbacks/vp/tok-1", {**CALLBACK, "state": "BUSY"})
+    assert (response.status_code, response.json()["error"]) == (410, "this attempt already has an outcome")
+    assert len(queued_statuses(client)) == 1
+
+
+def test_states_in_progress_are_each_taken_in_once_before_the_final_one(
+    receiver: tuple[LocalStack, str], client: redis.Redis
+) -> None:
+    issue_token(client, "tok-1")
+    posted = ["QUEUED", "QUEUED", "SEND", "DELIVERED", "NOT DELIVERED"]
+    answers = [post(receiver, "/callbacks/vp/tok-1", {**CALLBACK, "state": state}) for state in posted]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 200, 410]
+    assert [message["args"][3]["provider_state"] for message in queued_statuses(client)] == [
+        "QUEUED",
+        "SEND",
+        "DELIVERED",
+    ]
+
+
+OUTCOMES = {
+    "the attempt timed out": (
+        "flashcall_attempt_failed", "order-42", 1, 0, "timeout", "step_timeout", "timed_out",
+        0, "0", "0", -1, 0,
+    ),
+    "the verification was canceled": ("flashcall_cancel", "order-42"),
+    "the verification was approved": ("flashcall_apply_check", "order-42", "1", "flashcall:reply:1", 0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES.values(), ids=OUTCOMES.keys())
+def test_a_token_is_dead_once_its_attempt_has_an_outcome(
+    receiver: tuple[LocalStack, str], client: redis.Redis, outcome: tuple[str | int, ...]
+) -> None:
+    issue_token(client, "tok-1")
+    function, *args = outcome
+    fcall(client, str(function), *args)
+    client.delete(keys.queue(keys.VERIFY_QUEUE))
+    assert post(receiver, "/callbacks/vp/tok-1", CALLBACK).status_code == 410
+    assert queued_statuses(client) == []
+
+
+def test_a_callback_before_the_delivery_is_recorded_is_held_and_queued_with_the_delivery(
+    receiver: tuple[LocalStack, str], client: redis.Redis
+) -> None:
+    issue_token(client, "tok-1", call_id=None)
+    response = post(receiver, "/callbacks/vp/tok-1", CALLBACK)
+    assert (response.status_code, response.json()) == (202, {"ok": True, "held": True})
+    assert queued_statuses(client) == []
+    deliver(client, CALLBACK["id"])
+    [message] = queued_statuses(client)
+    assert message["args"][:2] == ["order-42", 1]
+    assert post(receiver, "/callbacks/vp/tok-1", CALLBACK).json() == {"ok": True, "repeat": True}
+
+
+def test_a_held_callback_of_another_call_is_dropped_when_the_delivery_is_recorded(
+    receiver: tuple[LocalStack, str], client: redis.Redis
+) -> None:
+    issue_token(client, "tok-1", call_id=None)
+    assert post(receiver, "/callbacks/vp/tok-1", {**CALLBACK, "id": "999999"}).status_code == 202
+    deliver(client, CALLBACK["id"])
+    assert queued_statuses(client) == []
+    assert post(receiver, "/callbacks/vp/tok-1", {**CALLBACK, "id": "999999"}).status_code == 409
+
+
+def test_the_verification_keeps_only_the_tokens_digest(
+    receiver: tuple[LocalStack, str], client: redis.Redis
+) -> None:
+    issue_token(client, "tok-1")
+    stored = cast(dict[str, str], client.hgetall(keys.verification("order-42")))
+    assert "tok-1" not in json.dumps(stored)
+    assert keys.callback_token("tok-1").endswith(stored["callback"])
 
 
 def test_the_token_outlives_the_verification_so_that_late_callbacks_are_recognised(
     receiver: tuple[LocalStack, str], client: redis.Redis
 ) -> None:
     issue_token(client, "tok-1")
-    assert client.pttl(f"{keys.PREFIX}callback:tok-1") > 600_000 + 86_000_000
+    assert client.pttl(keys.callback_token("tok-1")) > 600_000 + 86_000_000
 
 
 def test_redis_unreachable_answers_503(receiver: tuple[LocalStack, str]) -> None:

@@ -13,7 +13,9 @@ invariants hold throughout:
 - a verification never compares more codes than its checks allow;
 - nothing approves a verification after its expiry or its cancel;
 - every verification ends in exactly one final state, with one final event;
-- an attempt is claimed, so its provider called, at most once.
+- an attempt is claimed, so its provider called, at most once;
+- a status reaches the workers only for its attempt's own call, once per state, and never
+  after the attempt has an outcome.
 """
 
 from __future__ import annotations
@@ -222,6 +224,64 @@ class Model:
         return advances, expiries
 
 
+#: What a status post may carry: every state VoicePassword posts is final.
+POSTED_STATES = ("ANSWERED", "BUSY", "NO ANSWER", "FAIL")
+MAX_HELD_STATUSES = 4
+
+
+def call_ref(verification_id: str, attempt: int) -> str:
+    """The provider's id of an attempt's call (unique across verifications)."""
+    return f"ref-{verification_id}-{attempt}"
+
+
+@dataclass
+class Token:
+    """A callback token, as docs/operations.md says the receiver treats its posts."""
+
+    id: str
+    attempt: int
+    ref: str | None = None
+    """The attempt's call, once its delivery is recorded."""
+    seen: set[str] = field(default_factory=set)
+    held: list[tuple[str, str]] = field(default_factory=list)
+    """(call id, state) of the posts that came before the delivery was recorded."""
+    closed: bool = False
+
+    def take(self, state: str) -> None:
+        self.seen.add(state)
+        self.closed = True  # every posted state is final
+
+    def post(self, ref: str, state: str, verification: Model, now: int) -> str:
+        """flashcall_callback_accept's answer; a status is queued when it is 'accepted'."""
+        if (self.ref == ref and state in self.seen) or (ref, state) in self.held:
+            return "repeat"
+        if self.closed or not verification.expiry_armed or verification.expires_at <= now:
+            return "closed"
+        if self.ref is None:
+            if len(self.held) >= MAX_HELD_STATUSES:
+                return "busy"
+            self.held.append((ref, state))
+            return "held"
+        if ref != self.ref:
+            return "mismatch"
+        self.take(state)
+        return "accepted"
+
+    def delivered(self, ref: str, *, live: bool) -> int:
+        """The delivery is recorded: how many held statuses are queued now."""
+        held, self.ref, self.held = self.held, ref, []
+        self.closed |= not live
+        queued = 0
+        for held_ref, state in held:
+            if not self.closed and held_ref == ref and state not in self.seen:
+                self.take(state)
+                queued += 1
+        return queued
+
+    def close(self) -> None:
+        self.closed, self.held = True, []
+
+
 @dataclass(frozen=True)
 class Call:
     """An attempt a worker claimed and whose provider has not answered yet."""
@@ -258,7 +318,7 @@ class VerificationLives(RuleBasedStateMachine):
         self.models: dict[str, Model] = {}
         self.in_flight: set[Call] = set()
         self.calls: dict[tuple[str, int], Call] = {}
-        self.tokens: list[tuple[str, int, str]] = []
+        self.tokens: dict[str, Token] = {}
         self.claims: Counter[tuple[str, int]] = Counter()
         self.final_seen: dict[str, str] = {}
         self.checks_queued: Counter[str] = Counter()
@@ -311,6 +371,16 @@ class VerificationLives(RuleBasedStateMachine):
         ids = cast(list[str], self.client.lrange(keys.queue(queue), 0, -1))
         bodies = cast(list[str], self.client.hmget(keys.queue_messages(queue), ids)) if ids else []
         return [(mid, json.loads(body)) for mid, body in zip(ids, bodies, strict=True)]
+
+    def statuses_queued(self, verification_id: str, attempt: int) -> int:
+        return sum(
+            1
+            for _, message in self.queued(keys.VERIFY_QUEUE)
+            if message["actor_name"] == "call_status" and message["args"][:2] == [verification_id, attempt]
+        )
+
+    def token_of(self, verification_id: str, attempt: int) -> Token | None:
+        return self.tokens.get(f"tok-{verification_id}-{attempt}")
 
     def acknowledge(self, queue: str, message_id: str) -> None:
         self.client.lrem(keys.queue(queue), 1, message_id)
@@ -484,7 +554,7 @@ class VerificationLives(RuleBasedStateMachine):
             call = Call(verification_id, attempt + 1, channel, self.now, step_timeout_ms)
             self.calls[verification_id, attempt + 1] = call
             self.in_flight.add(call)
-            self.tokens.append((verification_id, attempt + 1, token))
+            self.tokens[token] = Token(verification_id, attempt + 1)
 
     def attempt_failed(
         self,
@@ -514,6 +584,9 @@ class VerificationLives(RuleBasedStateMachine):
             )
         )
         assert answer == expected
+        token = self.token_of(verification_id, attempt)
+        if answer == "ok" and token is not None:
+            token.close()
         return answer
 
     def on_status(
@@ -532,7 +605,7 @@ class VerificationLives(RuleBasedStateMachine):
             and int(stored["attempt"]) == attempt
             and stored["provider"] == provider
         )
-        if not current or stored["attempt_state"] != "delivered":
+        if not current or stored["attempt_state"] != "delivered" or status["ref"] != stored["provider_ref"]:
             self.run(
                 self.store.late_status(
                     verification_id,
@@ -582,8 +655,11 @@ class VerificationLives(RuleBasedStateMachine):
         if answer.startswith("delivered"):
             own_code = data.draw(codes) if answer == "delivered its own code" else None
             deadline = self.now + call.step_timeout_ms if call.step_timeout_ms else 0
+            token = self.tokens[f"tok-{call.id}-{call.attempt}"]
             for _ in range(2 if retried else 1):
+                live = not model.final and self.now < model.expires_at
                 expected = model.deliver(call.attempt, own_code, deadline)
+                before = self.statuses_queued(call.id, call.attempt)
                 recorded = self.run(
                     self.store.attempt_delivered(
                         call.id,
@@ -592,7 +668,7 @@ class VerificationLives(RuleBasedStateMachine):
                         provider=PROVIDER,
                         channel=call.channel,
                         step=0,
-                        ref=f"ref-{call.attempt}",
+                        ref=call_ref(call.id, call.attempt),
                         price_e4=3500,
                         code_hash=code_hash(SECRET, call.id, own_code) if own_code else "",
                         provider_checks=False,
@@ -602,6 +678,10 @@ class VerificationLives(RuleBasedStateMachine):
                     )
                 )
                 assert recorded == expected
+                released = (
+                    token.delivered(call_ref(call.id, call.attempt), live=live) if expected == "ok" else 0
+                )
+                assert self.statuses_queued(call.id, call.attempt) == before + released
             return
         refused = answer == "refused"
         settled = [
@@ -619,13 +699,22 @@ class VerificationLives(RuleBasedStateMachine):
             self.route_on(call.id, call.attempt, data)
 
     @precondition(lambda self: self.tokens)
-    @rule(data=st.data(), state=st.sampled_from(["ANSWERED", "BUSY", "NO ANSWER", "FAIL"]))
-    def provider_posts_a_status(self, data: st.DataObject, state: str) -> None:
-        """A status post, taken in as the callback receiver takes it."""
-        _, attempt, token = data.draw(st.sampled_from(self.tokens))
-        status = VoicePassword.parse_callback({"id": f"ref-{attempt}", "state": state, "price": "0.35"})
+    @rule(data=st.data(), state=st.sampled_from(POSTED_STATES), own_call=st.booleans())
+    def provider_posts_a_status(self, data: st.DataObject, state: str, own_call: bool) -> None:
+        """A status post, taken in as the callback receiver takes it: about the attempt's own
+        call, or (a confused provider, a token posted with another call's id) about another."""
+        token_name = data.draw(st.sampled_from(sorted(self.tokens)))
+        token = self.tokens[token_name]
+        ref = call_ref(token.id, token.attempt if own_call else token.attempt + 1)
+        status = VoicePassword.parse_callback({"id": ref, "state": state, "price": "0.35"})
         message = {**asdict(status), "price": str(status.price)}
-        assert self.run(self.store.accept_callback(token, message, now_ms=self.now))
+        expected = token.post(ref, state, self.models[token.id], self.now)
+        before = self.statuses_queued(token.id, token.attempt)
+        answer = self.run(
+            self.store.accept_callback(token_name, message, ref=ref, state=state, final=True, now_ms=self.now)
+        )
+        assert answer == expected
+        assert self.statuses_queued(token.id, token.attempt) == before + (answer == "accepted")
 
     # -- the clock --------------------------------------------------------------------------
 
@@ -689,6 +778,13 @@ class VerificationLives(RuleBasedStateMachine):
             finals = self.final_events(verification_id)
             ended = self.fields(verification_id)["status"] in FINAL_STATUSES
             assert len(finals) == int(ended), f"{verification_id}: {finals}"
+
+    @invariant()
+    def a_queued_status_is_about_its_attempts_own_call(self) -> None:
+        for _, message in self.queued(keys.VERIFY_QUEUE):
+            if message["actor_name"] == "call_status":
+                verification_id, attempt, _, status = message["args"]
+                assert status["ref"] == call_ref(verification_id, attempt)
 
     @invariant()
     def an_attempt_is_claimed_at_most_once(self) -> None:

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import prometheus_client
 import pytest
@@ -66,6 +67,20 @@ def test_the_compose_file_is_valid_and_brings_up_the_whole_stack() -> None:
     assert checked.returncode == 0, checked.stderr
     services = set(yaml.safe_load(checked.stdout)["services"])
     assert services == {"redis", "worker", "callbacks", "sandbox", "prometheus", "grafana"}
+
+
+def compose_service(name: str) -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    return cast(dict[str, Any], services[name])
+
+
+def test_the_compose_callback_receiver_gets_only_redis_and_log_settings() -> None:
+    assert set(compose_service("callbacks")["environment"]) == {"REDIS_URL", "FLASHCALL_LOG_FORMAT"}
+
+
+def test_the_compose_callback_receiver_listens_on_every_interface_of_its_container() -> None:
+    command = compose_service("callbacks")["command"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # noqa: S104 - the container's own
 
 
 def test_the_compose_file_asks_for_the_code_secret_instead_of_holding_one() -> None:

@@ -91,3 +91,10 @@ def test_library_version_is_the_lua_version() -> None:
 
 def test_library_is_named_flashcall() -> None:
     assert LUA.startswith("#!lua name=flashcall\n")
+
+
+def test_callback_token_key_agrees() -> None:
+    # Named by the token's SHA-1 (redis.sha1hex in Lua), as begin_attempt writes it.
+    assert "local function token_digest(token) return redis.sha1hex(token) end" in LUA
+    assert "local function callback_key_of(digest) return PREFIX .. 'callback:' .. digest end" in LUA
+    assert keys.callback_token("tok-1") == "flashcall:callback:f8d8a7af2041b07b1f974e47fab6a8de86301144"

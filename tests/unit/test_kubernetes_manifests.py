@@ -218,10 +218,45 @@ def test_no_secret_with_values_is_committed() -> None:
                 assert not doc.get("stringData"), path
 
 
-def test_secrets_reach_the_pods_from_the_secret_by_env_from() -> None:
-    for container in containers():
-        refs = [source["secretRef"]["name"] for source in container["envFrom"]]
-        assert refs == ["flashcall-secrets"], container["name"]
+def test_the_workers_secrets_reach_them_from_the_secret_by_env_from() -> None:
+    refs = [source["secretRef"]["name"] for source in worker_container()["envFrom"]]
+    assert refs == ["flashcall-secrets"]
+
+
+def callbacks_container() -> dict[str, Any]:
+    listed: list[dict[str, Any]] = resource("Deployment", "flashcall-callbacks")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (container,) = listed
+    return container
+
+
+def test_the_callback_receiver_gets_only_its_own_redis_password_logs_and_redis() -> None:
+    container = callbacks_container()
+    assert "envFrom" not in container
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert set(env) == {"FLASHCALL_REDIS_CALLBACKS_PASSWORD", "REDIS_URL", "FLASHCALL_LOG_FORMAT"}
+    assert env["FLASHCALL_REDIS_CALLBACKS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "flashcall-callbacks-secrets",
+        "key": "FLASHCALL_REDIS_CALLBACKS_PASSWORD",
+    }
+    assert env["REDIS_URL"]["value"].startswith(
+        "redis+sentinel://flashcall-callbacks:$(FLASHCALL_REDIS_CALLBACKS_PASSWORD)@"
+    )
+
+
+def test_the_callback_receiver_listens_on_every_interface_of_its_pod_with_the_default_limits() -> None:
+    from worker.callbacks import ReceiverLimits
+
+    args = _parser().parse_args(callbacks_container()["args"])
+    assert args.host == "0.0.0.0"  # noqa: S104 - the pod's own interfaces, behind its Service
+    written = ReceiverLimits(
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+    )
+    assert written == ReceiverLimits()
 
 
 def test_the_scaled_object_watches_the_dramatiq_verification_queue() -> None:

@@ -67,7 +67,11 @@ local CHANNELS = {flashcall = true, voice = true, sms = true}
 local IN_FLIGHT = {calling = true, delivered = true, unknown = true}
 
 local function vkey(id) return PREFIX .. 'v:' .. id end
-local function callback_key(token) return PREFIX .. 'callback:' .. token end
+-- A callback token's record is found by the token's digest: the verification keeps only the
+-- digest (field `callback`), so that reading a verification gives no usable token.
+local function token_digest(token) return redis.sha1hex(token) end
+local function callback_key_of(digest) return PREFIX .. 'callback:' .. digest end
+local function callback_key(token) return callback_key_of(token_digest(token)) end
 local function breaker_key(name) return PREFIX .. 'breaker:' .. name end
 local function provider_key(name) return PREFIX .. 'provider:' .. name end
 local function spent_key(name, day) return PREFIX .. 'spent:' .. name .. ':' .. day end
@@ -720,6 +724,7 @@ local function begin_attempt(_, args)
             cjson.encode({id = id, attempt = expected + 1, provider = provider, type = provider_type}),
             'PX', math.max(tonumber(v.expires_at) - now, 0) + RETENTION_MS)
     end
+    local digest = (token and token ~= '') and token_digest(token) or ''
 
     local previous = {provider = v.provider, channel = v.channel, step = v.step, reason = v.reason}
     local operator, learn_spec = args[18] or '', args[19] or ''
@@ -730,8 +735,8 @@ local function begin_attempt(_, args)
     v.attempt = fmt_int(expected + 1)
     v.status, v.step, v.channel, v.provider = 'sending', step, channel, provider
     redis.call('HSET', vkey(id), 'attempt', v.attempt, 'attempt_state', 'calling', 'status', 'sending',
-        'step', step, 'channel', channel, 'provider', provider, 'provider_ref', '', 'tried', tried,
-        'codes', codes, 'pending_code', code_hash, 'reason', '', 'updated_at', fmt_int(now),
+        'step', step, 'channel', channel, 'provider', provider, 'provider_ref', '', 'callback', digest,
+        'tried', tried, 'codes', codes, 'pending_code', code_hash, 'reason', '', 'updated_at', fmt_int(now),
         'claimed_at', fmt_int(now), 'operator', operator, 'learn', learn_spec,
         -- Which attempt a typed code came from, and what made that attempt: an approval
         -- is credited to the call that carried the code, not to whichever came last.
@@ -774,6 +779,61 @@ local function release_probe(provider, member)
     redis.call('ZREM', breaker_key(provider) .. ':probing', member)
 end
 
+-- A callback token's record (begin_attempt writes it): where the token points ({id, attempt,
+-- provider, type}); the provider's id of the attempt's call, once the delivery is recorded
+-- (`ref`); the states already taken in (`seen`); statuses posted before the delivery was
+-- recorded (`held`); and whether the attempt has an outcome (`closed`), after which the
+-- token takes nothing new.
+local MAX_HELD_STATUSES = 4
+
+local function save_callback(key, record)
+    redis.call('SET', key, cjson.encode(record), 'KEEPTTL')
+end
+
+-- Queue a status of the attempt's own call for the workers; a final state is the attempt's
+-- outcome.
+local function take_status(record, state, final, status_json, now)
+    enqueue(VERIFY_QUEUE, 'call_status',
+        '[' .. json_string(record.id) .. ',' .. fmt_int(record.attempt) .. ',' .. json_string(record.provider)
+        .. ',' .. status_json .. ']', now)
+    record.seen = record.seen or {}
+    record.seen[state] = true
+    if final then record.closed = true end
+end
+
+-- The attempt's delivery is recorded: its call's id is known. Statuses held until now are
+-- taken in when they are about that call, and dropped when not; a verification that ended
+-- meanwhile takes none.
+local function callback_delivered(digest, ref, live, now)
+    if not digest or digest == '' then return end
+    local key = callback_key_of(digest)
+    local raw = redis.call('GET', key)
+    if not raw then return end
+    local record = cjson.decode(raw)
+    local held = record.held or {}
+    record.ref, record.held = ref, nil
+    if not live then record.closed = true end
+    for _, status in ipairs(held) do
+        if not record.closed and status.ref == ref and not (record.seen and record.seen[status.state]) then
+            take_status(record, status.state, status.final, status.status, now)
+        end
+    end
+    save_callback(key, record)
+end
+
+-- The attempt has an outcome (it failed, timed out, or its worker was lost mid-call): its
+-- token takes nothing new.
+local function callback_closed(digest)
+    if not digest or digest == '' then return end
+    local key = callback_key_of(digest)
+    local raw = redis.call('GET', key)
+    if not raw then return end
+    local record = cjson.decode(raw)
+    if record.closed then return end
+    record.closed, record.held = true, nil
+    save_callback(key, record)
+end
+
 local function attempt_delivered(_, args)
     local id, attempt, now = args[1], tonumber(args[2]), tonumber(args[3])
     local provider, channel, step, ref = args[4], args[5], args[6], args[7]
@@ -811,6 +871,7 @@ local function attempt_delivered(_, args)
     end
     local current = tonumber(v.attempt) == attempt and v.attempt_state == 'calling'
     if current then
+        callback_delivered(v.callback, ref, not FINAL[v.status] and now < tonumber(v.expires_at), now)
         fields[#fields + 1] = 'attempt_state'
         fields[#fields + 1] = 'delivered'
         fields[#fields + 1] = 'pending_code'
@@ -860,6 +921,7 @@ local function attempt_failed(_, args)
         end
     end
     if not FINAL[v.status] then learn_miss(v, now) end
+    callback_closed(v.callback)
     local fields = {'attempt_state', state, 'updated_at', fmt_int(now), 'pending_code', ''}
     if discard_code and v.pending_code and v.pending_code ~= '' then
         -- The provider answered that it placed no call: its code reached nobody. Only its
@@ -1028,19 +1090,50 @@ end
 -- Where a callback's token points: {id, attempt, provider, type}, or nil when the token
 -- was never issued (or is past its verification's retention).
 local function callback_target(_, args)
-    return redis.call('GET', callback_key(args[1]))
+    local raw = redis.call('GET', callback_key(args[1]))
+    if not raw then return nil end
+    local record = cjson.decode(raw)
+    return cjson.encode({id = record.id, attempt = record.attempt, provider = record.provider, type = record.type})
 end
 
--- Take a provider's status post, already parsed, into the queue: once this answers
--- 'accepted', the status is durable and a worker will act on it.
+-- A provider's status post, already parsed (its JSON, the call id `ref`, the provider's state,
+-- and whether that state is final). Answers what became of it:
+--   'accepted'  queued for the workers, durably: a worker will act on it;
+--   'repeat'    this call's state was taken in before: nothing changes;
+--   'held'      the attempt's delivery is not recorded yet, so its call id is not known:
+--               kept, and taken in (or dropped) when the delivery is recorded;
+--   'mismatch'  the call id is not the attempt's call: nothing changes;
+--   'closed'    the attempt already has an outcome, or its verification ended: nothing changes;
+--   'busy'      too many statuses held before the delivery: nothing changes, try again;
+--   'unknown'   no such token.
+-- Runs under the callback receiver's user, which may read no verification: whether the
+-- verification still runs is read from its expiry timer, which only an ended verification
+-- lacks.
 local function callback_accept(_, args)
     local token, status_json, now = args[1], args[2], tonumber(args[3])
-    local raw = redis.call('GET', callback_key(token))
+    local ref, state, final = args[4], args[5], args[6] == '1'
+    local key = callback_key(token)
+    local raw = redis.call('GET', key)
     if not raw then return 'unknown' end
-    local target = cjson.decode(raw)
-    enqueue(VERIFY_QUEUE, 'call_status',
-        '[' .. json_string(target.id) .. ',' .. fmt_int(target.attempt) .. ',' .. json_string(target.provider)
-        .. ',' .. status_json .. ']', now)
+    local record = cjson.decode(raw)
+    if record.ref == ref and record.seen and record.seen[state] then return 'repeat' end
+    local held = record.held or {}
+    for _, status in ipairs(held) do
+        if status.ref == ref and status.state == state then return 'repeat' end
+    end
+    if record.closed then return 'closed' end
+    local expires_at = redis.call('ZSCORE', K_EXPIRY_TIMERS, record.id)
+    if not expires_at or tonumber(expires_at) <= now then return 'closed' end
+    if record.ref == nil then
+        if #held >= MAX_HELD_STATUSES then return 'busy' end
+        held[#held + 1] = {ref = ref, state = state, final = final, status = status_json}
+        record.held = held
+        save_callback(key, record)
+        return 'held'
+    end
+    if record.ref ~= ref then return 'mismatch' end
+    take_status(record, state, final, status_json, now)
+    save_callback(key, record)
     return 'accepted'
 end
 
