@@ -176,8 +176,11 @@ def test_a_claim_reaches_the_replica_before_the_provider_is_called(
     producer.wait_for("repl-healthy-" + phone, {"delivered"}, timeout=20)
 
     assert waits(replicated.primary) > before
-    assert attempt(replica.client, "repl-healthy-" + phone)[0] == "1"
-    assert len(sandbox.calls(phone)) == 1
+    # The calls first, then the replica: every call the provider saw was claimed on the
+    # replica before it was placed. (The step's 2 s timeout may start the next attempt
+    # meanwhile, so the count, not the attempt number, is what holds.)
+    calls = len(sandbox.calls(phone))
+    assert 1 <= calls <= int(attempt(replica.client, "repl-healthy-" + phone)[0])
 
 
 def test_a_claim_no_replica_acknowledges_calls_nobody_and_is_counted(
