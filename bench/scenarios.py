@@ -41,7 +41,7 @@ from bench.harness import (
     start_project,
     worker_pids,
 )
-from worker import keys
+from worker.core import keys
 from worker.stack import LocalStack, ManagedProcess, redis_server
 
 PRODUCER_ROUND_TRIPS = 3

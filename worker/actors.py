@@ -19,11 +19,13 @@ import dramatiq
 import redis
 from dramatiq.asyncio import get_event_loop_thread
 
-from worker import keys, runtime
+from worker import runtime
 from worker.broker import build_broker
-from worker.errors import BadMessage, StoreUnavailable
+from worker.core import keys
+from worker.core.errors import BadMessage, StoreUnavailable
+from worker.core.verification import CallState
 from worker.logging import configure_from_env
-from worker.providers.base import CallState, CallStatus
+from worker.providers.base import CallStatus
 
 __all__ = ["advance", "broker", "call_status", "check_code", "poll", "start"]
 

@@ -39,8 +39,9 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message, get_encoder
 from dramatiq.middleware import AsyncIO, Retries
 
-from worker import keys, redaction
+from worker import redaction
 from worker.connections import sync_client
+from worker.core import keys
 from worker.logging import get_logger
 from worker.middleware import DeadLetterLog, LogContext, ProcessRoles, RuntimeBoot
 

@@ -40,11 +40,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from worker.core.errors import FlashcallError, StoreUnavailable
+from worker.core.verification import CallState
 from worker.deadlines import DeadlineH11Protocol
-from worker.errors import FlashcallError, StoreUnavailable
 from worker.logging import get_logger
 from worker.providers import PROVIDER_TYPES
-from worker.providers.base import CallState
 from worker.store import CallbackAnswer, Store
 
 __all__ = ["MAX_BODY_BYTES", "ReceiverLimits", "create_app", "serve"]

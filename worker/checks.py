@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 
 import redis
 
-from worker.codes import code_hash
-from worker.errors import ConfigurationError, StoreUnavailable
+from worker.core.codes import code_hash
+from worker.core.errors import ConfigurationError, StoreUnavailable
 from worker.logging import get_logger
 
 __all__ = ["ASK_PROVIDER", "CodeChecks", "hash_proof", "verdict"]

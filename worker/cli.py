@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worker.errors import ConfigurationError, FlashcallError
+from worker.core.errors import ConfigurationError, FlashcallError
 
 __all__ = ["main"]
 
@@ -175,8 +175,8 @@ def _routing_schema(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _routing_explain(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.phone import normalise
-    from worker.providers.base import Channel
+    from worker.core.phone import normalise
+    from worker.core.verification import Channel
     from worker.routing import load_routing
     from worker.routing.report import explain, read_state
 

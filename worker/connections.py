@@ -39,7 +39,7 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_SENTINEL_PORT",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from worker.errors import FlashcallError
+from worker.core.errors import FlashcallError
 from worker.producer import Producer
 from worker.stack import REPO_ROUTING, LocalStack, local_stack
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
+from worker.core.verification import CallState, Outcome
 from worker.logging import get_logger
-from worker.providers.base import CallState, Outcome
 
 __all__ = [
     "AttemptEvent",

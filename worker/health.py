@@ -86,7 +86,7 @@ def readiness(redis_url: str, routing_path: Path) -> str | None:
     import redis
 
     from worker.connections import RedisTarget, sync_client
-    from worker.errors import FlashcallError
+    from worker.core.errors import FlashcallError
     from worker.routing import load_routing
 
     try:

@@ -14,9 +14,9 @@ from typing import Any, cast
 
 import redis
 
-from worker import keys
 from worker.connections import sync_client
-from worker.errors import StoreUnavailable
+from worker.core import keys
+from worker.core.errors import StoreUnavailable
 
 __all__ = ["CheckTimeout", "Event", "Producer", "StoreUnavailable"]
 

@@ -32,7 +32,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 from dramatiq.message import Message
 
-from worker import keys
+from worker.core import keys
 
 __all__ = [
     "REDACTED",

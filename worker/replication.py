@@ -42,7 +42,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from worker.errors import ClaimUnreplicated, ConfigurationError, StoreUnavailable
+from worker.core.errors import ClaimUnreplicated, ConfigurationError, StoreUnavailable
 from worker.logging import get_logger
 
 __all__ = [

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import redis
 
-from worker import keys
 from worker.checks import CodeChecks
 from worker.connections import sync_client
-from worker.errors import FlashcallError, StoreUnavailable
+from worker.core import keys
+from worker.core.errors import FlashcallError, StoreUnavailable
 from worker.events import LogObserver, Observers
 from worker.health import Heartbeat, health_dir
 from worker.logging import get_logger

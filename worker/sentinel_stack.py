@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 
 from worker.connections import SENTINEL_SCHEME
-from worker.errors import FlashcallError
+from worker.core.errors import FlashcallError
 from worker.stack import ManagedProcess, _spawn, _wait_until, free_port
 
 __all__ = ["SENTINEL_INSTALL_HINT", "SERVICE", "SentinelGroup", "sentinel_group"]

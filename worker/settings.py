@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from worker.connections import RedisTarget
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
 from worker.replication import DEFAULT_WAIT_MS
 
 __all__ = ["DEFAULT_REDIS_URL", "Settings"]

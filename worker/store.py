@@ -11,131 +11,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_UP, Decimal
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal, cast
 
 import redis
 import redis.asyncio
 
-from worker import keys
 from worker.connections import async_client
-from worker.errors import StoreUnavailable
-from worker.providers.base import Channel
+from worker.core import keys
+from worker.core.errors import StoreUnavailable
+from worker.core.verification import Verification
 from worker.redis import install_async
 from worker.replication import DEFAULT_WAIT_MS, ReplicaWatch
 
 __all__ = [
-    "FINAL_STATUSES",
     "AdmissionGuard",
     "CallbackAnswer",
     "CallbackTarget",
     "CheckMaterial",
     "PublishedConfig",
     "Store",
-    "Verification",
-    "price_e4",
 ]
-
-FINAL_STATUSES = frozenset({"approved", "failed", "expired", "canceled", "max_attempts"})
-
-_REF_PREFIX = "ref:"
-
-
-def price_e4(price: Decimal | None) -> int:
-    """Roubles -> ten-thousandths of a rouble: costs add up exactly in Redis integers."""
-    if price is None:
-        return 0
-    return int((price * 10000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    """One read of `flashcall:v:<id>`."""
-
-    id: str
-    phone: str
-    policy: str
-    channels: tuple[Channel, ...]
-    code_length: int
-    # Defaults: as flashcall_start leaves a verification, before any attempt.
-    status: str = "pending"
-    attempt: int = 0
-    attempt_state: str = ""
-    """'' before the first attempt, then calling, delivered, unknown (a call that may have
-    reached the user: its worker died during it), failed, timed_out or exhausted."""
-    step: int | None = None
-    channel: str = ""
-    provider: str = ""
-    tried: tuple[str, ...] = ()
-    """Providers tried in the current step."""
-    reason: str = ""
-    delivered: int = 0
-    refs: Mapping[str, str] = field(default_factory=dict)
-    """Provider name -> its id of the last call it placed for this verification."""
-    provider_ref: str = ""
-    """The current attempt's id at its provider."""
-    expires_at_ms: int = 0
-    polls: int = 0
-    """Status polls made so far."""
-    claimed_at_ms: int = 0
-    """When the current attempt was claimed: its step's timeout counts from then."""
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL_STATUSES
-
-    @classmethod
-    def first(cls, verification_id: str, start: Mapping[str, Any]) -> Verification:
-        """A verification as flashcall_start leaves it, from what its first `advance` carries."""
-        return cls(
-            id=verification_id,
-            phone=str(start["phone"]),
-            policy=str(start["policy"]),
-            channels=tuple(Channel(name) for name in str(start["channels"]).split(",") if name),
-            code_length=int(start["code_length"]),
-            expires_at_ms=int(start["expires_at"]),
-        )
-
-    @classmethod
-    def from_hash(cls, fields: Mapping[str, str]) -> Verification:
-        return cls(
-            id=fields["id"],
-            phone=fields["phone"],
-            policy=fields["policy"],
-            channels=tuple(Channel(name) for name in fields["channels"].split(",") if name),
-            code_length=int(fields["code_length"]),
-            status=fields["status"],
-            attempt=int(fields["attempt"]),
-            attempt_state=fields["attempt_state"],
-            step=int(fields["step"]) if fields["step"] else None,
-            channel=fields["channel"],
-            provider=fields["provider"],
-            tried=tuple(name for name in fields["tried"].split(",") if name),
-            reason=fields["reason"],
-            delivered=int(fields["delivered"]),
-            refs={k[len(_REF_PREFIX) :]: v for k, v in fields.items() if k.startswith(_REF_PREFIX)},
-            provider_ref=fields.get("provider_ref", ""),
-            expires_at_ms=int(fields["expires_at"]),
-            polls=int(fields.get("polls", "0")),
-            claimed_at_ms=int(fields.get("claimed_at") or 0),
-        )
-
-    def after_attempt(
-        self, *, step: int, channel: Channel, provider: str, state: str, reason: str
-    ) -> Verification:
-        """This verification as the library leaves it after an attempt it began and settled."""
-        tried = (*self.tried, provider) if step == self.step else (provider,)
-        return replace(
-            self,
-            attempt=self.attempt + 1,
-            attempt_state=state,
-            step=step,
-            channel=channel,
-            provider=provider,
-            tried=tried,
-            reason=reason,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 
-from worker.errors import StoreUnavailable
+from worker.core.errors import StoreUnavailable
 from worker.logging import get_logger
 from worker.store import Store
 

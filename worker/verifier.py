@@ -10,7 +10,6 @@ waits for something has a timer in Redis; when it fires, `advance` runs with cau
 from __future__ import annotations
 
 import asyncio
-import functools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,26 +18,20 @@ from typing import Any, TypeVar
 
 import structlog
 
-from worker import checks, codes, phone, redaction
-from worker.errors import ClaimUnreplicated, StoreUnavailable
+from worker import checks, redaction
+from worker.core import codes, phone
+from worker.core.errors import ClaimUnreplicated, StoreUnavailable
+from worker.core.verification import CallState, Channel, Outcome, Verification, moscow_day, price_e4
 from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer, UnreplicatedClaimEvent
 from worker.logging import get_logger
-from worker.providers.base import (
-    CallState,
-    CallStatus,
-    Channel,
-    Outcome,
-    Provider,
-    SendRequest,
-    TransportFailure,
-)
+from worker.providers.base import CallStatus, Provider, SendRequest, TransportFailure
 from worker.routing.config import Policy, Step
 from worker.routing.reload import Routing
 from worker.routing.select import GiveUp, next_attempt
 from worker.routing.state import RoutingState
-from worker.store import AdmissionGuard, Store, Verification, price_e4
+from worker.store import AdmissionGuard, Store
 
-__all__ = ["Verifier", "moscow_day"]
+__all__ = ["Verifier"]
 
 log = get_logger(__name__)
 
@@ -68,17 +61,6 @@ _FAILED_STATES = {
 }
 
 _REFUSALS = frozenset({"breaker_open", "no_money", "budget_spent"})
-_MOSCOW_OFFSET_MS = 3 * 3_600_000
-
-
-def moscow_day(now_ms: int) -> str:
-    """YYYYMMDD in Moscow, where the providers bill: daily budgets reset at its midnight."""
-    return _day((now_ms + _MOSCOW_OFFSET_MS) // 86_400_000)
-
-
-@functools.lru_cache(maxsize=4)
-def _day(days_since_epoch: int) -> str:
-    return time.strftime("%Y%m%d", time.gmtime(days_since_epoch * 86_400))
 
 
 class Verifier:

@@ -40,10 +40,11 @@ import yaml
 from bench.simulate.metrics import cost_per_approved, leading, reaction_across
 from bench.simulate.scenarios import COSTS, LEARNING, ORACLE_LEARNING, Change, Scenario, routing_document
 from bench.simulate.world import OPERATORS, Arrival, World, arrivals
-from worker import keys
+from worker.core import keys
+from worker.core.verification import CallState, Channel
 from worker.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
 from worker.providers import build_provider
-from worker.providers.base import CallState, CallStatus, Channel
+from worker.providers.base import CallStatus
 from worker.redis import install_async
 from worker.routing.breakers import Breakers
 from worker.routing.config import RoutingConfig, load_routing, url_override_variable

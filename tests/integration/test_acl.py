@@ -28,9 +28,9 @@ import redis
 
 from tests.conftest import TEST_ROUTING
 from tests.support import CALLBACK, Sandbox
-from worker import keys
 from worker.broker import FlashcallBroker
 from worker.callbacks import create_app
+from worker.core import keys
 from worker.producer import Producer
 from worker.redis import install
 from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server

@@ -20,8 +20,9 @@ import redis
 from structlog.testing import capture_logs
 
 from tests.support import fcall
-from worker import keys
-from worker.providers.base import CodeCheck, Outcome, SendResult
+from worker.core import keys
+from worker.core.verification import Outcome
+from worker.providers.base import CodeCheck, SendResult
 from worker.routing.breakers import Breakers
 from worker.routing.config import BreakerConfig
 from worker.stack import redis_server

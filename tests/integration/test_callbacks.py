@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.support import CALLBACK, deliver, fcall, issue_token
-from worker import keys
+from worker.core import keys
 from worker.redis import install
 from worker.stack import LocalStack, ManagedProcess, local_stack
 

@@ -25,7 +25,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import Sandbox
-from worker import keys
+from worker.core import keys
 from worker.producer import Producer
 from worker.stack import LocalStack, ManagedProcess, free_port, local_stack, redis_server
 

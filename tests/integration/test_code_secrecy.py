@@ -28,7 +28,7 @@ import pytest
 import redis
 
 from tests.support import OwnStack, Sandbox
-from worker import keys
+from worker.core import keys
 from worker.logging import REDACTED
 from worker.producer import Event, Producer
 from worker.stack import LocalStack

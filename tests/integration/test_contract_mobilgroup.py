@@ -17,8 +17,9 @@ import pytest
 
 from tests.integration.sandbox_access import adapter, all_strings, run
 from tests.support import Sandbox
-from worker import codes
-from worker.providers.base import Channel, Outcome, SendRequest, SendResult
+from worker.core import codes
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import SendRequest, SendResult
 from worker.stack import LocalStack
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import OwnStack, Sandbox
-from worker import keys
+from worker.core import keys
 from worker.producer import Producer
 from worker.stack import LocalStack
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support import OwnStack, Sandbox
-from worker import keys
+from worker.core import keys
 from worker.producer import Producer
 from worker.stack import LocalStack, ManagedProcess
 

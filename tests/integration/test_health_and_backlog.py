@@ -21,7 +21,7 @@ import redis
 
 from tests.conftest import TEST_ROUTING
 from tests.support import OwnStack
-from worker import keys
+from worker.core import keys
 from worker.stack import LocalStack, ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from typing import Any, cast
 import pytest
 
 from tests.support import OwnStack, Sandbox
-from worker import keys
+from worker.core import keys
 from worker.producer import Producer
 from worker.routing.config import load_routing
 from worker.routing.report import explain, read_state

@@ -20,7 +20,7 @@ import redis
 
 from tests.conftest import TEST_ROUTING
 from tests.support import OwnStack
-from worker import keys
+from worker.core import keys
 from worker.producer import Producer
 from worker.redis import install
 from worker.stack import LocalStack, free_port

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.support import OwnStack, Sandbox
-from worker import keys
+from worker.core import keys
 from worker.producer import Producer
 from worker.sandbox.app import PROVIDERS
 from worker.stack import LocalStack, free_port

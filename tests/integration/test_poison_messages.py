@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 
-from worker import keys
+from worker.core import keys
 from worker.producer import Producer
 from worker.stack import ManagedProcess
 

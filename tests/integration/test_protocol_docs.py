@@ -26,8 +26,8 @@ import pytest
 import redis
 
 from tests.support import Sandbox
-from worker import keys
-from worker.phone import mask
+from worker.core import keys
+from worker.core.phone import mask
 from worker.stack import LocalStack
 
 pytestmark = pytest.mark.integration

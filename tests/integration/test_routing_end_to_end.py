@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from tests.support import Sandbox, fcall
-from worker import keys
+from worker.core import keys
 from worker.producer import Event, Producer
 from worker.routing.config import RoutingConfig, load_routing
 from worker.routing.report import breaker_report

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import Sandbox
-from worker import keys
 from worker.connections import PRIMARY_CHECK_INTERVAL
-from worker.errors import StoreUnavailable
+from worker.core import keys
+from worker.core.errors import StoreUnavailable
 from worker.producer import Producer
 from worker.redis import library_version
 from worker.sentinel_stack import SentinelGroup, sentinel_group

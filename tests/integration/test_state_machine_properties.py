@@ -40,12 +40,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from worker import keys
 from worker.checks import CodeChecks
-from worker.codes import code_hash
+from worker.core import keys
+from worker.core.codes import code_hash
+from worker.core.verification import FINAL_STATUSES
 from worker.providers.voicepassword import VoicePassword
 from worker.redis import install
-from worker.store import FINAL_STATUSES, AdmissionGuard, Store
+from worker.store import AdmissionGuard, Store
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.support import Sandbox
-from worker import keys
+from worker.core import keys
 from worker.producer import Producer
 from worker.stack import ManagedProcess
 

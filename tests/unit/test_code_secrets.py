@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from worker.checks import hash_proof
-from worker.codes import code_hash
-from worker.errors import ConfigurationError
+from worker.core.codes import code_hash
+from worker.core.errors import ConfigurationError
 from worker.settings import Settings
 
 CURRENT = "c" * 32

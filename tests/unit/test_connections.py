@@ -9,7 +9,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 
 from worker.connections import RedisTarget, async_client, sync_client
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
 from worker.settings import Settings
 
 SECRET = "x" * 32

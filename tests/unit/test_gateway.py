@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
+from worker.core.verification import Channel, Outcome
 from worker.providers import PROVIDER_TYPES
-from worker.providers.base import Channel, DocumentedError, Outcome, SendRequest, SendResult
+from worker.providers.base import DocumentedError, SendRequest, SendResult
 from worker.providers.gateway import ERRORS, SEND_ERRORS, Gateway
 
 BASE_URL = "https://gw.example.test/api/flashingcall"

@@ -260,7 +260,7 @@ def test_the_callback_receiver_listens_on_every_interface_of_its_pod_with_the_de
 
 
 def test_the_scaled_object_watches_the_dramatiq_verification_queue() -> None:
-    from worker import keys
+    from worker.core import keys
 
     triggers = resource("ScaledObject", "flashcall-worker")["spec"]["triggers"]
     (sentinel,) = [t for t in triggers if t["type"] == "redis-sentinel"]

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from worker import keys
-from worker.errors import ConfigurationError
+from worker.core import keys
+from worker.core.errors import ConfigurationError
 from worker.middleware import roles
 from worker.middleware.roles import CHECK_THREADS, ProcessRoles
 

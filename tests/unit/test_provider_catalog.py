@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.core.verification import Outcome
 from worker.providers import PROVIDER_TYPES
-from worker.providers.base import Outcome
 from worker.providers.catalog import error_table
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"

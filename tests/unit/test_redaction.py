@@ -21,8 +21,9 @@ import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
-from worker import keys, redaction
-from worker.errors import FlashcallError
+from worker import redaction
+from worker.core import keys
+from worker.core.errors import FlashcallError
 from worker.logging import REDACTED, configure
 
 pytestmark = pytest.mark.usefixtures("restore_logging")

@@ -14,7 +14,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from worker.errors import ClaimUnreplicated, ConfigurationError
+from worker.core.errors import ClaimUnreplicated, ConfigurationError
 from worker.replication import GRACE_S, MAX_LAG_S, READ_EVERY_S, Mode, ReplicaWatch
 from worker.settings import Settings
 

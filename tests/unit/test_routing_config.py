@@ -19,9 +19,10 @@ import pydantic
 import pytest
 
 import worker.providers
-from worker.errors import RoutingFileError
+from worker.core.errors import RoutingFileError
+from worker.core.verification import Channel
 from worker.providers import PROVIDER_TYPES
-from worker.providers.base import Channel, Provider, SendRequest, SendResult
+from worker.providers.base import Provider, SendRequest, SendResult
 from worker.routing.config import (
     DEFAULT_FALLBACK_ON,
     Policy,

@@ -15,7 +15,7 @@ from dramatiq.asyncio import get_event_loop_thread, set_event_loop_thread
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO
 
-from worker import keys
+from worker.core import keys
 from worker.middleware.runtime import EXIT_CONFIGURATION, RuntimeBoot
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
 from worker.settings import Settings
 
 

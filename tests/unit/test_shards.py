@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
 from worker.producer import Producer
 from worker.shards import Shards, jump_hash, shard_key, shard_of
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tests.support import cases
-from worker.addresses import is_client_ip
-from worker.phone import normalise
+from worker.core.addresses import is_client_ip
+from worker.core.phone import normalise
 from worker.shards import shard_of
 
 PHONES = cases("phones")

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from worker.providers.base import Channel, CodeCheck, DocumentedError, Outcome, SendRequest, SendResult
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import CodeCheck, DocumentedError, SendRequest, SendResult
 from worker.providers.telphin import ERRORS, Telphin
 
 BASE_URL = "https://flashcall.example.test"

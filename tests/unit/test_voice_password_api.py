@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from tests.unit.stub_transport import answer, exchange
-from worker.errors import ConfigurationError
-from worker.providers.base import Channel, SendRequest
+from worker.core.errors import ConfigurationError
+from worker.core.verification import Channel
+from worker.providers.base import SendRequest
 from worker.providers.mobilgroup import MobilGroup
 from worker.providers.voice_password_api import VoicePasswordApi
 from worker.providers.voicepassword import VoicePassword

@@ -26,7 +26,8 @@ from aiohttp.client_reqrep import ConnectionKey, RequestInfo
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from worker.providers.base import Channel, Outcome, SendRequest, SendResult, parse_price
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import SendRequest, SendResult, parse_price
 from worker.providers.voicepassword import SEND_ERRORS, VoicePassword
 
 BASE_URL = "https://vp.example.test"

@@ -21,8 +21,8 @@ from typing import IO, Any
 
 import dramatiq
 
-from worker import keys
-from worker.errors import ConfigurationError
+from worker.core import keys
+from worker.core.errors import ConfigurationError
 from worker.logging import get_logger
 
 __all__ = ["CHECK_PROCESSES", "CHECK_THREADS", "ROLES_DIR", "WORKER_NICE", "ProcessRoles"]

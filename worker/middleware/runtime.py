@@ -9,7 +9,7 @@ import dramatiq
 import redis
 from dramatiq.asyncio import get_event_loop_thread
 
-from worker.errors import ConfigurationError, FlashcallError
+from worker.core.errors import ConfigurationError, FlashcallError
 from worker.logging import get_logger
 from worker.redis import install
 from worker.runtime import Runtime

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
 from worker.providers.base import Provider
 from worker.providers.gateway import Gateway
 from worker.providers.mobilgroup import MobilGroup

@@ -15,12 +15,11 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
+from worker.core.verification import CallState, Outcome
 from worker.providers.base import (
-    CallState,
     CallStatus,
     Classification,
     DocumentedError,
-    Outcome,
     TransportFailure,
     classifications,
     parse_price,

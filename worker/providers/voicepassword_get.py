@@ -16,7 +16,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from worker.providers.base import CallState, CallStatus, parse_price
+from worker.core.verification import CallState
+from worker.providers.base import CallStatus, parse_price
 from worker.providers.voice_password_api import ErrorAnswer
 
 __all__ = [

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
 from worker.logging import get_logger
 from worker.providers import build_provider
 from worker.providers.base import Provider
