@@ -28,7 +28,7 @@ from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
 
 TEST_ROUTING = Path(__file__).parent / "routing.test.yaml"
 
-#: Loggers worker.logging.configure() sets a level of their own on.
+#: Loggers worker.logs.structured.configure() sets a level of their own on.
 _NOISY_LOGGERS = ("httpx", "httpcore", "aiohttp.access")
 
 _numbers = itertools.count(secrets.randbelow(5_000_000) + 1_000_000)

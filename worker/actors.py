@@ -24,7 +24,7 @@ from worker.broker import build_broker
 from worker.core import keys
 from worker.core.errors import BadMessage, StoreUnavailable
 from worker.core.verification import CallState
-from worker.logging import configure_from_env
+from worker.logs.structured import configure_from_env
 from worker.providers.base import CallStatus
 
 __all__ = ["advance", "broker", "call_status", "check_code", "poll", "start"]

@@ -15,7 +15,7 @@ that list (BLPOP) for as long as it would have slept, and so wakes at once.
 
 Codes. A dead letter of a check keeps no typed code: before a message of an actor with
 secret arguments is stored in the dead-letter queue, by either path (refused here, or
-failed and nacked by Dramatiq), its secret argument is replaced (worker/redaction.py).
+failed and nacked by Dramatiq), its secret argument is replaced (worker/logs/redaction.py).
 
 Recovery. Dramatiq returns a dead worker's unacknowledged messages during "maintenance",
 which it runs on a random 1 in 1,000 of its commands; a quiet system can wait for it
@@ -39,10 +39,10 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message, get_encoder
 from dramatiq.middleware import AsyncIO, Retries
 
-from worker import redaction
 from worker.connections import sync_client
 from worker.core import keys
-from worker.logging import get_logger
+from worker.logs import redaction
+from worker.logs.structured import get_logger
 from worker.middleware import DeadLetterLog, LogContext, ProcessRoles, RuntimeBoot
 
 __all__ = ["MAINTENANCE_INTERVAL", "FlashcallBroker", "build_broker"]

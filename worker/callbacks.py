@@ -43,7 +43,7 @@ from starlette.routing import Route
 from worker.core.errors import FlashcallError, StoreUnavailable
 from worker.core.verification import CallState
 from worker.deadlines import DeadlineH11Protocol
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 from worker.providers import PROVIDER_TYPES
 from worker.store import CallbackAnswer, Store
 

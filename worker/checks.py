@@ -17,7 +17,7 @@ import redis
 
 from worker.core.codes import code_hash
 from worker.core.errors import ConfigurationError, StoreUnavailable
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 
 __all__ = ["ASK_PROVIDER", "CodeChecks", "hash_proof", "verdict"]
 

@@ -64,7 +64,7 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _configure_logging() -> None:
-    from worker.logging import configure_from_env
+    from worker.logs.structured import configure_from_env
 
     try:
         configure_from_env()

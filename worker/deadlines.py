@@ -18,7 +18,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 
 __all__ = ["DeadlineH11Protocol"]
 

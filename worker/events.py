@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from worker.core.verification import CallState, Outcome
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 
 __all__ = [
     "AttemptEvent",

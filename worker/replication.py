@@ -43,7 +43,7 @@ import redis
 import redis.asyncio
 
 from worker.core.errors import ClaimUnreplicated, ConfigurationError, StoreUnavailable
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 
 __all__ = [
     "DEFAULT_WAIT_MS",

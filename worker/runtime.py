@@ -22,7 +22,7 @@ from worker.core import keys
 from worker.core.errors import FlashcallError, StoreUnavailable
 from worker.events import LogObserver, Observers
 from worker.health import Heartbeat, health_dir
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 from worker.metrics import Metrics
 from worker.providers.base import Provider, TransportFailure
 from worker.routing.refresh import refresh_state

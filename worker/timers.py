@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from worker.core.errors import StoreUnavailable
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 from worker.store import Store
 
 __all__ = ["run_timers"]

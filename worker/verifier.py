@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 import structlog
 
-from worker import checks, redaction
+from worker import checks
 from worker.core import codes, phone
 from worker.core.errors import ClaimUnreplicated, StoreUnavailable
 from worker.core.verification import CallState, Channel, Outcome, Verification, moscow_day, price_e4
 from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer, UnreplicatedClaimEvent
-from worker.logging import get_logger
+from worker.logs import redaction
+from worker.logs.structured import get_logger
 from worker.providers.base import CallStatus, Provider, SendRequest, TransportFailure
 from worker.routing.config import Policy, Step
 from worker.routing.reload import Routing

@@ -23,7 +23,7 @@ from bench.harness import ROOT
 from bench.simulate.engine import RouterKind, SandboxEndpoints, Simulation
 from bench.simulate.report import markdown, plot, table, verdict_table, verdicts
 from bench.simulate.scenarios import LEARNING, SCENARIOS
-from worker.logging import configure
+from worker.logs.structured import configure
 from worker.routing.config import LearningConfig
 from worker.stack import local_stack
 

@@ -29,7 +29,7 @@ import redis
 
 from tests.support import OwnStack, Sandbox
 from worker.core import keys
-from worker.logging import REDACTED
+from worker.logs.structured import REDACTED
 from worker.producer import Event, Producer
 from worker.stack import LocalStack
 

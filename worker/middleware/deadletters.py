@@ -5,8 +5,8 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.broker import MessageProxy
 
-from worker import redaction
-from worker.logging import get_logger
+from worker.logs import redaction
+from worker.logs.structured import get_logger
 
 __all__ = ["DeadLetterLog"]
 

@@ -9,7 +9,7 @@ import dramatiq
 import structlog
 from dramatiq.broker import MessageProxy
 
-from worker import redaction
+from worker.logs import redaction
 
 __all__ = ["LogContext"]
 

@@ -23,7 +23,7 @@ import dramatiq
 
 from worker.core import keys
 from worker.core.errors import ConfigurationError
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 
 __all__ = ["CHECK_PROCESSES", "CHECK_THREADS", "ROLES_DIR", "WORKER_NICE", "ProcessRoles"]
 

@@ -10,7 +10,7 @@ import redis
 from dramatiq.asyncio import get_event_loop_thread
 
 from worker.core.errors import ConfigurationError, FlashcallError
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 from worker.redis import install
 from worker.runtime import Runtime
 from worker.settings import Settings

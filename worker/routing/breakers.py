@@ -31,7 +31,7 @@ import redis
 
 from worker.core import keys
 from worker.core.verification import Outcome
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 from worker.providers.base import CodeCheck, SendResult
 from worker.routing.config import BreakerConfig
 

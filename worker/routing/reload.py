@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from worker.core.errors import ConfigurationError
-from worker.logging import get_logger
+from worker.logs.structured import get_logger
 from worker.providers import build_provider
 from worker.providers.base import Provider
 from worker.routing.breakers import Breakers

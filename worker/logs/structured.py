@@ -3,7 +3,7 @@
 Every line goes through the same processors, Dramatiq's own stdlib logging included:
 phone numbers are masked wherever they appear, values under secret-looking keys (codes,
 API keys, passwords, callback URLs with their tokens) never leave the process, and codes
-are hidden by value wherever they appear (worker/redaction.py says how they are known).
+are hidden by value wherever they appear (worker/logs/redaction.py says how they are known).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from worker import redaction
-from worker.redaction import REDACTED
+from worker.logs import redaction
+from worker.logs.redaction import REDACTED
 
 __all__ = [
     "REDACTED",
