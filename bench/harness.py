@@ -29,8 +29,8 @@ from typing import Any, cast
 import httpx
 import redis
 
-from worker.connections import sync_client
 from worker.core import keys
+from worker.redis.connections import sync_client
 from worker.stack import LocalStack, ManagedProcess, local_stack
 
 ROOT = Path(__file__).resolve().parent.parent

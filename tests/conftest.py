@@ -23,7 +23,7 @@ import structlog
 
 from tests.support import OwnStack, Sandbox
 from worker.producer import Producer
-from worker.redis import install
+from worker.redis.library import install
 from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
 
 TEST_ROUTING = Path(__file__).parent / "routing.test.yaml"

@@ -20,11 +20,11 @@ import redis
 from dramatiq.asyncio import get_event_loop_thread
 
 from worker import runtime
-from worker.broker import build_broker
 from worker.core import keys
 from worker.core.errors import BadMessage, StoreUnavailable
 from worker.core.verification import CallState
 from worker.logs.structured import configure_from_env
+from worker.middleware.chain import build_broker
 from worker.providers.base import CallStatus
 
 __all__ = ["advance", "broker", "call_status", "check_code", "poll", "start"]

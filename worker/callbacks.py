@@ -45,7 +45,7 @@ from worker.core.verification import CallState
 from worker.deadlines import DeadlineH11Protocol
 from worker.logs.structured import get_logger
 from worker.providers import PROVIDER_TYPES
-from worker.store import CallbackAnswer, Store
+from worker.redis.store import CallbackAnswer, Store
 
 __all__ = ["MAX_BODY_BYTES", "ReceiverLimits", "create_app", "serve"]
 

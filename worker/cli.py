@@ -132,8 +132,8 @@ def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _redis_install(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.connections import RedisTarget, sync_client
-    from worker.redis import install, library_version
+    from worker.redis.connections import RedisTarget, sync_client
+    from worker.redis.library import install, library_version
 
     target = RedisTarget.parse(args.redis_url, setting="--redis-url")
     install(sync_client(target))
@@ -162,7 +162,7 @@ def _routing_file(args: argparse.Namespace) -> Path:
 
 
 def _redis(args: argparse.Namespace) -> Any:
-    from worker.connections import RedisTarget, sync_client
+    from worker.redis.connections import RedisTarget, sync_client
 
     return sync_client(RedisTarget.parse(args.redis_url, setting="--redis-url"), decode_responses=True)
 

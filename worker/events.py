@@ -62,7 +62,7 @@ class CallStatusEvent:
 
 @dataclass(frozen=True, slots=True)
 class UnreplicatedClaimEvent:
-    """An attempt not called because no replica held its claim (worker/replication.py)."""
+    """An attempt not called because no replica held its claim (worker/redis/replication.py)."""
 
     verification_id: str
     attempt: int
@@ -135,5 +135,5 @@ class LogObserver:
                 attempt=event.attempt,
             )
         else:
-            # worker/replication.py warns once when it starts holding claims.
+            # worker/redis/replication.py warns once when it starts holding claims.
             log.debug("claim held until a replica catches up: message retried", attempt=event.attempt)

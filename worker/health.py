@@ -85,8 +85,8 @@ def readiness(redis_url: str, routing_path: Path) -> str | None:
     """None when Redis answers PING and the routing file loads; otherwise why not."""
     import redis
 
-    from worker.connections import RedisTarget, sync_client
     from worker.core.errors import FlashcallError
+    from worker.redis.connections import RedisTarget, sync_client
     from worker.routing import load_routing
 
     try:

@@ -14,9 +14,9 @@ from typing import Any, cast
 
 import redis
 
-from worker.connections import sync_client
 from worker.core import keys
 from worker.core.errors import StoreUnavailable
+from worker.redis.connections import sync_client
 
 __all__ = ["CheckTimeout", "Event", "Producer", "StoreUnavailable"]
 
@@ -46,7 +46,7 @@ class Producer:
 
     @classmethod
     def from_url(cls, url: str) -> Producer:
-        """Any form of REDIS_URL, a Sentinel one included (worker/connections.py)."""
+        """Any form of REDIS_URL, a Sentinel one included (worker/redis/connections.py)."""
         return cls(sync_client(url, decode_responses=True))
 
     @property

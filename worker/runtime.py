@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping
 import redis
 
 from worker.checks import CodeChecks
-from worker.connections import sync_client
 from worker.core import keys
 from worker.core.errors import FlashcallError, StoreUnavailable
 from worker.events import LogObserver, Observers
@@ -25,11 +24,12 @@ from worker.health import Heartbeat, health_dir
 from worker.logs.structured import get_logger
 from worker.metrics import Metrics
 from worker.providers.base import Provider, TransportFailure
+from worker.redis.connections import sync_client
+from worker.redis.store import PublishedConfig, Store
 from worker.routing.refresh import refresh_state
 from worker.routing.reload import Routing, RoutingHolder
 from worker.routing.state import RoutingState
 from worker.settings import Settings
-from worker.store import PublishedConfig, Store
 from worker.timers import run_timers
 from worker.verifier import Verifier
 

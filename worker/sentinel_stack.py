@@ -20,8 +20,8 @@ from pathlib import Path
 
 import redis
 
-from worker.connections import SENTINEL_SCHEME
 from worker.core.errors import FlashcallError
+from worker.redis.connections import SENTINEL_SCHEME
 from worker.stack import ManagedProcess, _spawn, _wait_until, free_port
 
 __all__ = ["SENTINEL_INSTALL_HINT", "SERVICE", "SentinelGroup", "sentinel_group"]

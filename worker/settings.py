@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from worker.connections import RedisTarget
 from worker.core.errors import ConfigurationError
-from worker.replication import DEFAULT_WAIT_MS
+from worker.redis.connections import RedisTarget
+from worker.redis.replication import DEFAULT_WAIT_MS
 
 __all__ = ["DEFAULT_REDIS_URL", "Settings"]
 
@@ -25,7 +25,7 @@ _MAX_REPLICA_WAIT_MS = 5000
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str
-    """One server's URL or a redis+sentinel:// one (worker/connections.py), checked on reading."""
+    """One server's URL or a redis+sentinel:// one (worker/redis/connections.py), checked on reading."""
     code_secret: bytes
     routing_path: Path
     redis_pool_size: int = 64
@@ -45,7 +45,7 @@ class Settings:
     codes are hashed under `code_secret` only."""
     replica_wait_ms: int = DEFAULT_WAIT_MS
     """How long a claim waits for a replica to hold it before its provider is called (while
-    the primary has a replica; worker/replication.py)."""
+    the primary has a replica; worker/redis/replication.py)."""
 
     @property
     def code_secrets(self) -> tuple[bytes, ...]:

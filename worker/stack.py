@@ -25,9 +25,9 @@ import httpx
 import redis
 import yaml
 
-from worker.connections import sync_client
 from worker.core import keys
 from worker.core.errors import FlashcallError
+from worker.redis.connections import sync_client
 from worker.routing.config import url_override_variable
 from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from worker.core.errors import StoreUnavailable
 from worker.logs.structured import get_logger
-from worker.store import Store
+from worker.redis.store import Store
 
 __all__ = ["run_timers"]
 

@@ -26,11 +26,11 @@ from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer, 
 from worker.logs import redaction
 from worker.logs.structured import get_logger
 from worker.providers.base import CallStatus, Provider, SendRequest, TransportFailure
+from worker.redis.store import AdmissionGuard, Store
 from worker.routing.config import Policy, Step
 from worker.routing.reload import Routing
 from worker.routing.select import GiveUp, next_attempt
 from worker.routing.state import RoutingState
-from worker.store import AdmissionGuard, Store
 
 __all__ = ["Verifier"]
 

@@ -45,7 +45,8 @@ from worker.core.verification import CallState, Channel
 from worker.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
 from worker.providers import build_provider
 from worker.providers.base import CallStatus
-from worker.redis import install_async
+from worker.redis.library import install_async
+from worker.redis.store import PublishedConfig, Store
 from worker.routing.breakers import Breakers
 from worker.routing.config import RoutingConfig, load_routing, url_override_variable
 from worker.routing.operators import operator_of
@@ -53,7 +54,6 @@ from worker.routing.refresh import refresh_state
 from worker.routing.reload import Routing
 from worker.routing.state import Conversion, LearnedKey, RoutingState
 from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
-from worker.store import PublishedConfig, Store
 from worker.verifier import Verifier
 
 __all__ = ["RouterKind", "RunResult", "SandboxEndpoints", "Simulation", "router_env"]

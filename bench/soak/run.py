@@ -20,8 +20,8 @@ import httpx
 from bench.chaos.cluster import WorkerGroups
 from bench.chaos.traffic import Tally, Traffic, Users, tally
 from bench.harness import is_verification_process, memory_mb, reset, worker_pids
-from worker.connections import sync_client
 from worker.core import keys
+from worker.redis.connections import sync_client
 from worker.sentinel_stack import SentinelGroup, sentinel_group
 from worker.stack import LocalStack, ManagedProcess, local_stack
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.support import CALLBACK, issue_token
-from worker.redis import install
+from worker.redis.library import install
 from worker.stack import LocalStack, local_stack
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ import redis
 
 from tests.support import CALLBACK, deliver, fcall, issue_token
 from worker.core import keys
-from worker.redis import install
+from worker.redis.library import install
 from worker.stack import LocalStack, ManagedProcess, local_stack
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""A claim reaches a replica before its provider is called (worker/replication.py).
+"""A claim reaches a replica before its provider is called (worker/redis/replication.py).
 
 A primary and a replica of its own, started here, with a worker whose claims wait up to
 200 ms for the replica. The replica is frozen (SIGSTOP: its connection stays open and it

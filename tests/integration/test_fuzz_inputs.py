@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from tests.support import CALLBACK
 from worker.callbacks import MAX_BODY_BYTES, create_app
 from worker.core import keys
-from worker.redis import install
-from worker.store import Store
+from worker.redis.library import install
+from worker.redis.store import Store
 
 pytestmark = pytest.mark.integration
 

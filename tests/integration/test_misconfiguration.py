@@ -22,7 +22,7 @@ from tests.conftest import TEST_ROUTING
 from tests.support import OwnStack
 from worker.core import keys
 from worker.producer import Producer
-from worker.redis import install
+from worker.redis.library import install
 from worker.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration

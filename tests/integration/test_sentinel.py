@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.support import Sandbox
-from worker.connections import PRIMARY_CHECK_INTERVAL
 from worker.core import keys
 from worker.core.errors import StoreUnavailable
 from worker.producer import Producer
-from worker.redis import library_version
+from worker.redis.connections import PRIMARY_CHECK_INTERVAL
+from worker.redis.library import library_version
 from worker.sentinel_stack import SentinelGroup, sentinel_group
 from worker.stack import LocalStack, local_stack
 

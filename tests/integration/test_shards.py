@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.redis import install
+from worker.redis.library import install
 from worker.shards import Shards, shard_of
 from worker.stack import redis_server
 

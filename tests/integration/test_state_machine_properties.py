@@ -3,7 +3,7 @@
 A Hypothesis state machine plays every party against the flashcall library on a real
 redis-server: producers (start, start again, check, cancel), workers (taking `advance`,
 `call_status` and `check_code` messages off the real queues, sometimes twice, sometimes
-dying before the acknowledgement, and making their calls as worker/store.py and
+dying before the acknowledgement, and making their calls as worker/redis/store.py and
 worker/checks.py make them), providers (answering calls, posting statuses) and the clock
 (timers fired at an injected time, no sleeping). A model of the documented contract
 (docs/protocol.md) predicts every answer and the stored state after each step, and these
@@ -45,8 +45,8 @@ from worker.core import keys
 from worker.core.codes import code_hash
 from worker.core.verification import FINAL_STATUSES
 from worker.providers.voicepassword import VoicePassword
-from worker.redis import install
-from worker.store import AdmissionGuard, Store
+from worker.redis.library import install
+from worker.redis.store import AdmissionGuard, Store
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 
-from worker.connections import RedisTarget, async_client, sync_client
 from worker.core.errors import ConfigurationError
+from worker.redis.connections import RedisTarget, async_client, sync_client
 from worker.settings import Settings
 
 SECRET = "x" * 32

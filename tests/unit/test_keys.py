@@ -12,7 +12,7 @@ import re
 import pytest
 
 from worker.core import keys
-from worker.redis import library_source, library_version
+from worker.redis.library import library_source, library_version
 
 LUA = library_source()
 

@@ -11,7 +11,7 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from worker.core.errors import ConfigurationError, FlashcallError
 from worker.logs.structured import get_logger
-from worker.redis import install
+from worker.redis.library import install
 from worker.runtime import Runtime
 from worker.settings import Settings
 

@@ -37,15 +37,12 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, current_millis, q_name
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message, get_encoder
-from dramatiq.middleware import AsyncIO, Retries
 
-from worker.connections import sync_client
 from worker.core import keys
 from worker.logs import redaction
 from worker.logs.structured import get_logger
-from worker.middleware import DeadLetterLog, LogContext, ProcessRoles, RuntimeBoot
 
-__all__ = ["MAINTENANCE_INTERVAL", "FlashcallBroker", "build_broker"]
+__all__ = ["MAINTENANCE_INTERVAL", "FlashcallBroker"]
 
 log = get_logger(__name__)
 
@@ -353,25 +350,3 @@ class FlashcallBroker(RedisBroker):
                 self._max_unpack_size(),  # type: ignore[no-untyped-call]
             ],
         )
-
-
-def build_broker(redis_url: str) -> FlashcallBroker:
-    """The broker every worker process uses, with the router's middleware after Dramatiq's own."""
-    client = sync_client(redis_url)
-    # Dramatiq's Prometheus middleware reads its directory and port from the environment
-    # when imported; `flashcall worker` sets them first.
-    from worker.middleware.dramatiq_metrics import DramatiqMetrics
-
-    # Of Dramatiq's defaults only Retries is used: no actor sets an age or time limit
-    # (provider calls and Redis commands have timeouts of their own), and none uses
-    # callbacks, pipelines or shutdown notifications. Each middleware runs on every message.
-    middleware: list[Middleware] = [
-        ProcessRoles(),
-        Retries(),
-        DramatiqMetrics(),
-        AsyncIO(),
-        RuntimeBoot(client=client),
-        LogContext(),
-        DeadLetterLog(),
-    ]
-    return FlashcallBroker(client=client, middleware=middleware)

@@ -4,7 +4,7 @@ Every change of a verification goes through one function of worker/redis/flashca
 this module only names their arguments. redis-py retries commands after connection
 errors, so each function is safe to run twice (they compare-and-set on the attempt
 number, and a delivery is settled once). A claim also waits for a replica while the
-primary has one (worker/replication.py).
+primary has one (worker/redis/replication.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Any, Literal, cast
 import redis
 import redis.asyncio
 
-from worker.connections import async_client
 from worker.core import keys
 from worker.core.errors import StoreUnavailable
 from worker.core.verification import Verification
-from worker.redis import install_async
-from worker.replication import DEFAULT_WAIT_MS, ReplicaWatch
+from worker.redis.connections import async_client
+from worker.redis.library import install_async
+from worker.redis.replication import DEFAULT_WAIT_MS, ReplicaWatch
 
 __all__ = [
     "AdmissionGuard",
@@ -209,7 +209,7 @@ class Store:
 
         While the primary has a replica, a claim counts only once a replica holds it: one that
         none acknowledged raises ClaimUnreplicated (a StoreUnavailable), and so does every claim
-        while the watch holds them (worker/replication.py)."""
+        while the watch holds them (worker/redis/replication.py)."""
         wait = await self.replicas.before_claim()
         answer, acknowledged = await self._call_then_wait(
             "flashcall_begin_attempt",

@@ -5,7 +5,7 @@ it, and a failover promotes a replica without what it had not received. A claim 
 way lets the new primary's copy of the verification be claimed and called again: the user
 is called twice. So while the primary has a replica, the claim and `WAIT 1 <ms>` travel in
 one round trip on one connection (WAIT waits for the writes of its own connection), and
-the provider is called only once a replica holds the claim (worker/store.py).
+the provider is called only once a replica holds the claim (worker/redis/store.py).
 
 What a process knows of its primary comes from `INFO replication`, read at most once a
 second while it claims attempts, and again at once after a claim no replica acknowledged:
