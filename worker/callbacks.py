@@ -44,7 +44,7 @@ from worker.core.errors import FlashcallError, StoreUnavailable
 from worker.core.verification import CallState
 from worker.deadlines import DeadlineH11Protocol
 from worker.logs.structured import get_logger
-from worker.providers import PROVIDER_TYPES
+from worker.providers.registry import PROVIDER_TYPES
 from worker.redis.store import CallbackAnswer, Store
 
 __all__ = ["MAX_BODY_BYTES", "ReceiverLimits", "create_app", "serve"]

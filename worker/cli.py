@@ -216,7 +216,7 @@ def _breakers(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.providers.catalog import error_table
+    from worker.routing.catalog import error_table
 
     print(error_table())
     return 0

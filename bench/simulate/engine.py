@@ -43,8 +43,8 @@ from bench.simulate.world import OPERATORS, Arrival, World, arrivals
 from worker.core import keys
 from worker.core.verification import CallState, Channel
 from worker.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
-from worker.providers import build_provider
 from worker.providers.base import CallStatus
+from worker.providers.registry import build_provider
 from worker.redis.library import install_async
 from worker.redis.store import PublishedConfig, Store
 from worker.routing.breakers import Breakers

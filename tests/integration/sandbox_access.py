@@ -11,8 +11,8 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
-from worker.providers import PROVIDER_TYPES
 from worker.providers.base import Provider
+from worker.providers.registry import PROVIDER_TYPES
 from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
 from worker.stack import LocalStack
 

@@ -23,7 +23,7 @@ from tests.support import Sandbox
 from worker.core import codes
 from worker.core.verification import CallState, Channel, Outcome
 from worker.providers.base import CallStatus, SendRequest, SendResult
-from worker.providers.voicepassword import VoicePassword
+from worker.providers.voicepassword.adapter import VoicePassword
 from worker.stack import LocalStack
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ import pytest
 from tests.support import Sandbox
 from worker.core import codes
 from worker.core.verification import Channel, Outcome
-from worker.providers import PROVIDER_TYPES
 from worker.providers.base import DocumentedError, Provider, SendRequest, SendResult
+from worker.providers.registry import PROVIDER_TYPES
 from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
 from worker.stack import LocalStack
 

@@ -44,7 +44,7 @@ from worker.checks import CodeChecks
 from worker.core import keys
 from worker.core.codes import code_hash
 from worker.core.verification import FINAL_STATUSES
-from worker.providers.voicepassword import VoicePassword
+from worker.providers.voicepassword.adapter import VoicePassword
 from worker.redis.library import install
 from worker.redis.store import AdmissionGuard, Store
 

@@ -19,9 +19,9 @@ import pytest
 
 from worker.core.errors import ConfigurationError
 from worker.core.verification import Channel, Outcome
-from worker.providers import PROVIDER_TYPES
 from worker.providers.base import DocumentedError, SendRequest, SendResult
 from worker.providers.gateway import ERRORS, SEND_ERRORS, Gateway
+from worker.providers.registry import PROVIDER_TYPES
 
 BASE_URL = "https://gw.example.test/api/flashingcall"
 LOGIN = "partner-login"

@@ -17,7 +17,7 @@ import pytest
 
 from worker.core.verification import Channel, Verification
 from worker.providers.base import Provider
-from worker.providers.voicepassword import VoicePassword
+from worker.providers.voicepassword.adapter import VoicePassword
 from worker.routing.config import RoutingConfig
 from worker.routing.learning import NOTHING, estimate
 from worker.routing.report import explain

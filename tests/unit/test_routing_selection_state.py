@@ -19,8 +19,8 @@ import pytest
 from worker.core.errors import ConfigurationError, RoutingFileError
 from worker.core.phone import normalise
 from worker.core.verification import Channel, Verification
-from worker.providers import inspectable_provider
 from worker.providers.base import Provider
+from worker.providers.registry import inspectable_provider
 from worker.routing.config import HealthConfig, RateLimit, RoutingConfig, Step, load_routing
 from worker.routing.report import explain
 from worker.routing.select import Candidate, Choice, GiveUp, candidates, next_attempt

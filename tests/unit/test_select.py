@@ -16,7 +16,7 @@ import pytest
 
 from worker.core.verification import Channel, Verification
 from worker.providers.base import Provider
-from worker.providers.voicepassword import VoicePassword
+from worker.providers.voicepassword.adapter import VoicePassword
 from worker.routing.config import DEFAULT_FALLBACK_ON, RoutingConfig, Step
 from worker.routing.select import Choice, GiveUp, next_attempt
 from worker.routing.state import RoutingState

@@ -28,7 +28,7 @@ from yarl import URL
 
 from worker.core.verification import Channel, Outcome
 from worker.providers.base import SendRequest, SendResult, parse_price
-from worker.providers.voicepassword import SEND_ERRORS, VoicePassword
+from worker.providers.voicepassword.adapter import SEND_ERRORS, VoicePassword
 
 BASE_URL = "https://vp.example.test"
 API_KEY = "vp-test-key-5f2c"

@@ -30,7 +30,7 @@ from pydantic import (
 
 from worker.core.errors import ConfigurationError, RoutingFileError
 from worker.core.verification import Channel, Outcome
-from worker.providers import PROVIDER_TYPES, inspectable_provider
+from worker.providers.registry import PROVIDER_TYPES, inspectable_provider
 
 __all__ = [
     "CARRIER_OPERATORS",

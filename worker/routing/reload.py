@@ -18,8 +18,8 @@ import redis
 
 from worker.core.errors import ConfigurationError
 from worker.logs.structured import get_logger
-from worker.providers import build_provider
 from worker.providers.base import Provider
+from worker.providers.registry import build_provider
 from worker.routing.breakers import Breakers
 from worker.routing.config import RoutingConfig, load_routing
 

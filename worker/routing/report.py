@@ -15,7 +15,7 @@ import redis
 
 from worker.core import keys
 from worker.core.verification import Channel, Verification, moscow_day
-from worker.providers import inspectable_provider
+from worker.providers.registry import inspectable_provider
 from worker.routing.config import RoutingConfig
 from worker.routing.operators import operator_of
 from worker.routing.select import Candidate, candidates, leading, learned, outlook, shares

@@ -18,7 +18,7 @@ from typing import Any
 
 from worker.core.verification import CallState
 from worker.providers.base import CallStatus, parse_price
-from worker.providers.voice_password_api import ErrorAnswer
+from worker.providers.voicepassword.api import ErrorAnswer
 
 __all__ = [
     "BALANCE_REQUEST",

@@ -1,4 +1,4 @@
-"""What VoicePassword and MobilGroup share (worker/providers/voice_password_api.py) and where
+"""What VoicePassword and MobilGroup share (worker/providers/voicepassword/api.py) and where
 each states a difference of its document: headers, key placement, flash codes, callback URLs.
 
 Both adapters are reached through a stubbed transport (`httpx.MockTransport`, see
@@ -17,8 +17,8 @@ from worker.core.errors import ConfigurationError
 from worker.core.verification import Channel
 from worker.providers.base import SendRequest
 from worker.providers.mobilgroup import MobilGroup
-from worker.providers.voice_password_api import VoicePasswordApi
-from worker.providers.voicepassword import VoicePassword
+from worker.providers.voicepassword.adapter import VoicePassword
+from worker.providers.voicepassword.api import VoicePasswordApi
 
 API_KEY = "shared-test-key"
 PHONE = "79999999999"

@@ -2,7 +2,7 @@
 and the `/get/` handler for the balance, a call's state and a day's statistics.
 
 Document: ../shared/providers/voicepassword.txt. The send handler is the Voice-Password API
-both VoicePassword and MobilGroup serve (worker/providers/voice_password_api.py); this
+both VoicePassword and MobilGroup serve (worker/providers/voicepassword/api.py); this
 document adds a flash code the client picks (`flashcall.code`), `callback_url`, the
 `Charset` header, two send errors (`number_in_spam_list`, `code_not_valid`) and `/get/`.
 """
@@ -24,7 +24,7 @@ from worker.providers.base import (
     classifications,
     parse_price,
 )
-from worker.providers.voice_password_api import (
+from worker.providers.voicepassword.api import (
     ACCOUNT,
     UNKNOWN_ERROR,
     ErrorAnswer,
@@ -32,7 +32,7 @@ from worker.providers.voice_password_api import (
     ok_answer,
     send_errors,
 )
-from worker.providers.voicepassword_get import (
+from worker.providers.voicepassword.get import (
     BALANCE_REQUEST,
     GET_PATH,
     DailyStatistics,

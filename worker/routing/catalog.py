@@ -1,5 +1,8 @@
 """The error table of docs/providers.md, generated from the adapters' own error lists.
 
+It says what routing's default policy does with each error (DEFAULT_FALLBACK_ON), so it
+lives with routing, above the provider registry it reads the lists from.
+
 `flashcall providers errors` prints it; tests/unit/test_provider_catalog.py fails when
 docs/providers.md holds anything else, so the document cannot drift from the code.
 """
@@ -8,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from worker.providers import PROVIDER_TYPES
 from worker.providers.base import DocumentedError
+from worker.providers.registry import PROVIDER_TYPES
 from worker.routing.config import DEFAULT_FALLBACK_ON
 
 __all__ = ["BEGIN", "END", "consequence", "error_table", "rows"]
