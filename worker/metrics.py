@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from worker.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
 from worker.routing.state import RoutingState
+from worker.verification.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

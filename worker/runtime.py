@@ -16,10 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import redis
 
-from worker.checks import CodeChecks
 from worker.core import keys
 from worker.core.errors import FlashcallError, StoreUnavailable
-from worker.events import LogObserver, Observers
 from worker.health import Heartbeat, health_dir
 from worker.logs.structured import get_logger
 from worker.metrics import Metrics
@@ -31,7 +29,9 @@ from worker.routing.reload import Routing, RoutingHolder
 from worker.routing.state import RoutingState
 from worker.settings import Settings
 from worker.timers import run_timers
-from worker.verifier import Verifier
+from worker.verification.checks import CodeChecks
+from worker.verification.events import LogObserver, Observers
+from worker.verification.verifier import Verifier
 
 __all__ = ["Runtime", "current"]
 

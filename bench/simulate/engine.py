@@ -1,6 +1,6 @@
 """One simulated run: one scenario, one router, the real router code, accelerated time.
 
-What runs is the project's own: worker.verifier.Verifier makes every attempt and checks
+What runs is the project's own: worker.verification.verifier.Verifier makes every attempt and checks
 every code, through the providers' adapters, over HTTP to the sandbox; every state change
 is a function of the flashcall library in a real redis-server, which enqueues the
 Dramatiq messages itself. The engine only plays Dramatiq and the clock: it pops the
@@ -42,7 +42,6 @@ from bench.simulate.scenarios import COSTS, LEARNING, ORACLE_LEARNING, Change, S
 from bench.simulate.world import OPERATORS, Arrival, World, arrivals
 from worker.core import keys
 from worker.core.verification import CallState, Channel
-from worker.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
 from worker.providers.base import CallStatus
 from worker.providers.registry import build_provider
 from worker.redis.library import install_async
@@ -54,7 +53,8 @@ from worker.routing.refresh import refresh_state
 from worker.routing.reload import Routing
 from worker.routing.state import Conversion, LearnedKey, RoutingState
 from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
-from worker.verifier import Verifier
+from worker.verification.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
+from worker.verification.verifier import Verifier
 
 __all__ = ["RouterKind", "RunResult", "SandboxEndpoints", "Simulation", "router_env"]
 

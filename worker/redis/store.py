@@ -327,7 +327,7 @@ class Store:
 
     async def apply_check(self, verification_id: str, *, proof: str, reply_key: str, now_ms: int) -> str:
         """Answer a check on its reply key; `proof` is a verdict or the typed code's hash
-        (worker/checks.py), and the answer ASK_PROVIDER when only the provider can judge."""
+        (worker/verification/checks.py), and the answer ASK_PROVIDER when only the provider can judge."""
         result: str = await self._call("flashcall_apply_check", verification_id, proof, reply_key, now_ms)
         return result
 

@@ -18,11 +18,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from worker import checks
 from worker.core import codes, phone
 from worker.core.errors import ClaimUnreplicated, StoreUnavailable
 from worker.core.verification import CallState, Channel, Outcome, Verification, moscow_day, price_e4
-from worker.events import AttemptEvent, CallStatusEvent, LogObserver, Observer, UnreplicatedClaimEvent
 from worker.logs import redaction
 from worker.logs.structured import get_logger
 from worker.providers.base import CallStatus, Provider, SendRequest, TransportFailure
@@ -31,6 +29,14 @@ from worker.routing.config import Policy, Step
 from worker.routing.reload import Routing
 from worker.routing.select import GiveUp, next_attempt
 from worker.routing.state import RoutingState
+from worker.verification import checks
+from worker.verification.events import (
+    AttemptEvent,
+    CallStatusEvent,
+    LogObserver,
+    Observer,
+    UnreplicatedClaimEvent,
+)
 
 __all__ = ["Verifier"]
 
@@ -470,7 +476,7 @@ class Verifier:
 
     async def check(self, verification_id: str, code: str, reply_key: str) -> str:
         """Compare a typed code with those delivered and answer on the reply key (the same
-        as worker/checks.py does on the worker thread, and what it falls back to)."""
+        as worker/verification/checks.py does on the worker thread, and what it falls back to)."""
         now_ms = self._now_ms()
         proof = checks.hash_proof(self._check_secrets, verification_id, code)
         result = await self._store.apply_check(
