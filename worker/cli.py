@@ -25,9 +25,9 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    from worker.middleware import roles
+    from worker.process.middleware import roles
+    from worker.process.settings import Settings
     from worker.routing.reload import RoutingHolder
-    from worker.settings import Settings
 
     if not 0 <= args.check_processes <= 64 or not 0 <= args.nice <= 19:
         raise FlashcallError("--check-processes must be from 0 to 64, --nice from 0 to 19")
@@ -40,12 +40,12 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     _configure_logging()
     # What every process builds at boot, by the same code, checked once before any starts
     # (without connecting anywhere): one line and status 2 instead of each process ending
-    # on it at boot, its reason somewhere in the logs of all (worker/middleware/runtime.py).
+    # on it at boot, its reason somewhere in the logs of all (worker/process/middleware/boot.py).
     settings = Settings.from_env()
     RoutingHolder.check(settings.routing_path, os.environ)
     _prepare_metrics(args.metrics_dir, metrics_port)
     # Checks get processes of their own, which the others yield the CPU to
-    # (worker/middleware/roles.py); every process inherits this environment.
+    # (worker/process/middleware/roles.py); every process inherits this environment.
     roles_dir = args.metrics_dir / "roles"
     roles_dir.mkdir()
     os.environ[roles.CHECK_PROCESSES] = str(args.check_processes)
@@ -223,7 +223,7 @@ def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _health(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.health import health_dir, liveness, readiness
+    from worker.process.health import health_dir, liveness, readiness
 
     problem = liveness(args.dir or health_dir(), max_age=args.max_age)
     if problem is None and args.ready:

@@ -7,7 +7,7 @@ import pytest
 
 from worker.core.codes import code_hash
 from worker.core.errors import ConfigurationError
-from worker.settings import Settings
+from worker.process.settings import Settings
 from worker.verification.checks import hash_proof
 
 CURRENT = "c" * 32

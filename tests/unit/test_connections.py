@@ -9,8 +9,8 @@ import redis.asyncio.sentinel
 import redis.sentinel
 
 from worker.core.errors import ConfigurationError
+from worker.process.settings import Settings
 from worker.redis.connections import RedisTarget, async_client, sync_client
-from worker.settings import Settings
 
 SECRET = "x" * 32
 

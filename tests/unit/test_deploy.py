@@ -16,7 +16,7 @@ import prometheus_client
 import pytest
 import yaml
 
-from worker.metrics import Metrics
+from worker.process.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"

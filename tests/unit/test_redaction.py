@@ -152,7 +152,7 @@ def test_a_dead_letter_reason_quoting_the_code_is_hidden(
     log_format: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     debug_logging(log_format)
-    from worker.middleware import DeadLetterLog
+    from worker.process.middleware.deadletters import DeadLetterLog
 
     message = MessageProxy(check_message())
     message.stuff_exception(ValueError(f"no verification for code {TYPED}"))

@@ -15,8 +15,8 @@ import redis
 import redis.asyncio
 
 from worker.core.errors import ClaimUnreplicated, ConfigurationError
+from worker.process.settings import Settings
 from worker.redis.replication import GRACE_S, MAX_LAG_S, READ_EVERY_S, Mode, ReplicaWatch
-from worker.settings import Settings
 
 
 def replica(*, offset: int = 100, lag: int = 0, state: str = "online") -> dict[str, Any]:

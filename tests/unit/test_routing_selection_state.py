@@ -19,13 +19,13 @@ import pytest
 from worker.core.errors import ConfigurationError, RoutingFileError
 from worker.core.phone import normalise
 from worker.core.verification import Channel, Verification
+from worker.process.settings import Settings
 from worker.providers.base import Provider
 from worker.providers.registry import inspectable_provider
 from worker.routing.config import HealthConfig, RateLimit, RoutingConfig, Step, load_routing
 from worker.routing.report import explain
 from worker.routing.select import Candidate, Choice, GiveUp, candidates, next_attempt
 from worker.routing.state import ChannelHealth, ProviderState, RoutingState
-from worker.settings import Settings
 
 PHONE = "79991234567"
 NOW_MS = 1_800_000_000_000

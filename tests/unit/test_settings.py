@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.core.errors import ConfigurationError
-from worker.settings import Settings
+from worker.process.settings import Settings
 
 
 def settings_with_callback_root(url: str) -> Settings:

@@ -506,7 +506,7 @@ class Verifier:
 
 
 def _bind(v: Verification) -> None:
-    # The message's log context (worker/middleware/logcontext.py) already names the
+    # The message's log context (worker/process/middleware/logcontext.py) already names the
     # verification; this adds where it stands, once it stands somewhere.
     if v.provider:
         structlog.contextvars.bind_contextvars(provider=v.provider, channel=v.channel, step=v.step)

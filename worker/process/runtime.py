@@ -1,7 +1,7 @@
 """What one worker process holds: its Redis clients, routing, and background loops.
 
 Built inside the process's event loop at worker boot (never at import, never before
-the fork), torn down at shutdown. The loops: deadlines (worker/timers.py), the routing
+the fork), torn down at shutdown. The loops: deadlines (worker/process/timers.py), the routing
 file (reloaded when it changes), the routing state snapshot (once a second), and
 provider balances (one process each minute for the whole cluster).
 """
@@ -18,17 +18,17 @@ import redis
 
 from worker.core import keys
 from worker.core.errors import FlashcallError, StoreUnavailable
-from worker.health import Heartbeat, health_dir
 from worker.logs.structured import get_logger
-from worker.metrics import Metrics
+from worker.process.health import Heartbeat, health_dir
+from worker.process.metrics import Metrics
+from worker.process.settings import Settings
+from worker.process.timers import run_timers
 from worker.providers.base import Provider, TransportFailure
 from worker.redis.connections import sync_client
 from worker.redis.store import PublishedConfig, Store
 from worker.routing.refresh import refresh_state
 from worker.routing.reload import Routing, RoutingHolder
 from worker.routing.state import RoutingState
-from worker.settings import Settings
-from worker.timers import run_timers
 from worker.verification.checks import CodeChecks
 from worker.verification.events import LogObserver, Observers
 from worker.verification.verifier import Verifier

@@ -6,7 +6,10 @@ from __future__ import annotations
 from dramatiq import Middleware
 from dramatiq.middleware import AsyncIO, Retries
 
-from worker.middleware import DeadLetterLog, LogContext, ProcessRoles, RuntimeBoot
+from worker.process.middleware.boot import RuntimeBoot
+from worker.process.middleware.deadletters import DeadLetterLog
+from worker.process.middleware.logcontext import LogContext
+from worker.process.middleware.roles import ProcessRoles
 from worker.redis.broker import FlashcallBroker
 from worker.redis.connections import sync_client
 
@@ -18,7 +21,7 @@ def build_broker(redis_url: str) -> FlashcallBroker:
     client = sync_client(redis_url)
     # Dramatiq's Prometheus middleware reads its directory and port from the environment
     # when imported; `flashcall worker` sets them first.
-    from worker.middleware.dramatiq_metrics import DramatiqMetrics
+    from worker.process.middleware.dramatiq_metrics import DramatiqMetrics
 
     # Of Dramatiq's defaults only Retries is used: no actor sets an age or time limit
     # (provider calls and Redis commands have timeouts of their own), and none uses

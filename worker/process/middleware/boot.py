@@ -11,9 +11,9 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from worker.core.errors import ConfigurationError, FlashcallError
 from worker.logs.structured import get_logger
+from worker.process.runtime import Runtime
+from worker.process.settings import Settings
 from worker.redis.library import install
-from worker.runtime import Runtime
-from worker.settings import Settings
 
 __all__ = ["EXIT_BOOT_FAILED", "EXIT_CONFIGURATION", "RuntimeBoot"]
 
