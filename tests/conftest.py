@@ -22,7 +22,7 @@ import redis
 import structlog
 
 from tests.support import OwnStack, Sandbox
-from worker.producer import Producer
+from worker.client import Producer
 from worker.redis.library import install
 from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
 

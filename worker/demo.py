@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from worker.client import Producer
 from worker.core.errors import FlashcallError
-from worker.producer import Producer
 from worker.stack import REPO_ROUTING, LocalStack, local_stack
 
 __all__ = ["run_demo"]

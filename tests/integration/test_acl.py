@@ -29,8 +29,8 @@ import redis
 from tests.conftest import TEST_ROUTING
 from tests.support import CALLBACK, Sandbox
 from worker.callbacks import create_app
+from worker.client import Producer
 from worker.core import keys
-from worker.producer import Producer
 from worker.redis.broker import FlashcallBroker
 from worker.redis.library import install
 from worker.redis.store import Store

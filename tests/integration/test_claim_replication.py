@@ -25,8 +25,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import Sandbox
+from worker.client import Producer
 from worker.core import keys
-from worker.producer import Producer
 from worker.stack import LocalStack, ManagedProcess, free_port, local_stack, redis_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -28,9 +28,9 @@ import pytest
 import redis
 
 from tests.support import OwnStack, Sandbox
+from worker.client import Event, Producer
 from worker.core import keys
 from worker.logs.structured import REDACTED
-from worker.producer import Event, Producer
 from worker.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import OwnStack, Sandbox
+from worker.client import Producer
 from worker.core import keys
-from worker.producer import Producer
 from worker.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

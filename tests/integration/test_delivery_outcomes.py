@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from tests.support import OwnStack, Sandbox
+from worker.client import Producer
 from worker.core import keys
-from worker.producer import Producer
 from worker.stack import LocalStack, ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -19,8 +19,8 @@ from typing import Any, cast
 import pytest
 
 from tests.support import OwnStack, Sandbox
+from worker.client import Producer
 from worker.core import keys
-from worker.producer import Producer
 from worker.routing.config import load_routing
 from worker.routing.report import explain, read_state
 from worker.routing.select import exploring

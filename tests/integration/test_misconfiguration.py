@@ -20,8 +20,8 @@ import redis
 
 from tests.conftest import TEST_ROUTING
 from tests.support import OwnStack
+from worker.client import Producer
 from worker.core import keys
-from worker.producer import Producer
 from worker.redis.library import install
 from worker.stack import LocalStack, free_port
 

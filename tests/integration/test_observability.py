@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from tests.support import OwnStack, Sandbox
+from worker.client import Producer
 from worker.core import keys
-from worker.producer import Producer
 from worker.sandbox.app import PROVIDERS
 from worker.stack import LocalStack, free_port
 

@@ -14,8 +14,8 @@ from typing import Any, cast
 
 import pytest
 
+from worker.client import Producer
 from worker.core import keys
-from worker.producer import Producer
 from worker.stack import ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]

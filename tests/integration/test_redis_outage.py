@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.chaos.cluster import ChaosRedis
-from worker.producer import Producer
+from worker.client import Producer
 from worker.stack import LocalStack, local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -30,8 +30,8 @@ import pytest
 import redis
 
 from tests.support import Sandbox, fcall
+from worker.client import Event, Producer
 from worker.core import keys
-from worker.producer import Event, Producer
 from worker.routing.config import RoutingConfig, load_routing
 from worker.routing.report import breaker_report
 from worker.stack import LocalStack, ManagedProcess, local_stack

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import TEST_ROUTING
 from tests.support import Sandbox
-from worker.producer import Producer
+from worker.client import Producer
 from worker.stack import LocalStack, ManagedProcess, local_stack
 
 pytestmark = pytest.mark.integration

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import Sandbox
+from worker.client import Producer
 from worker.core import keys
 from worker.core.errors import StoreUnavailable
-from worker.producer import Producer
 from worker.redis.connections import PRIMARY_CHECK_INTERVAL
 from worker.redis.library import library_version
 from worker.sentinel_stack import SentinelGroup, sentinel_group

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from worker.client import Shards, shard_of
 from worker.redis.library import install
-from worker.shards import Shards, shard_of
 from worker.stack import redis_server
 
 pytestmark = pytest.mark.integration

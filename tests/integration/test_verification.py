@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from tests.support import Sandbox
+from worker.client import Producer
 from worker.core import keys
-from worker.producer import Producer
 from worker.stack import ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]

@@ -21,9 +21,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from worker.client.producer import Producer
 from worker.core.errors import ConfigurationError
 from worker.core.phone import normalise
-from worker.producer import Producer
 
 __all__ = ["Shards", "jump_hash", "shard_key", "shard_of"]
 
