@@ -109,7 +109,7 @@ def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
     return 0
 
 
-#: The receiver's limits (worker/callbacks.py, ReceiverLimits), each an option of its own.
+#: The receiver's limits (worker/callbacks/app.py, ReceiverLimits), each an option of its own.
 _RECEIVER_LIMITS = {
     "header-timeout": "seconds for a request's headers to arrive",
     "body-timeout": "seconds for a request's body to arrive after its headers",
@@ -119,7 +119,7 @@ _RECEIVER_LIMITS = {
 
 
 def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.callbacks import ReceiverLimits, serve
+    from worker.callbacks.app import ReceiverLimits, serve
 
     port = _port(args.port, "--port")
     _configure_logging()

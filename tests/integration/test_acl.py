@@ -28,7 +28,7 @@ import redis
 
 from tests.conftest import TEST_ROUTING
 from tests.support import CALLBACK, Sandbox
-from worker.callbacks import create_app
+from worker.callbacks.app import create_app
 from worker.client import Producer
 from worker.core import keys
 from worker.redis.broker import FlashcallBroker

@@ -246,7 +246,7 @@ def test_the_callback_receiver_gets_only_its_own_redis_password_logs_and_redis()
 
 
 def test_the_callback_receiver_listens_on_every_interface_of_its_pod_with_the_default_limits() -> None:
-    from worker.callbacks import ReceiverLimits
+    from worker.callbacks.app import ReceiverLimits
 
     args = _parser().parse_args(callbacks_container()["args"])
     assert args.host == "0.0.0.0"  # noqa: S104 - the pod's own interfaces, behind its Service

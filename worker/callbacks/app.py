@@ -21,7 +21,7 @@ status:
   retry; the attempt's timers move the verification on regardless).
 
 Connections are bounded (`ReceiverLimits`): headers and body must arrive within their
-deadlines (worker/deadlines.py), an idle kept-alive connection is closed, and past
+deadlines (worker/callbacks/protocol.py), an idle kept-alive connection is closed, and past
 `max_connections` requests are answered 503.
 """
 
@@ -40,9 +40,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from worker.callbacks.protocol import DeadlineH11Protocol
 from worker.core.errors import FlashcallError, StoreUnavailable
 from worker.core.verification import CallState
-from worker.deadlines import DeadlineH11Protocol
 from worker.logs.structured import get_logger
 from worker.providers.registry import PROVIDER_TYPES
 from worker.redis.store import CallbackAnswer, Store
