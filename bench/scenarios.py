@@ -41,8 +41,8 @@ from bench.harness import (
     start_project,
     worker_pids,
 )
+from flashcall_dev.stack import LocalStack, ManagedProcess, redis_server
 from worker.core import keys
-from worker.stack import LocalStack, ManagedProcess, redis_server
 
 PRODUCER_ROUND_TRIPS = 3
 BARE_THREADS = 8

@@ -21,10 +21,10 @@ import pytest
 import redis
 import structlog
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack, redis_server
 from tests.support import OwnStack, Sandbox
 from worker.client import Producer
 from worker.redis.library import install
-from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
 
 TEST_ROUTING = Path(__file__).parent / "routing.test.yaml"
 

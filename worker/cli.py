@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -96,8 +97,22 @@ def _prepare_metrics(directory: Path, port: int) -> None:
     os.environ["dramatiq_prom_port"] = str(port)  # noqa: SIM112
 
 
+#: The development tools' package: beside worker/ in the repository, not in the production
+#: wheel nor the image, whose `flashcall sandbox` and `flashcall demo` say so.
+_DEV_PACKAGE = "flashcall_dev"
+
+
+def _require_dev_tools(command: str) -> None:
+    if importlib.util.find_spec(_DEV_PACKAGE) is None:
+        raise FlashcallError(
+            f"`flashcall {command}` is a development tool ({_DEV_PACKAGE}, in the repository) and "
+            "this installation has none: run it from the repository's venv (make install)"
+        )
+
+
 def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.sandbox import serve
+    _require_dev_tools("sandbox")
+    from flashcall_dev.sandbox import serve
 
     ports: dict[str, int] = {}
     for item in args.provider_port:
@@ -235,8 +250,9 @@ def _health(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _demo(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.demo import run_demo
-    from worker.stack import REPO_ROUTING
+    _require_dev_tools("demo")
+    from flashcall_dev.demo import run_demo
+    from flashcall_dev.stack import REPO_ROUTING
 
     routing = os.environ.get("FLASHCALL_ROUTING")
     return run_demo(
@@ -283,7 +299,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker, passthrough=True)
 
     sandbox = commands.add_parser(
-        "sandbox", help="serve imitations of the provider APIs (control API on --port, providers after it)"
+        "sandbox",
+        help="serve imitations of the provider APIs (control API on --port, providers after it; "
+        "a development tool)",
     )
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8600)
@@ -371,7 +389,9 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     health.set_defaults(handler=_health)
 
-    demo = commands.add_parser("demo", help="verify a phone end to end against the sandbox")
+    demo = commands.add_parser(
+        "demo", help="verify a phone end to end against the sandbox (a development tool)"
+    )
     demo.set_defaults(handler=_demo)
     return parser
 

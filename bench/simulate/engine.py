@@ -40,6 +40,7 @@ import yaml
 from bench.simulate.metrics import cost_per_approved, leading, reaction_across
 from bench.simulate.scenarios import COSTS, LEARNING, ORACLE_LEARNING, Change, Scenario, routing_document
 from bench.simulate.world import OPERATORS, Arrival, World, arrivals
+from flashcall_dev.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
 from worker.core import keys
 from worker.core.verification import CallState, Channel
 from worker.providers.base import CallStatus
@@ -52,7 +53,6 @@ from worker.routing.operators import operator_of
 from worker.routing.refresh import refresh_state
 from worker.routing.reload import Routing
 from worker.routing.state import Conversion, LearnedKey, RoutingState
-from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
 from worker.verification.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
 from worker.verification.verifier import Verifier
 

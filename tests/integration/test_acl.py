@@ -26,6 +26,7 @@ import httpx
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack, redis_server
 from tests.conftest import TEST_ROUTING
 from tests.support import CALLBACK, Sandbox
 from worker.callbacks.app import create_app
@@ -34,7 +35,6 @@ from worker.core import keys
 from worker.redis.broker import FlashcallBroker
 from worker.redis.library import install
 from worker.redis.store import Store
-from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
 
 pytestmark = pytest.mark.integration
 

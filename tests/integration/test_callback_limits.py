@@ -18,9 +18,9 @@ import httpx
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack, local_stack
 from tests.support import CALLBACK, issue_token
 from worker.redis.library import install
-from worker.stack import LocalStack, local_stack
 
 pytestmark = pytest.mark.integration
 

@@ -24,10 +24,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, free_port, local_stack, redis_server
 from tests.support import Sandbox
 from worker.client import Producer
 from worker.core import keys
-from worker.stack import LocalStack, ManagedProcess, free_port, local_stack, redis_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

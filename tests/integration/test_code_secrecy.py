@@ -27,11 +27,11 @@ from typing import Any, cast
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack
 from tests.support import OwnStack, Sandbox
 from worker.client import Event, Producer
 from worker.core import keys
 from worker.logs.structured import REDACTED
-from worker.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

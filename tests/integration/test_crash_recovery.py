@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from flashcall_dev.stack import LocalStack
 from tests.support import OwnStack, Sandbox
 from worker.client import Producer
 from worker.core import keys
-from worker.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,9 +14,9 @@ from typing import Any, cast
 
 import pytest
 
+from flashcall_dev.stack import ManagedProcess
 from worker.client import Producer
 from worker.core import keys
-from worker.stack import ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from flashcall_dev.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
+from flashcall_dev.stack import LocalStack
 from tests.support import Sandbox
 from worker.core import codes
 from worker.core.verification import Channel, Outcome
 from worker.providers.base import DocumentedError, Provider, SendRequest, SendResult
 from worker.providers.registry import PROVIDER_TYPES
-from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
-from worker.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

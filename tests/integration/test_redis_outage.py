@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.chaos.cluster import ChaosRedis
+from flashcall_dev.stack import LocalStack, local_stack
 from worker.client import Producer
-from worker.stack import LocalStack, local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from worker.sandbox.state import Record
+from flashcall_dev.sandbox.state import Record
 
 __all__ = ["CallbackSender"]
 

@@ -5,7 +5,7 @@ Served on its own port: a client whose base URL is `http://host:port` in place o
 `https://voice.mobilgroup.ru` posts to `/api/voice-password/send/` (flash call, voice code,
 SMS follow-up), which answers HTTP 200 with `{"result": "ok", ...}` or
 `{"result": "error", "error_code": "..."}`. The handler is the one VoicePassword shares
-(worker/sandbox/voice_password_api.py, with the decisions common to both); this module holds
+(flashcall_dev/sandbox/voicepassword_api.py, with the decisions common to both); this module holds
 MobilGroup's dialect of it.
 
 Sandbox fixtures, and where this document differs from VoicePassword's:
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from worker.sandbox.voice_password_api import Dialect, provider_spec, send_app
+from flashcall_dev.sandbox.voicepassword_api import Dialect, provider_spec, send_app
 
 __all__ = ["API_KEY", "PROVIDER", "REGISTERED_ANI"]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
+from flashcall_dev.stack import REPO_ROUTING, LocalStack, local_stack
 from worker.client import Producer
 from worker.core.errors import FlashcallError
-from worker.stack import REPO_ROUTING, LocalStack, local_stack
 
 __all__ = ["run_demo"]
 

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from worker.sandbox.callbacks import CallbackSender
-from worker.sandbox.state import SandboxState
+from flashcall_dev.sandbox.callbacks import CallbackSender
+from flashcall_dev.sandbox.state import SandboxState
 
 __all__ = ["SANDBOX", "ProviderSettings", "ProviderSpec", "Sandbox"]
 

@@ -4,7 +4,7 @@ Served on its own port: a client whose base URL is `http://host:port` in place o
 `https://vp.voicepassword.ru` posts to `/api/voice-password/send/` (flash call, voice code,
 SMS follow-up) and `/api/voice-password/get/` (balance, call state, daily statistics). Both answer
 HTTP 200 with `{"result": "ok", ...}` or `{"result": "error", "error_code": "..."}`, as the real one.
-The send handler is the one MobilGroup shares (worker/sandbox/voice_password_api.py, with the
+The send handler is the one MobilGroup shares (flashcall_dev/sandbox/voicepassword_api.py, with the
 decisions common to both); this module holds VoicePassword's dialect of it and `/get/`.
 
 Sandbox fixtures:
@@ -26,10 +26,10 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.sandbox.faults import delay
-from worker.sandbox.runtime import SANDBOX
-from worker.sandbox.state import Delivery, SandboxState
-from worker.sandbox.voice_password_api import (
+from flashcall_dev.sandbox.faults import delay
+from flashcall_dev.sandbox.shared import SANDBOX
+from flashcall_dev.sandbox.state import Delivery, SandboxState
+from flashcall_dev.sandbox.voicepassword_api import (
     FLASHCALL,
     SMS,
     VOICE,

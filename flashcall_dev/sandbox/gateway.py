@@ -46,10 +46,10 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.sandbox.codes import caller_ending_in
-from worker.sandbox.faults import delay, faulty_answer
-from worker.sandbox.runtime import SANDBOX, ProviderSpec
-from worker.sandbox.state import Message, Record, SandboxState
+from flashcall_dev.sandbox.codes import caller_ending_in
+from flashcall_dev.sandbox.faults import delay, faulty_answer
+from flashcall_dev.sandbox.shared import SANDBOX, ProviderSpec
+from flashcall_dev.sandbox.state import Message, Record, SandboxState
 
 __all__ = ["LOGIN", "PASSWORD", "PATH", "PROVIDER", "VOICECODE_LOGIN"]
 

@@ -37,10 +37,10 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.sandbox.codes import caller_ending_in, random_digits
-from worker.sandbox.faults import delay, faulty_answer
-from worker.sandbox.runtime import SANDBOX, ProviderSpec, Sandbox
-from worker.sandbox.state import Behaviour, Delivery, Message, Record, SandboxState
+from flashcall_dev.sandbox.codes import caller_ending_in, random_digits
+from flashcall_dev.sandbox.faults import delay, faulty_answer
+from flashcall_dev.sandbox.shared import SANDBOX, ProviderSpec, Sandbox
+from flashcall_dev.sandbox.state import Behaviour, Delivery, Message, Record, SandboxState
 
 __all__ = [
     "CALL_STATES",

@@ -25,11 +25,11 @@ import httpx
 import redis
 import yaml
 
+from flashcall_dev.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
 from worker.core import keys
 from worker.core.errors import FlashcallError
 from worker.redis.connections import sync_client
 from worker.routing.config import url_override_variable
-from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
 
 __all__ = [
     "REDIS_INSTALL_HINT",

@@ -8,7 +8,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from worker.sandbox.state import Behaviour, Record
+from flashcall_dev.sandbox.state import Behaviour, Record
 
 __all__ = ["delay", "faulty_answer"]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from worker.sandbox.runtime import ProviderSpec
-from worker.sandbox.state import Behaviour
+from flashcall_dev.sandbox.shared import ProviderSpec
+from flashcall_dev.sandbox.state import Behaviour
 
 __all__ = [
     "InvalidInputError",

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from worker.sandbox import control, gateway, mobilgroup, telphin, voicepassword
-from worker.sandbox.runtime import SANDBOX, ProviderSpec, Sandbox
-from worker.sandbox.state import SandboxState
+from flashcall_dev.sandbox import control, gateway, mobilgroup, telphin, voicepassword
+from flashcall_dev.sandbox.shared import SANDBOX, ProviderSpec, Sandbox
+from flashcall_dev.sandbox.state import SandboxState
 
 __all__ = ["PROVIDERS", "RunningSandbox", "serve", "start"]
 

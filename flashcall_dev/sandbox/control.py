@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.sandbox.runtime import SANDBOX, ProviderSettings, ProviderSpec
-from worker.sandbox.scripting import InvalidInputError, parse_balance, parse_latency, parse_script
+from flashcall_dev.sandbox.scripting import InvalidInputError, parse_balance, parse_latency, parse_script
+from flashcall_dev.sandbox.shared import SANDBOX, ProviderSettings, ProviderSpec
 
 __all__ = ["build_app"]
 

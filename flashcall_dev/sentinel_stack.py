@@ -20,9 +20,9 @@ from pathlib import Path
 
 import redis
 
+from flashcall_dev.stack import ManagedProcess, _spawn, _wait_until, free_port
 from worker.core.errors import FlashcallError
 from worker.redis.connections import SENTINEL_SCHEME
-from worker.stack import ManagedProcess, _spawn, _wait_until, free_port
 
 __all__ = ["SENTINEL_INSTALL_HINT", "SERVICE", "SentinelGroup", "sentinel_group"]
 
@@ -211,7 +211,7 @@ class SentinelGroup:
 def _start_node(log_dir: Path, port: int, *, replica_of: int | None = None) -> ManagedProcess:
     binary = shutil.which("redis-server")
     if binary is None:
-        from worker.stack import REDIS_INSTALL_HINT
+        from flashcall_dev.stack import REDIS_INSTALL_HINT
 
         raise FlashcallError(REDIS_INSTALL_HINT)
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
