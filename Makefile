@@ -35,8 +35,8 @@ unit: install
 	$(BIN)/pytest -q -m "not integration"
 
 lint: install lock-check
-	$(BIN)/ruff check worker tests bench
-	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/ruff check worker flashcall_dev tests bench
+	$(BIN)/ruff format --check worker flashcall_dev tests bench
 	$(BIN)/mypy
 
 # Fails when pyproject.toml asks for something uv.lock does not hold, or no longer asks for

@@ -29,9 +29,9 @@ from typing import Any, cast
 import httpx
 import redis
 
-from worker import keys
-from worker.connections import sync_client
-from worker.stack import LocalStack, ManagedProcess, local_stack
+from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
+from worker.core import keys
+from worker.redis.connections import sync_client
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTING = ROOT / "docs" / "examples" / "voicepassword.yaml"

@@ -41,8 +41,8 @@ from bench.harness import (
     start_project,
     worker_pids,
 )
-from worker import keys
-from worker.stack import LocalStack, ManagedProcess, redis_server
+from flashcall_dev.stack import LocalStack, ManagedProcess, redis_server
+from worker.core import keys
 
 PRODUCER_ROUND_TRIPS = 3
 BARE_THREADS = 8
@@ -493,7 +493,7 @@ def summarize_profile(stacks: str, top: int = 15) -> dict[str, Any]:
 
 
 def _function(frame: str) -> str:
-    """'send (worker/verifier.py:120)' -> 'worker/verifier.py:send'."""
+    """'send (worker/verification/verifier.py:120)' -> 'worker/verification/verifier.py:send'."""
     name, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
     for marker in ("site-packages/", "/lib/python3"):

@@ -21,14 +21,14 @@ import pytest
 import redis
 import structlog
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack, redis_server
 from tests.support import OwnStack, Sandbox
-from worker.producer import Producer
-from worker.redis import install
-from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
+from worker.client import Producer
+from worker.redis.library import install
 
 TEST_ROUTING = Path(__file__).parent / "routing.test.yaml"
 
-#: Loggers worker.logging.configure() sets a level of their own on.
+#: Loggers worker.logs.structured.configure() sets a level of their own on.
 _NOISY_LOGGERS = ("httpx", "httpcore", "aiohttp.access")
 
 _numbers = itertools.count(secrets.randbelow(5_000_000) + 1_000_000)

@@ -12,7 +12,7 @@ from typing import Any, cast
 import httpx
 import redis
 
-from worker.stack import LocalStack
+from flashcall_dev.stack import LocalStack
 
 #: A VoicePassword status callback, as the provider posts it.
 CALLBACK = {

@@ -3,7 +3,7 @@
 `dramatiq worker.actors` (or `flashcall worker`) imports this module in each worker
 process. Dramatiq binds actors to a broker when they are declared, so the broker is
 made here; its Redis client connects lazily, inside the process that uses it.
-Everything else a process needs is built at worker boot (worker/middleware/runtime.py).
+Everything else a process needs is built at worker boot (worker/process/middleware/boot.py).
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ import dramatiq
 import redis
 from dramatiq.asyncio import get_event_loop_thread
 
-from worker import keys, runtime
-from worker.broker import build_broker
-from worker.errors import BadMessage, StoreUnavailable
-from worker.logging import configure_from_env
-from worker.providers.base import CallState, CallStatus
+from worker.core import keys
+from worker.core.errors import BadMessage, StoreUnavailable
+from worker.core.verification import CallState
+from worker.logs.structured import configure_from_env
+from worker.process import runtime
+from worker.process.middleware.chain import build_broker
+from worker.providers.base import CallStatus
 
 __all__ = ["advance", "broker", "call_status", "check_code", "poll", "start"]
 

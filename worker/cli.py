@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worker.errors import ConfigurationError, FlashcallError
+from worker.core.errors import ConfigurationError, FlashcallError
 
 __all__ = ["main"]
 
@@ -25,9 +26,9 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    from worker.middleware import roles
+    from worker.process.middleware import roles
+    from worker.process.settings import Settings
     from worker.routing.reload import RoutingHolder
-    from worker.settings import Settings
 
     if not 0 <= args.check_processes <= 64 or not 0 <= args.nice <= 19:
         raise FlashcallError("--check-processes must be from 0 to 64, --nice from 0 to 19")
@@ -40,12 +41,12 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     _configure_logging()
     # What every process builds at boot, by the same code, checked once before any starts
     # (without connecting anywhere): one line and status 2 instead of each process ending
-    # on it at boot, its reason somewhere in the logs of all (worker/middleware/runtime.py).
+    # on it at boot, its reason somewhere in the logs of all (worker/process/middleware/boot.py).
     settings = Settings.from_env()
     RoutingHolder.check(settings.routing_path, os.environ)
     _prepare_metrics(args.metrics_dir, metrics_port)
     # Checks get processes of their own, which the others yield the CPU to
-    # (worker/middleware/roles.py); every process inherits this environment.
+    # (worker/process/middleware/roles.py); every process inherits this environment.
     roles_dir = args.metrics_dir / "roles"
     roles_dir.mkdir()
     os.environ[roles.CHECK_PROCESSES] = str(args.check_processes)
@@ -64,7 +65,7 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _configure_logging() -> None:
-    from worker.logging import configure_from_env
+    from worker.logs.structured import configure_from_env
 
     try:
         configure_from_env()
@@ -96,8 +97,22 @@ def _prepare_metrics(directory: Path, port: int) -> None:
     os.environ["dramatiq_prom_port"] = str(port)  # noqa: SIM112
 
 
+#: The development tools' package: beside worker/ in the repository, not in the production
+#: wheel nor the image, whose `flashcall sandbox` and `flashcall demo` say so.
+_DEV_PACKAGE = "flashcall_dev"
+
+
+def _require_dev_tools(command: str) -> None:
+    if importlib.util.find_spec(_DEV_PACKAGE) is None:
+        raise FlashcallError(
+            f"`flashcall {command}` is a development tool ({_DEV_PACKAGE}, in the repository) and "
+            "this installation has none: run it from the repository's venv (make install)"
+        )
+
+
 def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.sandbox import serve
+    _require_dev_tools("sandbox")
+    from flashcall_dev.sandbox import serve
 
     ports: dict[str, int] = {}
     for item in args.provider_port:
@@ -109,7 +124,7 @@ def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
     return 0
 
 
-#: The receiver's limits (worker/callbacks.py, ReceiverLimits), each an option of its own.
+#: The receiver's limits (worker/callbacks/app.py, ReceiverLimits), each an option of its own.
 _RECEIVER_LIMITS = {
     "header-timeout": "seconds for a request's headers to arrive",
     "body-timeout": "seconds for a request's body to arrive after its headers",
@@ -119,7 +134,7 @@ _RECEIVER_LIMITS = {
 
 
 def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.callbacks import ReceiverLimits, serve
+    from worker.callbacks.app import ReceiverLimits, serve
 
     port = _port(args.port, "--port")
     _configure_logging()
@@ -132,8 +147,8 @@ def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _redis_install(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.connections import RedisTarget, sync_client
-    from worker.redis import install, library_version
+    from worker.redis.connections import RedisTarget, sync_client
+    from worker.redis.library import install, library_version
 
     target = RedisTarget.parse(args.redis_url, setting="--redis-url")
     install(sync_client(target))
@@ -162,7 +177,7 @@ def _routing_file(args: argparse.Namespace) -> Path:
 
 
 def _redis(args: argparse.Namespace) -> Any:
-    from worker.connections import RedisTarget, sync_client
+    from worker.redis.connections import RedisTarget, sync_client
 
     return sync_client(RedisTarget.parse(args.redis_url, setting="--redis-url"), decode_responses=True)
 
@@ -175,8 +190,8 @@ def _routing_schema(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _routing_explain(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.phone import normalise
-    from worker.providers.base import Channel
+    from worker.core.phone import normalise
+    from worker.core.verification import Channel
     from worker.routing import load_routing
     from worker.routing.report import explain, read_state
 
@@ -216,14 +231,14 @@ def _breakers(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.providers.catalog import error_table
+    from worker.routing.catalog import error_table
 
     print(error_table())
     return 0
 
 
 def _health(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.health import health_dir, liveness, readiness
+    from worker.process.health import health_dir, liveness, readiness
 
     problem = liveness(args.dir or health_dir(), max_age=args.max_age)
     if problem is None and args.ready:
@@ -235,8 +250,9 @@ def _health(args: argparse.Namespace, _: Sequence[str]) -> int:
 
 
 def _demo(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.demo import run_demo
-    from worker.stack import REPO_ROUTING
+    _require_dev_tools("demo")
+    from flashcall_dev.demo import run_demo
+    from flashcall_dev.stack import REPO_ROUTING
 
     routing = os.environ.get("FLASHCALL_ROUTING")
     return run_demo(
@@ -283,7 +299,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker, passthrough=True)
 
     sandbox = commands.add_parser(
-        "sandbox", help="serve imitations of the provider APIs (control API on --port, providers after it)"
+        "sandbox",
+        help="serve imitations of the provider APIs (control API on --port, providers after it; "
+        "a development tool)",
     )
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8600)
@@ -371,7 +389,9 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     health.set_defaults(handler=_health)
 
-    demo = commands.add_parser("demo", help="verify a phone end to end against the sandbox")
+    demo = commands.add_parser(
+        "demo", help="verify a phone end to end against the sandbox (a development tool)"
+    )
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -19,7 +19,7 @@ from typing import Any
 from bench.capacity import report
 from bench.capacity.measure import measure_step
 from bench.harness import ROOT, machine
-from worker.stack import REPO_ROUTING, local_stack
+from flashcall_dev.stack import REPO_ROUTING, local_stack
 
 _NOTES = Path(__file__).with_name("notes.md")
 

@@ -24,10 +24,10 @@ from bench.capacity.users import Users
 from bench.chaos.cluster import WorkerGroups
 from bench.chaos.traffic import Traffic
 from bench.harness import cpu_seconds, is_verification_process, reset, worker_pids
-from worker import keys
-from worker.connections import sync_client
-from worker.errors import FlashcallError
-from worker.stack import LocalStack, ManagedProcess
+from flashcall_dev.stack import LocalStack, ManagedProcess
+from worker.core import keys
+from worker.core.errors import FlashcallError
+from worker.redis.connections import sync_client
 
 __all__ = ["measure_step"]
 

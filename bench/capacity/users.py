@@ -20,9 +20,9 @@ from typing import Any, cast
 import httpx
 
 from bench.chaos.traffic import Traffic
-from worker import keys
-from worker.connections import sync_client
-from worker.errors import FlashcallError
+from worker.core import keys
+from worker.core.errors import FlashcallError
+from worker.redis.connections import sync_client
 
 __all__ = ["Users"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import redis
 
 from bench.harness import is_verification_process, worker_pids
-from worker.errors import FlashcallError
-from worker.stack import REDIS_INSTALL_HINT, LocalStack, ManagedProcess, free_port
+from flashcall_dev.stack import REDIS_INSTALL_HINT, LocalStack, ManagedProcess, free_port
+from worker.core.errors import FlashcallError
 
 __all__ = ["ChaosRedis", "WorkerGroups"]
 

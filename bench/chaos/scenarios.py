@@ -17,11 +17,11 @@ import redis
 from bench.chaos.cluster import ChaosRedis, WorkerGroups
 from bench.chaos.traffic import Tally, Traffic, Users, pending, tally
 from bench.harness import peak_rss_mb, reset
-from worker import keys
-from worker.connections import sync_client
-from worker.errors import FlashcallError
-from worker.sentinel_stack import SentinelGroup, sentinel_group
-from worker.stack import LocalStack, local_stack
+from flashcall_dev.sentinel_stack import SentinelGroup, sentinel_group
+from flashcall_dev.stack import LocalStack, local_stack
+from worker.core import keys
+from worker.core.errors import FlashcallError
+from worker.redis.connections import sync_client
 
 __all__ = ["SCENARIOS", "Result", "Scenario"]
 

@@ -15,8 +15,8 @@ from typing import Any, cast
 import httpx
 import redis
 
-from worker import keys
-from worker.connections import sync_client
+from worker.core import keys
+from worker.redis.connections import sync_client
 
 __all__ = ["DONE", "Tally", "Traffic", "Users", "tally"]
 

@@ -23,9 +23,9 @@ from bench.harness import ROOT
 from bench.simulate.engine import RouterKind, SandboxEndpoints, Simulation
 from bench.simulate.report import markdown, plot, table, verdict_table, verdicts
 from bench.simulate.scenarios import LEARNING, SCENARIOS
-from worker.logging import configure
+from flashcall_dev.stack import local_stack
+from worker.logs.structured import configure
 from worker.routing.config import LearningConfig
-from worker.stack import local_stack
 
 QUICK_COUNT = 400
 

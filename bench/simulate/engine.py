@@ -1,6 +1,6 @@
 """One simulated run: one scenario, one router, the real router code, accelerated time.
 
-What runs is the project's own: worker.verifier.Verifier makes every attempt and checks
+What runs is the project's own: worker.verification.verifier.Verifier makes every attempt and checks
 every code, through the providers' adapters, over HTTP to the sandbox; every state change
 is a function of the flashcall library in a real redis-server, which enqueues the
 Dramatiq messages itself. The engine only plays Dramatiq and the clock: it pops the
@@ -40,20 +40,21 @@ import yaml
 from bench.simulate.metrics import cost_per_approved, leading, reaction_across
 from bench.simulate.scenarios import COSTS, LEARNING, ORACLE_LEARNING, Change, Scenario, routing_document
 from bench.simulate.world import OPERATORS, Arrival, World, arrivals
-from worker import keys
-from worker.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
-from worker.providers import build_provider
-from worker.providers.base import CallState, CallStatus, Channel
-from worker.redis import install_async
+from flashcall_dev.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
+from worker.core import keys
+from worker.core.verification import CallState, Channel
+from worker.providers.base import CallStatus
+from worker.providers.registry import build_provider
+from worker.redis.library import install_async
+from worker.redis.store import PublishedConfig, Store
 from worker.routing.breakers import Breakers
 from worker.routing.config import RoutingConfig, load_routing, url_override_variable
 from worker.routing.operators import operator_of
 from worker.routing.refresh import refresh_state
 from worker.routing.reload import Routing
 from worker.routing.state import Conversion, LearnedKey, RoutingState
-from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
-from worker.store import PublishedConfig, Store
-from worker.verifier import Verifier
+from worker.verification.events import AttemptEvent, CallStatusEvent, UnreplicatedClaimEvent
+from worker.verification.verifier import Verifier
 
 __all__ = ["RouterKind", "RunResult", "SandboxEndpoints", "Simulation", "router_env"]
 

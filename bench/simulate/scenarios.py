@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from bench.simulate.world import OPERATORS
-from worker.providers.base import Channel
+from worker.core.verification import Channel
 
 __all__ = [
     "COSTS",

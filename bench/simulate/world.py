@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from worker.providers.base import Channel
+from worker.core.verification import Channel
 
 __all__ = [
     "ABANDON",

@@ -20,10 +20,10 @@ import httpx
 from bench.chaos.cluster import WorkerGroups
 from bench.chaos.traffic import Tally, Traffic, Users, tally
 from bench.harness import is_verification_process, memory_mb, reset, worker_pids
-from worker import keys
-from worker.connections import sync_client
-from worker.sentinel_stack import SentinelGroup, sentinel_group
-from worker.stack import LocalStack, ManagedProcess, local_stack
+from flashcall_dev.sentinel_stack import SentinelGroup, sentinel_group
+from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
+from worker.core import keys
+from worker.redis.connections import sync_client
 
 __all__ = ["Sample", "SoakConfig", "SoakResult", "soak"]
 

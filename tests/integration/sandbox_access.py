@@ -11,10 +11,10 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
-from worker.providers import PROVIDER_TYPES
+from flashcall_dev.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
+from flashcall_dev.stack import LocalStack
 from worker.providers.base import Provider
-from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
-from worker.stack import LocalStack
+from worker.providers.registry import PROVIDER_TYPES
 
 __all__ = ["adapter", "all_strings", "balance_set_to", "provider_records", "run"]
 

@@ -26,15 +26,15 @@ import httpx
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack, redis_server
 from tests.conftest import TEST_ROUTING
 from tests.support import CALLBACK, Sandbox
-from worker import keys
-from worker.broker import FlashcallBroker
-from worker.callbacks import create_app
-from worker.producer import Producer
-from worker.redis import install
-from worker.stack import LocalStack, ManagedProcess, local_stack, redis_server
-from worker.store import Store
+from worker.callbacks.app import create_app
+from worker.client import Producer
+from worker.core import keys
+from worker.redis.broker import FlashcallBroker
+from worker.redis.library import install
+from worker.redis.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -309,7 +309,7 @@ def test_a_worker_is_refused(acl_server: AclServer, command: str) -> None:
 
 
 def test_the_worker_user_may_read_whether_the_primary_has_replicas(acl_server: AclServer) -> None:
-    # Claims wait for a replica while the primary has one (worker/replication.py).
+    # Claims wait for a replica while the primary has one (worker/redis/replication.py).
     worker = acl_server.client("flashcall-worker")
     try:
         assert worker.info("replication")["role"] == "master"

@@ -19,12 +19,13 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from flashcall_dev.stack import redis_server
 from tests.support import fcall
-from worker import keys
-from worker.providers.base import CodeCheck, Outcome, SendResult
+from worker.core import keys
+from worker.core.verification import Outcome
+from worker.providers.base import CodeCheck, SendResult
 from worker.routing.breakers import Breakers
 from worker.routing.config import BreakerConfig
-from worker.stack import redis_server
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack, local_stack
 from tests.support import CALLBACK, issue_token
-from worker.redis import install
-from worker.stack import LocalStack, local_stack
+from worker.redis.library import install
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ import httpx
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
 from tests.support import CALLBACK, deliver, fcall, issue_token
-from worker import keys
-from worker.redis import install
-from worker.stack import LocalStack, ManagedProcess, local_stack
+from worker.core import keys
+from worker.redis.library import install
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""A claim reaches a replica before its provider is called (worker/replication.py).
+"""A claim reaches a replica before its provider is called (worker/redis/replication.py).
 
 A primary and a replica of its own, started here, with a worker whose claims wait up to
 200 ms for the replica. The replica is frozen (SIGSTOP: its connection stays open and it
@@ -24,10 +24,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, free_port, local_stack, redis_server
 from tests.support import Sandbox
-from worker import keys
-from worker.producer import Producer
-from worker.stack import LocalStack, ManagedProcess, free_port, local_stack, redis_server
+from worker.client import Producer
+from worker.core import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -27,11 +27,11 @@ from typing import Any, cast
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack
 from tests.support import OwnStack, Sandbox
-from worker import keys
-from worker.logging import REDACTED
-from worker.producer import Event, Producer
-from worker.stack import LocalStack
+from worker.client import Event, Producer
+from worker.core import keys
+from worker.logs.structured import REDACTED
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

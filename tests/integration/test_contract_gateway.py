@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from flashcall_dev.sandbox.gateway import LOGIN, PASSWORD, VOICECODE_LOGIN
+from flashcall_dev.stack import LocalStack
 from tests.support import Sandbox
-from worker.providers.base import Channel, DocumentedError, Outcome, SendRequest, SendResult
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import DocumentedError, SendRequest, SendResult
 from worker.providers.gateway import Gateway
-from worker.sandbox.gateway import LOGIN, PASSWORD, VOICECODE_LOGIN
-from worker.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

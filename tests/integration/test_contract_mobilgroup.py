@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from flashcall_dev.stack import LocalStack
 from tests.integration.sandbox_access import adapter, all_strings, run
 from tests.support import Sandbox
-from worker import codes
-from worker.providers.base import Channel, Outcome, SendRequest, SendResult
-from worker.stack import LocalStack
+from worker.core import codes
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import SendRequest, SendResult
 
 pytestmark = pytest.mark.integration
 

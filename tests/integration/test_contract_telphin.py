@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from flashcall_dev.sandbox.telphin import PROVIDER as SANDBOX_TELPHIN
+from flashcall_dev.stack import LocalStack
 from tests.support import Sandbox
-from worker.providers.base import Channel, CodeCheck, DocumentedError, Outcome, SendRequest, SendResult
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import CodeCheck, DocumentedError, SendRequest, SendResult
 from worker.providers.telphin import ERRORS, Telphin
-from worker.sandbox.telphin import PROVIDER as SANDBOX_TELPHIN
-from worker.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 import pytest
 
+from flashcall_dev.stack import LocalStack
 from tests.integration.sandbox_access import adapter, all_strings, balance_set_to, provider_records, run
 from tests.support import Sandbox
-from worker import codes
-from worker.providers.base import CallState, CallStatus, Channel, Outcome, SendRequest, SendResult
-from worker.providers.voicepassword import VoicePassword
-from worker.stack import LocalStack
+from worker.core import codes
+from worker.core.verification import CallState, Channel, Outcome
+from worker.providers.base import CallStatus, SendRequest, SendResult
+from worker.providers.voicepassword.adapter import VoicePassword
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from flashcall_dev.stack import LocalStack
 from tests.support import OwnStack, Sandbox
-from worker import keys
-from worker.producer import Producer
-from worker.stack import LocalStack
+from worker.client import Producer
+from worker.core import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

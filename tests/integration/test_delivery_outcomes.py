@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from flashcall_dev.stack import LocalStack, ManagedProcess
 from tests.support import OwnStack, Sandbox
-from worker import keys
-from worker.producer import Producer
-from worker.stack import LocalStack, ManagedProcess
+from worker.client import Producer
+from worker.core import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.demo import run_demo
-from worker.stack import REPO_ROUTING
+from flashcall_dev.demo import run_demo
+from flashcall_dev.stack import REPO_ROUTING
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, free_port
 from tests.conftest import TEST_ROUTING
 from tests.support import OwnStack
-from worker import keys
-from worker.stack import LocalStack, ManagedProcess, free_port
+from worker.core import keys
 
 pytestmark = pytest.mark.integration
 

@@ -18,13 +18,13 @@ from typing import Any, cast
 
 import pytest
 
+from flashcall_dev.stack import LocalStack
 from tests.support import OwnStack, Sandbox
-from worker import keys
-from worker.producer import Producer
+from worker.client import Producer
+from worker.core import keys
 from worker.routing.config import load_routing
 from worker.routing.report import explain, read_state
 from worker.routing.select import exploring
-from worker.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.support import fcall
-from worker import keys
+from worker.core import keys
 
 pytestmark = pytest.mark.integration
 

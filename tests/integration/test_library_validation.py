@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from tests.support import cases, fcall
-from worker import keys
+from worker.core import keys
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,12 @@ from typing import cast
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack, free_port
 from tests.conftest import TEST_ROUTING
 from tests.support import OwnStack
-from worker import keys
-from worker.producer import Producer
-from worker.redis import install
-from worker.stack import LocalStack, free_port
+from worker.client import Producer
+from worker.core import keys
+from worker.redis.library import install
 
 pytestmark = pytest.mark.integration
 

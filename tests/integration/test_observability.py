@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
+from flashcall_dev.sandbox.app import PROVIDERS
+from flashcall_dev.stack import LocalStack, free_port
 from tests.support import OwnStack, Sandbox
-from worker import keys
-from worker.producer import Producer
-from worker.sandbox.app import PROVIDERS
-from worker.stack import LocalStack, free_port
+from worker.client import Producer
+from worker.core import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,9 +14,9 @@ from typing import Any, cast
 
 import pytest
 
-from worker import keys
-from worker.producer import Producer
-from worker.stack import ManagedProcess
+from flashcall_dev.stack import ManagedProcess
+from worker.client import Producer
+from worker.core import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 

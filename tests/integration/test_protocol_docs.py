@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack
 from tests.support import Sandbox
-from worker import keys
-from worker.phone import mask
-from worker.stack import LocalStack
+from worker.core import keys
+from worker.core.phone import mask
 
 pytestmark = pytest.mark.integration
 

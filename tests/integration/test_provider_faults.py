@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
+from flashcall_dev.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
+from flashcall_dev.stack import LocalStack
 from tests.support import Sandbox
-from worker import codes
-from worker.providers import PROVIDER_TYPES
-from worker.providers.base import Channel, DocumentedError, Outcome, Provider, SendRequest, SendResult
-from worker.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
-from worker.stack import LocalStack
+from worker.core import codes
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import DocumentedError, Provider, SendRequest, SendResult
+from worker.providers.registry import PROVIDER_TYPES
 
 pytestmark = pytest.mark.integration
 

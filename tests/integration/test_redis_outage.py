@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.chaos.cluster import ChaosRedis
-from worker.producer import Producer
-from worker.stack import LocalStack, local_stack
+from flashcall_dev.stack import LocalStack, local_stack
+from worker.client import Producer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -29,12 +29,12 @@ import httpx
 import pytest
 import redis
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
 from tests.support import Sandbox, fcall
-from worker import keys
-from worker.producer import Event, Producer
+from worker.client import Event, Producer
+from worker.core import keys
 from worker.routing.config import RoutingConfig, load_routing
 from worker.routing.report import breaker_report
-from worker.stack import LocalStack, ManagedProcess, local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

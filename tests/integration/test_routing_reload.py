@@ -15,7 +15,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from worker.providers.base import Channel
+from worker.core.verification import Channel
 from worker.routing.reload import RoutingHolder
 
 pytestmark = pytest.mark.integration

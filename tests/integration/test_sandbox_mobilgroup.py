@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from flashcall_dev.stack import LocalStack
 from tests.integration.sandbox_access import balance_set_to
 from tests.support import Sandbox
-from worker.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.sandbox import RunningSandbox, start
+from flashcall_dev.sandbox import RunningSandbox, start
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from worker.sandbox import RunningSandbox, start
+from flashcall_dev.sandbox import RunningSandbox, start
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
 from tests.conftest import TEST_ROUTING
 from tests.support import Sandbox
-from worker.producer import Producer
-from worker.stack import LocalStack, ManagedProcess, local_stack
+from worker.client import Producer
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Redis behind Sentinel: workers, the callback receiver and producers follow a failover.
 
-A group of its own (worker/sentinel_stack.py: one primary, one replica, three sentinels,
+A group of its own (flashcall_dev/sentinel_stack.py: one primary, one replica, three sentinels,
 quorum 2, down after 1 s) and a stack whose every process is given only
 REDIS_URL=redis+sentinel://...; a worker (with the callback receiver's URL) and the
 receiver are started once, before any failover, and must follow each one by themselves.
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from flashcall_dev.sentinel_stack import SentinelGroup, sentinel_group
+from flashcall_dev.stack import LocalStack, local_stack
 from tests.support import Sandbox
-from worker import keys
-from worker.connections import PRIMARY_CHECK_INTERVAL
-from worker.errors import StoreUnavailable
-from worker.producer import Producer
-from worker.redis import library_version
-from worker.sentinel_stack import SentinelGroup, sentinel_group
-from worker.stack import LocalStack, local_stack
+from worker.client import Producer
+from worker.core import keys
+from worker.core.errors import StoreUnavailable
+from worker.redis.connections import PRIMARY_CHECK_INTERVAL
+from worker.redis.library import library_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.redis import install
-from worker.shards import Shards, shard_of
-from worker.stack import redis_server
+from flashcall_dev.stack import redis_server
+from worker.client import Shards, shard_of
+from worker.redis.library import install
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from bench.simulate.__main__ import main
 from bench.simulate.engine import RouterKind, RunResult, SandboxEndpoints, Simulation
 from bench.simulate.scenarios import SCENARIOS
-from worker.stack import LocalStack, local_stack
+from flashcall_dev.stack import LocalStack, local_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

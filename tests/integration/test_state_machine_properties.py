@@ -3,8 +3,8 @@
 A Hypothesis state machine plays every party against the flashcall library on a real
 redis-server: producers (start, start again, check, cancel), workers (taking `advance`,
 `call_status` and `check_code` messages off the real queues, sometimes twice, sometimes
-dying before the acknowledgement, and making their calls as worker/store.py and
-worker/checks.py make them), providers (answering calls, posting statuses) and the clock
+dying before the acknowledgement, and making their calls as worker/redis/store.py and
+worker/verification/checks.py make them), providers (answering calls, posting statuses) and the clock
 (timers fired at an injected time, no sleeping). A model of the documented contract
 (docs/protocol.md) predicts every answer and the stored state after each step, and these
 invariants hold throughout:
@@ -40,12 +40,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from worker import keys
-from worker.checks import CodeChecks
-from worker.codes import code_hash
-from worker.providers.voicepassword import VoicePassword
-from worker.redis import install
-from worker.store import FINAL_STATUSES, AdmissionGuard, Store
+from worker.core import keys
+from worker.core.codes import code_hash
+from worker.core.verification import FINAL_STATUSES
+from worker.providers.voicepassword.adapter import VoicePassword
+from worker.redis.library import install
+from worker.redis.store import AdmissionGuard, Store
+from worker.verification.checks import CodeChecks
 
 pytestmark = pytest.mark.integration
 
@@ -295,7 +296,7 @@ class Call:
 
     @property
     def step_deadline(self) -> int:
-        """When the step times out, as worker/verifier.py reckons it (0: never)."""
+        """When the step times out, as worker/verification/verifier.py reckons it (0: never)."""
         return self.claimed_at + self.step_timeout_ms if self.step_timeout_ms else 0
 
 
@@ -451,7 +452,7 @@ class VerificationLives(RuleBasedStateMachine):
         message_id, message = data.draw(st.sampled_from(self.queued(keys.CHECK_QUEUE)))
         verification_id, typed, reply_key = message["args"]
         model = self.models[verification_id]
-        # worker/checks.py reads its clock in seconds and sends milliseconds.
+        # worker/verification/checks.py reads its clock in seconds and sends milliseconds.
         checked_at = int(self.now / 1000 * 1000)
         for _ in range(2 if delivery == "twice" else 1):
             expected = model.apply_check(reply_key, typed, checked_at)
@@ -476,7 +477,7 @@ class VerificationLives(RuleBasedStateMachine):
         *,
         data: st.DataObject,
     ) -> None:
-        """What worker/verifier.py's advance does, the provider call left to `provider_answers`."""
+        """What worker/verification/verifier.py's advance does, the call left to `provider_answers`."""
         if start is not None and attempt == 0:
             status, current, attempt_state = "pending", 0, ""
         else:
@@ -598,7 +599,7 @@ class VerificationLives(RuleBasedStateMachine):
         *,
         data: st.DataObject,
     ) -> None:
-        """What worker/verifier.py's on_status does with a provider's status."""
+        """What worker/verification/verifier.py's on_status does with a provider's status."""
         stored = self.fields(verification_id)
         current = (
             stored["status"] not in FINAL_STATUSES

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis
 
+from flashcall_dev.stack import ManagedProcess
 from tests.support import Sandbox
-from worker import keys
-from worker.producer import Producer
-from worker.stack import ManagedProcess
+from worker.client import Producer
+from worker.core import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 

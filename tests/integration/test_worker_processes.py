@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.stack import ManagedProcess
+from flashcall_dev.stack import ManagedProcess
 
 pytestmark = pytest.mark.integration
 

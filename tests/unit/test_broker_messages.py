@@ -1,4 +1,4 @@
-"""Which decoded queue messages the broker's consumer accepts (`_problem` in worker/broker.py).
+"""Which decoded queue messages the broker's consumer accepts (`_problem` in worker/redis/broker.py).
 
 The consumer fetches each message as (id it is queued under, body); a message it cannot
 process goes to the dead-letter queue with the reason `_problem` gives. These tests pin
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from worker.broker import _problem
+from worker.redis.broker import _problem
 
 QUEUE = "verifications"
 MESSAGE_ID = "fc-1795786427068-5"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from worker.checks import hash_proof
-from worker.codes import code_hash
-from worker.errors import ConfigurationError
-from worker.settings import Settings
+from worker.core.codes import code_hash
+from worker.core.errors import ConfigurationError
+from worker.process.settings import Settings
+from worker.verification.checks import hash_proof
 
 CURRENT = "c" * 32
 OLD = "o" * 32

@@ -8,8 +8,8 @@ import hmac
 
 import pytest
 
-from worker.codes import code_hash, generate
-from worker.phone import is_valid_russian, mask
+from worker.core.codes import code_hash, generate
+from worker.core.phone import is_valid_russian, mask
 
 SECRET = b"unit-test-code-secret"
 

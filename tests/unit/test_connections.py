@@ -8,9 +8,9 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 
-from worker.connections import RedisTarget, async_client, sync_client
-from worker.errors import ConfigurationError
-from worker.settings import Settings
+from worker.core.errors import ConfigurationError
+from worker.process.settings import Settings
+from worker.redis.connections import RedisTarget, async_client, sync_client
 
 SECRET = "x" * 32
 

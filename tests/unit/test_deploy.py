@@ -16,7 +16,7 @@ import prometheus_client
 import pytest
 import yaml
 
-from worker.metrics import Metrics
+from worker.process.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -87,13 +87,49 @@ def test_the_compose_file_asks_for_the_code_secret_instead_of_holding_one() -> N
     assert "${FLASHCALL_CODE_SECRET:?" in (DEPLOY / "docker-compose.yml").read_text()
 
 
+def image_stages() -> list[tuple[str, str | None, str]]:
+    """deploy/Dockerfile's stages in order: (base, name, instructions), comments left out."""
+    dockerfile = re.sub(r"^#.*\n", "", (DEPLOY / "Dockerfile").read_text(), flags=re.MULTILINE)
+    stages = []
+    for block in re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1:]:
+        head, _, body = block.partition("\n")
+        base, _, name = head.partition(" AS ")
+        stages.append((base.strip(), name.strip() or None, body))
+    return stages
+
+
+def production_image() -> tuple[str, str]:
+    """The default target's base image and the instructions of it and the stages it is built on."""
+    stages = image_stages()
+    names = {name: (base, body) for base, name, body in stages if name}
+    base, _, body = stages[-1]
+    bodies = [body]
+    while base in names:
+        base, parent = names[base]
+        bodies.insert(0, parent)
+    return base, "".join(bodies)
+
+
 def test_the_image_runs_as_a_non_root_user_from_a_slim_base() -> None:
-    dockerfile = (DEPLOY / "Dockerfile").read_text()
-    final_stage = dockerfile.split("\nFROM ")[-1]
-    assert final_stage.startswith("python:3.11-slim")
-    users = re.findall(r"^USER (\S+)$", final_stage, re.MULTILINE)
+    base, instructions = production_image()
+    assert base.startswith("python:3.11-slim")
+    users = re.findall(r"^USER (\S+)$", instructions, re.MULTILINE)
     assert users
     assert users[-1] not in {"root", "0"}
+
+
+def test_the_production_image_holds_no_development_tools() -> None:
+    _, instructions = production_image()
+    assert "flashcall_dev" not in instructions
+    assert "flashcall_dev" in {name: body for _, name, body in image_stages()}["dev"]
+
+
+def test_only_the_compose_sandbox_runs_the_image_with_the_development_tools() -> None:
+    services: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    targets = {
+        name: service["build"].get("target") for name, service in services.items() if "build" in service
+    }
+    assert targets == {"worker": None, "callbacks": None, "sandbox": "dev"}
 
 
 def exported_names() -> set[str]:

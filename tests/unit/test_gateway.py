@@ -2,32 +2,30 @@
 writes them, and the translation of every answer, error code and transport fault into an
 `Outcome`.
 
-The gateway is reached through a stubbed transport (`httpx.MockTransport`, installed with
-`provider.set_transport`): no network is touched. The document is
+The gateway is reached through a stubbed transport (`httpx.MockTransport`, see
+tests/unit/stub_transport.py): no network is touched. The document is
 ../shared/providers/flashingcall-rest-gateway.txt ("FlashingCall (VoiceCode)").
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from worker.errors import ConfigurationError
-from worker.providers import PROVIDER_TYPES
-from worker.providers.base import Channel, DocumentedError, Outcome, SendRequest, SendResult
+from tests.unit.stub_transport import Handler, answer, exchange, hanging, raising, raw_answer
+from worker.core.errors import ConfigurationError
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import DocumentedError, SendRequest, SendResult
 from worker.providers.gateway import ERRORS, SEND_ERRORS, Gateway
+from worker.providers.registry import PROVIDER_TYPES
 
 BASE_URL = "https://gw.example.test/api/flashingcall"
 LOGIN = "partner-login"
 PASSWORD = "partner-secret-7c1e"
 PHONE = "79991234567"
-
-Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 #: The document's table "Коды ошибок отправки" (code, description, HTTP status), verbatim,
 #: and what each one means to routing: (outcome, counts against the breaker).
@@ -57,47 +55,10 @@ def make_provider(*, timeout: float = 1.0, options: dict[str, str] | None = None
     )
 
 
-def exchange(
-    handler: Handler,
-    request: SendRequest,
-    *,
-    timeout: float = 1.0,
-    options: dict[str, str] | None = None,
+def send(
+    handler: Handler, request: SendRequest, *, timeout: float = 1.0, options: dict[str, str] | None = None
 ) -> tuple[SendResult, list[httpx.Request]]:
-    """Send one request through a stubbed transport; answer the result and what was sent."""
-    seen: list[httpx.Request] = []
-
-    async def recording(sent: httpx.Request) -> httpx.Response:
-        seen.append(sent)
-        answer = handler(sent)
-        if isinstance(answer, httpx.Response):
-            return answer
-        return await answer
-
-    provider = make_provider(timeout=timeout, options=options)
-    provider.set_transport(httpx.MockTransport(recording))
-
-    async def run() -> SendResult:
-        try:
-            return await provider.send(request)
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(run()), seen
-
-
-def answer(body: Any, status: int = 200) -> Handler:
-    def handler(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=body)
-
-    return handler
-
-
-def raw_answer(content: bytes, status: int) -> Handler:
-    def handler(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=content)
-
-    return handler
+    return exchange(make_provider(timeout=timeout, options=options), handler, lambda p: p.send(request))
 
 
 def gateway_error(code: Any, status: int, description: str = "Invalid request") -> Handler:
@@ -119,7 +80,7 @@ def voice(code: str = "1234") -> SendRequest:
 
 
 def sent_body(request: SendRequest, *, options: dict[str, str] | None = None) -> Any:
-    _, seen = exchange(OK, request, options=options)
+    _, seen = send(OK, request, options=options)
     assert len(seen) == 1
     return json.loads(seen[0].content)
 
@@ -168,7 +129,7 @@ def test_voicecode_variant_sends_the_ttl_option() -> None:
 
 
 def test_request_is_a_json_post_to_the_configured_url_itself() -> None:
-    _, seen = exchange(OK, flashcall())
+    _, seen = send(OK, flashcall())
 
     assert seen[0].method == "POST"
     assert str(seen[0].url) == BASE_URL
@@ -176,7 +137,7 @@ def test_request_is_a_json_post_to_the_configured_url_itself() -> None:
 
 
 def test_credentials_travel_only_in_the_body() -> None:
-    _, seen = exchange(OK, flashcall())
+    _, seen = send(OK, flashcall())
 
     assert "authorization" not in seen[0].headers
     assert PASSWORD not in str(seen[0].url)
@@ -184,7 +145,7 @@ def test_credentials_travel_only_in_the_body() -> None:
 
 def test_a_request_without_a_router_code_is_refused_before_anything_is_sent() -> None:
     with pytest.raises(ValueError, match="code"):
-        exchange(OK, flashcall(code=None))
+        send(OK, flashcall(code=None))
 
 
 # --- configuration ----------------------------------------------------------------------
@@ -268,19 +229,19 @@ def test_router_generates_every_code(variant: str, channel: Channel, code_length
 
 
 def test_http_200_without_error_is_delivered_with_the_message_id_as_ref() -> None:
-    result, _ = exchange(OK, flashcall())
+    result, _ = send(OK, flashcall())
 
     assert result == SendResult(outcome=Outcome.DELIVERED, ref="100001")
 
 
 def test_numeric_message_id_becomes_a_string_ref() -> None:
-    result, _ = exchange(answer({"messageId": 100001}), flashcall())
+    result, _ = send(answer({"messageId": 100001}), flashcall())
 
     assert result.ref == "100001"
 
 
 def test_message_id_field_option_names_the_member_read_as_ref() -> None:
-    result, _ = exchange(
+    result, _ = send(
         answer({"id": "abc-42", "messageId": "other"}), flashcall(), options={"message_id_field": "id"}
     )
 
@@ -288,26 +249,26 @@ def test_message_id_field_option_names_the_member_read_as_ref() -> None:
 
 
 def test_success_without_the_message_id_field_is_delivered_without_a_ref() -> None:
-    result, _ = exchange(answer({"status": "accepted"}), flashcall())
+    result, _ = send(answer({"status": "accepted"}), flashcall())
 
     assert result == SendResult(outcome=Outcome.DELIVERED, ref=None)
 
 
 @pytest.mark.parametrize("value", ["", None, True, ["100001"], {"id": "1"}, 1.5])
 def test_success_with_an_unusable_message_id_is_delivered_without_a_ref(value: Any) -> None:
-    result, _ = exchange(answer({"messageId": value}), flashcall())
+    result, _ = send(answer({"messageId": value}), flashcall())
 
     assert result == SendResult(outcome=Outcome.DELIVERED, ref=None)
 
 
 def test_success_with_a_null_error_member_is_delivered() -> None:
-    result, _ = exchange(answer({"error": None, "messageId": "7"}), flashcall())
+    result, _ = send(answer({"error": None, "messageId": "7"}), flashcall())
 
     assert result == SendResult(outcome=Outcome.DELIVERED, ref="7")
 
 
 def test_an_empty_json_object_is_an_unexpected_answer() -> None:
-    result, _ = exchange(answer({}), flashcall())
+    result, _ = send(answer({}), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code="unexpected_answer", breaker_failure=True
@@ -338,7 +299,7 @@ def test_every_documented_error_at_its_http_status_is_classified_as_its_entry_sa
     assert error.http_status is not None
     handler = gateway_error(int(error.code), error.http_status, error.meaning)
 
-    result, _ = exchange(handler, flashcall())
+    result, _ = send(handler, flashcall())
 
     assert result == SendResult(
         outcome=error.classification.outcome,
@@ -354,7 +315,7 @@ def test_every_documented_error_at_its_http_status_is_classified_as_its_entry_sa
 def test_documented_error_has_the_expected_outcome_and_breaker_effect(
     code: str, outcome: Outcome, breaker_failure: bool, status: int
 ) -> None:
-    result, _ = exchange(gateway_error(int(code), status), flashcall())
+    result, _ = send(gateway_error(int(code), status), flashcall())
 
     assert (result.outcome, result.breaker_failure, result.error_code, result.ref) == (
         outcome,
@@ -365,7 +326,7 @@ def test_documented_error_has_the_expected_outcome_and_breaker_effect(
 
 
 def test_error_detail_keeps_the_http_status_and_the_documents_meaning() -> None:
-    result, _ = exchange(gateway_error(8, 406), flashcall())
+    result, _ = send(gateway_error(8, 406), flashcall())
 
     assert result.detail == "HTTP 406: destAddr is not correct"
 
@@ -373,25 +334,25 @@ def test_error_detail_keeps_the_http_status_and_the_documents_meaning() -> None:
 def test_error_detail_never_carries_the_gateways_extended_description() -> None:
     body = {"error": {"code": 8, "description": "x"}, "extendedDescription": f"{PHONE} is not correct"}
 
-    result, _ = exchange(answer(body, 406), flashcall())
+    result, _ = send(answer(body, 406), flashcall())
 
     assert PHONE not in result.detail
 
 
 def test_http_200_carrying_an_error_is_classified_by_its_code() -> None:
-    result, _ = exchange(gateway_error(8, 200, "destAddr is not correct"), flashcall())
+    result, _ = send(gateway_error(8, 200, "destAddr is not correct"), flashcall())
 
     assert (result.outcome, result.error_code, result.breaker_failure) == (Outcome.BAD_NUMBER, "8", False)
 
 
 def test_http_200_carrying_an_error_keeps_the_status_in_the_detail() -> None:
-    result, _ = exchange(gateway_error(5, 200, "Invalid login"), flashcall())
+    result, _ = send(gateway_error(5, 200, "Invalid login"), flashcall())
 
     assert result.detail == "HTTP 200: Invalid login"
 
 
 def test_unknown_error_code_is_a_provider_error_kept_verbatim() -> None:
-    result, _ = exchange(gateway_error(42, 400, "Something new"), flashcall())
+    result, _ = send(gateway_error(42, 400, "Something new"), flashcall())
 
     assert result == SendResult(outcome=Outcome.PROVIDER_ERROR, error_code="42", breaker_failure=True)
 
@@ -402,13 +363,13 @@ def test_unknown_error_code_is_a_provider_error_kept_verbatim() -> None:
     ids=["string", "null", "bool", "float", "missing", "error-string", "error-number", "error-list"],
 )
 def test_error_without_an_integer_code_is_named_by_its_http_status(error: Any) -> None:
-    result, _ = exchange(answer({"error": error}, 406), flashcall())
+    result, _ = send(answer({"error": error}, 406), flashcall())
 
     assert result == SendResult(outcome=Outcome.PROVIDER_ERROR, error_code="http_406", breaker_failure=True)
 
 
 def test_http_200_error_without_an_integer_code_is_an_unexpected_answer() -> None:
-    result, _ = exchange(answer({"error": {"code": "4"}}), flashcall())
+    result, _ = send(answer({"error": {"code": "4"}}), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code="unexpected_answer", breaker_failure=True
@@ -422,7 +383,7 @@ def test_http_200_error_without_an_integer_code_is_an_unexpected_answer() -> Non
 def test_bare_error_status_without_the_documented_body_is_a_provider_error_named_by_status(
     status: int,
 ) -> None:
-    result, _ = exchange(raw_answer(b"<html><body>Bad Gateway</body></html>", status), flashcall())
+    result, _ = send(raw_answer(b"<html><body>Bad Gateway</body></html>", status), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code=f"http_{status}", breaker_failure=True
@@ -431,7 +392,7 @@ def test_bare_error_status_without_the_documented_body_is_a_provider_error_named
 
 @pytest.mark.parametrize("status", [201, 202, 400, 404, 503])
 def test_status_other_than_200_with_a_json_body_without_error_is_named_by_status(status: int) -> None:
-    result, _ = exchange(answer({"messageId": "1"}, status), flashcall())
+    result, _ = send(answer({"messageId": "1"}, status), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code=f"http_{status}", breaker_failure=True
@@ -440,7 +401,7 @@ def test_status_other_than_200_with_a_json_body_without_error_is_named_by_status
 
 @pytest.mark.parametrize("content", [b"<html>OK</html>", b"", b'{"messageId": "1"'])
 def test_http_200_with_a_body_that_is_not_json_is_a_provider_error(content: bytes) -> None:
-    result, _ = exchange(raw_answer(content, 200), flashcall())
+    result, _ = send(raw_answer(content, 200), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code="invalid_json", breaker_failure=True
@@ -451,7 +412,7 @@ def test_http_200_with_a_body_that_is_not_json_is_a_provider_error(content: byte
     "content", [b"[1, 2, 3]", b'"ok"', b"1", b"null"], ids=["list", "string", "number", "null"]
 )
 def test_http_200_with_json_that_is_not_an_object_is_an_unexpected_answer(content: bytes) -> None:
-    result, _ = exchange(raw_answer(content, 200), flashcall())
+    result, _ = send(raw_answer(content, 200), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code="unexpected_answer", breaker_failure=True
@@ -459,7 +420,7 @@ def test_http_200_with_json_that_is_not_an_object_is_an_unexpected_answer(conten
 
 
 def test_error_status_with_json_that_is_not_an_object_is_named_by_status() -> None:
-    result, _ = exchange(answer([1, 2, 3], 400), flashcall())
+    result, _ = send(answer([1, 2, 3], 400), flashcall())
 
     assert result == SendResult(outcome=Outcome.PROVIDER_ERROR, error_code="http_400", breaker_failure=True)
 
@@ -476,10 +437,7 @@ def test_error_status_with_json_that_is_not_an_object_is_named_by_status() -> No
 def test_transport_fault_is_classified_as_a_breaker_failure_without_raising(
     kind: type[httpx.TransportError], outcome: Outcome, error_code: str, uncertain: bool
 ) -> None:
-    def raising(sent: httpx.Request) -> httpx.Response:
-        raise kind("stubbed transport fault", request=sent)
-
-    result, _ = exchange(raising, flashcall())
+    result, _ = send(raising(kind), flashcall())
 
     assert result == SendResult(
         outcome=outcome, error_code=error_code, breaker_failure=True, uncertain=uncertain
@@ -487,11 +445,7 @@ def test_transport_fault_is_classified_as_a_breaker_failure_without_raising(
 
 
 def test_gateway_hanging_past_its_timeout_is_a_timeout() -> None:
-    async def hang(_: httpx.Request) -> httpx.Response:
-        await asyncio.Event().wait()  # never set: the answer never comes
-        raise AssertionError("unreachable")
-
-    result, _ = exchange(hang, flashcall(), timeout=0.2)
+    result, _ = send(hanging, flashcall(), timeout=0.2)
 
     assert result == SendResult(
         outcome=Outcome.TIMEOUT, error_code="timeout", breaker_failure=True, uncertain=True

@@ -1,4 +1,4 @@
-"""Liveness from heartbeat files: fresh, stale, missing (worker/health.py)."""
+"""Liveness from heartbeat files: fresh, stale, missing (worker/process/health.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.health import DEFAULT_DIR, HEALTH_DIR, Heartbeat, health_dir, liveness
+from worker.process.health import DEFAULT_DIR, HEALTH_DIR, Heartbeat, health_dir, liveness
 
 NOW = 1_800_000_000.0
 

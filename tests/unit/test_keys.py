@@ -1,4 +1,4 @@
-"""worker/keys.py and worker/redis/flashcall.lua name the same Redis keys and queues.
+"""worker/core/keys.py and worker/redis/flashcall.lua name the same Redis keys and queues.
 
 The Lua library builds its keys from constants declared at its top; these tests read that
 text with regular expressions and compare it with the Python constants, so that renaming
@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from worker import keys
-from worker.redis import library_source, library_version
+from worker.core import keys
+from worker.redis.library import library_source, library_version
 
 LUA = library_source()
 

@@ -246,7 +246,7 @@ def test_the_callback_receiver_gets_only_its_own_redis_password_logs_and_redis()
 
 
 def test_the_callback_receiver_listens_on_every_interface_of_its_pod_with_the_default_limits() -> None:
-    from worker.callbacks import ReceiverLimits
+    from worker.callbacks.app import ReceiverLimits
 
     args = _parser().parse_args(callbacks_container()["args"])
     assert args.host == "0.0.0.0"  # noqa: S104 - the pod's own interfaces, behind its Service
@@ -260,7 +260,7 @@ def test_the_callback_receiver_listens_on_every_interface_of_its_pod_with_the_de
 
 
 def test_the_scaled_object_watches_the_dramatiq_verification_queue() -> None:
-    from worker import keys
+    from worker.core import keys
 
     triggers = resource("ScaledObject", "flashcall-worker")["spec"]["triggers"]
     (sentinel,) = [t for t in triggers if t["type"] == "redis-sentinel"]

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from worker.providers.base import Channel, Provider
-from worker.providers.voicepassword import VoicePassword
+from worker.core.verification import Channel, Verification
+from worker.providers.base import Provider
+from worker.providers.voicepassword.adapter import VoicePassword
 from worker.routing.config import RoutingConfig
 from worker.routing.learning import NOTHING, estimate
 from worker.routing.report import explain
 from worker.routing.select import Choice, GiveUp, Lead, candidates, learned, next_attempt, outlook
 from worker.routing.state import SKIP, ChannelHealth, Conversion, RoutingState, leader_key
-from worker.store import Verification
 
 #: A MegaFon number (phonenumbers' carrier data).
 PHONE = "79991234567"

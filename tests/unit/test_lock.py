@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -102,3 +103,19 @@ def test_the_image_runs_the_versions_the_tests_run(uv: str, tmp_path: Path) -> N
     assert {"dramatiq", "redis", "httpx", "pydantic"} <= versions.keys()
     assert "mypy" not in versions
     assert {name: metadata.version(name) for name in versions} == versions
+
+
+def test_the_production_wheel_holds_the_worker_package_alone(uv: str, tmp_path: Path) -> None:
+    built = subprocess.run(
+        [uv, "build", "--wheel", "--offline", "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert {name.split("/")[0] for name in names} == {"worker", f"flashcall_router-{version}.dist-info"}
+    assert "worker/redis/flashcall.lua" in names

@@ -17,7 +17,7 @@ import pytest
 import structlog
 from dramatiq.message import Message
 
-from worker.logging import REDACTED, configure, mask_phones, redact_secrets
+from worker.logs.structured import REDACTED, configure, mask_phones, redact_secrets
 
 
 def masked(event_dict: dict[str, Any]) -> dict[str, Any]:

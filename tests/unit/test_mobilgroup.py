@@ -18,11 +18,12 @@ import httpx
 import pytest
 
 from tests.unit.stub_transport import Handler, answer, exchange, hanging, raising, raw_answer
-from worker.errors import ConfigurationError
-from worker.providers import PROVIDER_TYPES
-from worker.providers.base import Channel, DocumentedError, Outcome, SendRequest, SendResult
+from worker.core.errors import ConfigurationError
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import DocumentedError, SendRequest, SendResult
 from worker.providers.mobilgroup import ERRORS, SEND_ERRORS, MobilGroup
-from worker.providers.voicepassword import SEND_ERRORS as VOICEPASSWORD_SEND_ERRORS
+from worker.providers.registry import PROVIDER_TYPES
+from worker.providers.voicepassword.adapter import SEND_ERRORS as VOICEPASSWORD_SEND_ERRORS
 
 BASE_URL = "https://voice.mobilgroup.example.test"
 API_KEY = "mg-test-key-9d41"

@@ -1,5 +1,5 @@
 """How `flashcall worker`'s processes split into check processes and verification
-processes (worker/middleware/roles.py). Unit tests: a stand-in for Dramatiq's Worker,
+processes (worker/process/middleware/roles.py). Unit tests: a stand-in for Dramatiq's Worker,
 and os.nice recorded instead of applied (a test process cannot undo it)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from worker import keys
-from worker.errors import ConfigurationError
-from worker.middleware import roles
-from worker.middleware.roles import CHECK_THREADS, ProcessRoles
+from worker.core import keys
+from worker.core.errors import ConfigurationError
+from worker.process.middleware import roles
+from worker.process.middleware.roles import CHECK_THREADS, ProcessRoles
 
 
 def dramatiq_worker() -> Any:

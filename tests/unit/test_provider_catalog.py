@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.providers import PROVIDER_TYPES
-from worker.providers.base import Outcome
-from worker.providers.catalog import error_table
+from worker.core.verification import Outcome
+from worker.providers.registry import PROVIDER_TYPES
+from worker.routing.catalog import error_table
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
 

@@ -1,6 +1,6 @@
-"""Codes out of log lines and dead letters (worker/redaction.py and the logging pipeline).
+"""Codes out of log lines and dead letters (worker/logs/redaction.py and the logging pipeline).
 
-The pipeline tests configure worker.logging as a worker process does, write lines the
+The pipeline tests configure worker.logs.structured as a worker process does, write lines the
 way Dramatiq, the actors, the router and HTTP clients write them, and read everything
 written to stderr, in both formats. No Redis is involved.
 """
@@ -21,9 +21,10 @@ import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
-from worker import keys, redaction
-from worker.errors import FlashcallError
-from worker.logging import REDACTED, configure
+from worker.core import keys
+from worker.core.errors import FlashcallError
+from worker.logs import redaction
+from worker.logs.structured import REDACTED, configure
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -151,7 +152,7 @@ def test_a_dead_letter_reason_quoting_the_code_is_hidden(
     log_format: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     debug_logging(log_format)
-    from worker.middleware import DeadLetterLog
+    from worker.process.middleware.deadletters import DeadLetterLog
 
     message = MessageProxy(check_message())
     message.stuff_exception(ValueError(f"no verification for code {TYPED}"))

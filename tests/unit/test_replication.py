@@ -1,4 +1,4 @@
-"""When a claim waits for a replica (worker/replication.py), decided from INFO replication.
+"""When a claim waits for a replica (worker/redis/replication.py), decided from INFO replication.
 
 A stub stands in for Redis here: it answers INFO replication as told, and the clock is
 moved by hand. tests/integration/test_claim_replication.py runs the same against a real
@@ -14,9 +14,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from worker.errors import ClaimUnreplicated, ConfigurationError
-from worker.replication import GRACE_S, MAX_LAG_S, READ_EVERY_S, Mode, ReplicaWatch
-from worker.settings import Settings
+from worker.core.errors import ClaimUnreplicated, ConfigurationError
+from worker.process.settings import Settings
+from worker.redis.replication import GRACE_S, MAX_LAG_S, READ_EVERY_S, Mode, ReplicaWatch
 
 
 def replica(*, offset: int = 100, lag: int = 0, state: str = "online") -> dict[str, Any]:

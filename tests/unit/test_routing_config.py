@@ -18,10 +18,10 @@ from typing import ClassVar, Self
 import pydantic
 import pytest
 
-import worker.providers
-from worker.errors import RoutingFileError
-from worker.providers import PROVIDER_TYPES
-from worker.providers.base import Channel, Provider, SendRequest, SendResult
+from worker.core.errors import RoutingFileError
+from worker.core.verification import Channel
+from worker.providers.base import Provider, SendRequest, SendResult
+from worker.providers.registry import PROVIDER_TYPES
 from worker.routing.config import (
     DEFAULT_FALLBACK_ON,
     Policy,
@@ -263,7 +263,7 @@ class FlashOnly(Provider):
 
 
 def test_channel_the_provider_type_lacks_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    types = dict(worker.providers.PROVIDER_TYPES)
+    types = dict(PROVIDER_TYPES)
     types[FlashOnly.type] = FlashOnly
     monkeypatch.setattr("worker.routing.config.PROVIDER_TYPES", types)
     path = write(tmp_path, replaced("type: voicepassword", "type: flashonly"))

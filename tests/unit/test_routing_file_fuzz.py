@@ -19,7 +19,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
 from worker.routing.config import RoutingConfig, load_routing
 
 REPOSITORY = Path(__file__).resolve().parents[2]

@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 
-from worker.errors import ConfigurationError, RoutingFileError
-from worker.phone import normalise
-from worker.providers import inspectable_provider
-from worker.providers.base import Channel, Provider
+from worker.core.errors import ConfigurationError, RoutingFileError
+from worker.core.phone import normalise
+from worker.core.verification import Channel, Verification
+from worker.process.settings import Settings
+from worker.providers.base import Provider
+from worker.providers.registry import inspectable_provider
 from worker.routing.config import HealthConfig, RateLimit, RoutingConfig, Step, load_routing
 from worker.routing.report import explain
 from worker.routing.select import Candidate, Choice, GiveUp, candidates, next_attempt
 from worker.routing.state import ChannelHealth, ProviderState, RoutingState
-from worker.settings import Settings
-from worker.store import Verification
 
 PHONE = "79991234567"
 NOW_MS = 1_800_000_000_000

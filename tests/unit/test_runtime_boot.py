@@ -1,4 +1,4 @@
-"""A worker process whose boot fails ends before it has a consumer (worker/middleware/runtime.py).
+"""A worker process whose boot fails ends before it has a consumer (worker/process/middleware/boot.py).
 
 Unit tests: Dramatiq's StubBroker with the router's boot middleware, and a Redis client
 that is never reached (the boot fails on its settings first).
@@ -15,8 +15,8 @@ from dramatiq.asyncio import get_event_loop_thread, set_event_loop_thread
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO
 
-from worker import keys
-from worker.middleware.runtime import EXIT_CONFIGURATION, RuntimeBoot
+from worker.core import keys
+from worker.process.middleware.boot import EXIT_CONFIGURATION, RuntimeBoot
 
 
 @pytest.fixture

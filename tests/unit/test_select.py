@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from worker.providers.base import Channel, Provider
-from worker.providers.voicepassword import VoicePassword
+from worker.core.verification import Channel, Verification
+from worker.providers.base import Provider
+from worker.providers.voicepassword.adapter import VoicePassword
 from worker.routing.config import DEFAULT_FALLBACK_ON, RoutingConfig, Step
 from worker.routing.select import Choice, GiveUp, next_attempt
 from worker.routing.state import RoutingState
-from worker.store import Verification
 
 PHONE = "79991234567"
 NOW_MS = 1_800_000_000_000

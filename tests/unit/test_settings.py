@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.errors import ConfigurationError
-from worker.settings import Settings
+from worker.core.errors import ConfigurationError
+from worker.process.settings import Settings
 
 
 def settings_with_callback_root(url: str) -> Settings:

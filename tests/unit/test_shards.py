@@ -7,9 +7,8 @@ from collections import Counter
 
 import pytest
 
-from worker.errors import ConfigurationError
-from worker.producer import Producer
-from worker.shards import Shards, jump_hash, shard_key, shard_of
+from worker.client import Producer, Shards, jump_hash, shard_key, shard_of
+from worker.core.errors import ConfigurationError
 
 NUMBERS = [f"7999{n:07d}" for n in range(20_000)]
 

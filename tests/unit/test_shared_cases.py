@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from tests.support import cases
-from worker.addresses import is_client_ip
-from worker.phone import normalise
-from worker.shards import shard_of
+from worker.client import shard_of
+from worker.core.addresses import is_client_ip
+from worker.core.phone import normalise
 
 PHONES = cases("phones")
 IPS = cases("ips")

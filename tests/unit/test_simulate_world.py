@@ -14,7 +14,7 @@ import yaml
 
 from bench.simulate.scenarios import COSTS, LEARNING, ORACLE_LEARNING, SCENARIOS, base_rates, routing_document
 from bench.simulate.world import DEFAULT_DELAYS, MIX, Delays, World, arrivals, uniform
-from worker.providers.base import Channel
+from worker.core.verification import Channel
 from worker.routing.config import load_routing
 from worker.routing.operators import operator_of
 

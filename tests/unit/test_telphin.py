@@ -2,23 +2,23 @@
 translation of every answer, error code and transport fault of both handlers (the call, `/`,
 and the code check, `/auth/`) into a `SendResult` or a `CodeCheck`.
 
-The provider is reached through a stubbed transport (`httpx.MockTransport`, installed with
-`provider.set_transport`): no network is touched. The document is
+The provider is reached through a stubbed transport (`httpx.MockTransport`, see
+tests/unit/stub_transport.py): no network is touched. The document is
 ../shared/providers/telphin-flashcall.txt ("Телфин Flash Calls"); the tables below are copied
 from it by hand, so that an edit of the adapter's list cannot silently agree with itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from worker.providers.base import Channel, CodeCheck, DocumentedError, Outcome, SendRequest, SendResult
+from tests.unit.stub_transport import Handler, answer, exchange, hanging, raising, raw_answer
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import CodeCheck, DocumentedError, SendRequest, SendResult
 from worker.providers.telphin import ERRORS, Telphin
 
 BASE_URL = "https://flashcall.example.test"
@@ -27,7 +27,6 @@ APP_SECRET = "321yyyyyyyyyyyyyyyyyyyyyy"
 PHONE = "79991234567"
 TELPHIN_NUMBER = "+79991234567"
 
-Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 T = TypeVar("T")
 
 #: Section 4 of "Запрос на инициацию вызова": code -> the document's description.
@@ -86,59 +85,13 @@ def make_provider(*, timeout: float = 1.0) -> Telphin:
     )
 
 
-def through(
-    handler: Handler, call: Callable[[Telphin], Awaitable[T]], *, timeout: float = 1.0
-) -> tuple[T, list[httpx.Request]]:
-    """Run one adapter call through a stubbed transport; answer its result and what was sent."""
-    seen: list[httpx.Request] = []
-
-    async def recording(sent: httpx.Request) -> httpx.Response:
-        seen.append(sent)
-        answer = handler(sent)
-        if isinstance(answer, httpx.Response):
-            return answer
-        return await answer
-
-    provider = make_provider(timeout=timeout)
-    provider.set_transport(httpx.MockTransport(recording))
-
-    async def run() -> T:
-        try:
-            return await call(provider)
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(run()), seen
-
-
 def send(handler: Handler, *, timeout: float = 1.0) -> tuple[SendResult, list[httpx.Request]]:
     request = SendRequest(channel=Channel.FLASHCALL, phone=PHONE, code_length=4)
-    return through(handler, lambda provider: provider.send(request), timeout=timeout)
+    return exchange(make_provider(timeout=timeout), handler, lambda provider: provider.send(request))
 
 
 def check(handler: Handler, code: str = "9999") -> tuple[CodeCheck, list[httpx.Request]]:
-    return through(handler, lambda provider: provider.check_code(PHONE, code))
-
-
-def answer(body: Any, status: int = 200) -> Handler:
-    def handler(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=body)
-
-    return handler
-
-
-def raw_answer(content: bytes, status: int) -> Handler:
-    def handler(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=content)
-
-    return handler
-
-
-def raising(kind: type[httpx.TransportError]) -> Handler:
-    def handler(sent: httpx.Request) -> httpx.Response:
-        raise kind("stubbed transport fault", request=sent)
-
-    return handler
+    return exchange(make_provider(), handler, lambda provider: provider.check_code(PHONE, code))
 
 
 def error(description: Any) -> Handler:
@@ -468,11 +421,7 @@ def test_check_transport_fault_is_a_provider_fault_without_raising(
 
 
 def test_call_hanging_past_the_timeout_is_a_timeout() -> None:
-    async def hang(_: httpx.Request) -> httpx.Response:
-        await asyncio.Event().wait()  # never set: the answer never comes
-        raise AssertionError("unreachable")
-
-    result, _ = send(hang, timeout=0.2)
+    result, _ = send(hanging, timeout=0.2)
 
     assert result == SendResult(
         outcome=Outcome.TIMEOUT, error_code="timeout", breaker_failure=True, uncertain=True

@@ -1,8 +1,8 @@
 """The VoicePassword adapter: request bodies as the provider's document writes them, and the
 translation of every answer, error code and transport fault into an `Outcome`.
 
-The provider is reached through a stubbed transport (`httpx.MockTransport`, installed with
-`provider.set_transport`): no network is touched. The document is
+The provider is reached through a stubbed transport (`httpx.MockTransport`, see
+tests/unit/stub_transport.py): no network is touched. The document is
 ../shared/providers/voicepassword.txt ("Описание API сервиса Flash-Call и Voice-Password").
 
 The last section drives the transport production uses (httpx-aiohttp's `AiohttpTransport`)
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, cast
 
@@ -26,14 +25,14 @@ from aiohttp.client_reqrep import ConnectionKey, RequestInfo
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from worker.providers.base import Channel, Outcome, SendRequest, SendResult, parse_price
-from worker.providers.voicepassword import SEND_ERRORS, VoicePassword
+from tests.unit.stub_transport import Handler, answer, exchange, hanging, raising, raw_answer
+from worker.core.verification import Channel, Outcome
+from worker.providers.base import SendRequest, SendResult, parse_price
+from worker.providers.voicepassword.adapter import SEND_ERRORS, VoicePassword
 
 BASE_URL = "https://vp.example.test"
 API_KEY = "vp-test-key-5f2c"
 PHONE = "79991234567"
-
-Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 #: Section 4 of the document, "Описание кодов ошибок, возвращаемых сервером" (send handler).
 DOCUMENTED_SEND_ERRORS = frozenset(
@@ -76,54 +75,10 @@ def make_provider(*, timeout: float = 1.0, options: dict[str, str] | None = None
     )
 
 
-def exchange(
-    handler: Handler,
-    request: SendRequest,
-    *,
-    timeout: float = 1.0,
-    options: dict[str, str] | None = None,
+def send(
+    handler: Handler, request: SendRequest, *, timeout: float = 1.0, options: dict[str, str] | None = None
 ) -> tuple[SendResult, list[httpx.Request]]:
-    """Send one request through a stubbed transport; answer the result and what was sent."""
-    seen: list[httpx.Request] = []
-
-    async def recording(sent: httpx.Request) -> httpx.Response:
-        seen.append(sent)
-        answer = handler(sent)
-        if isinstance(answer, httpx.Response):
-            return answer
-        return await answer
-
-    provider = make_provider(timeout=timeout, options=options)
-    provider.set_transport(httpx.MockTransport(recording))
-
-    async def run() -> SendResult:
-        try:
-            return await provider.send(request)
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(run()), seen
-
-
-def answer(body: Any, status: int = 200) -> Handler:
-    def handler(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=body)
-
-    return handler
-
-
-def raw_answer(content: bytes, status: int) -> Handler:
-    def handler(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=content)
-
-    return handler
-
-
-def raising(kind: type[httpx.TransportError]) -> Handler:
-    def handler(sent: httpx.Request) -> httpx.Response:
-        raise kind("stubbed transport fault", request=sent)
-
-    return handler
+    return exchange(make_provider(timeout=timeout, options=options), handler, lambda p: p.send(request))
 
 
 OK = answer({"result": "ok", "id": "1234", "number": PHONE, "price": "0.35", "code": "4821"})
@@ -142,7 +97,7 @@ def sms_follow_up(previous_ref: str = "1234") -> SendRequest:
 
 
 def sent_body(request: SendRequest, *, options: dict[str, str] | None = None) -> Any:
-    _, seen = exchange(OK, request, options=options)
+    _, seen = send(OK, request, options=options)
     assert len(seen) == 1
     return json.loads(seen[0].content)
 
@@ -196,7 +151,7 @@ def test_callback_url_is_left_out_when_not_given() -> None:
 
 
 def test_request_is_a_json_post_to_the_send_handler() -> None:
-    _, seen = exchange(OK, flashcall())
+    _, seen = send(OK, flashcall())
 
     assert seen[0].method == "POST"
     assert str(seen[0].url) == BASE_URL + "/api/voice-password/send/"
@@ -204,13 +159,13 @@ def test_request_is_a_json_post_to_the_send_handler() -> None:
 
 
 def test_api_key_travels_in_the_authorization_header() -> None:
-    _, seen = exchange(OK, flashcall())
+    _, seen = send(OK, flashcall())
 
     assert seen[0].headers["authorization"] == API_KEY
 
 
 def test_api_key_never_appears_in_the_body() -> None:
-    _, seen = exchange(OK, voice(), options={"repeat": "1", "ani": "74959999999"})
+    _, seen = send(OK, voice(), options={"repeat": "1", "ani": "74959999999"})
 
     body = json.loads(seen[0].content)
     assert "security" not in body
@@ -262,25 +217,25 @@ def test_router_generates_four_digit_call_codes_and_the_service_generates_longer
 
 
 def test_ok_answer_is_delivered_with_ref_and_price() -> None:
-    result, _ = exchange(OK, flashcall(code="1234"))
+    result, _ = send(OK, flashcall(code="1234"))
 
     assert result == SendResult(outcome=Outcome.DELIVERED, ref="1234", code=None, price=Decimal("0.35"))
 
 
 def test_numeric_id_becomes_a_string_ref() -> None:
-    result, _ = exchange(answer({"result": "ok", "id": 1234, "price": "0.35"}), flashcall(code="1234"))
+    result, _ = send(answer({"result": "ok", "id": 1234, "price": "0.35"}), flashcall(code="1234"))
 
     assert result.ref == "1234"
 
 
 def test_price_is_parsed_as_an_exact_decimal() -> None:
-    result, _ = exchange(answer({"result": "ok", "id": "1", "price": "0.35"}), flashcall(code="1234"))
+    result, _ = send(answer({"result": "ok", "id": "1", "price": "0.35"}), flashcall(code="1234"))
 
     assert result.price == Decimal("0.35")
 
 
 def test_missing_price_is_none() -> None:
-    result, _ = exchange(answer({"result": "ok", "id": "1"}), flashcall(code="1234"))
+    result, _ = send(answer({"result": "ok", "id": "1"}), flashcall(code="1234"))
 
     assert result.outcome is Outcome.DELIVERED
     assert result.price is None
@@ -289,14 +244,14 @@ def test_missing_price_is_none() -> None:
 def test_service_generated_flash_code_is_returned() -> None:
     ok = answer({"result": "ok", "id": "7", "price": "0.35", "code": "48213"})
 
-    result, _ = exchange(ok, flashcall(code=None, code_length=5))
+    result, _ = send(ok, flashcall(code=None, code_length=5))
 
     assert result.outcome is Outcome.DELIVERED
     assert result.code == "48213"
 
 
 def test_provider_code_is_ignored_when_the_router_sent_its_own() -> None:
-    result, _ = exchange(OK, flashcall(code="1234"))
+    result, _ = send(OK, flashcall(code="1234"))
 
     assert result.code is None
 
@@ -304,7 +259,7 @@ def test_provider_code_is_ignored_when_the_router_sent_its_own() -> None:
 def test_sms_follow_up_answer_is_delivered_without_a_code() -> None:
     ok = answer({"result": "ok", "id": "1235", "number": PHONE, "price": "3.30", "message": "Ваш код: 1234"})
 
-    result, _ = exchange(ok, sms_follow_up())
+    result, _ = send(ok, sms_follow_up())
 
     assert result == SendResult(outcome=Outcome.DELIVERED, ref="1235", code=None, price=Decimal("3.30"))
 
@@ -321,7 +276,7 @@ def test_sms_follow_up_answer_is_delivered_without_a_code() -> None:
     ids=["missing", "empty", "null", "bool", "list"],
 )
 def test_ok_without_a_usable_id_is_a_provider_error(body: dict[str, Any]) -> None:
-    result, _ = exchange(answer(body), flashcall(code="1234"))
+    result, _ = send(answer(body), flashcall(code="1234"))
 
     assert result.outcome is Outcome.PROVIDER_ERROR
     assert result.error_code == "unexpected_answer"
@@ -338,7 +293,7 @@ def test_ok_without_a_usable_id_is_a_provider_error(body: dict[str, Any]) -> Non
     ids=["missing", "not-digits", "null"],
 )
 def test_capacity_mode_ok_without_the_generated_code_is_a_provider_error(body: dict[str, Any]) -> None:
-    result, _ = exchange(answer(body), flashcall(code=None, code_length=5))
+    result, _ = send(answer(body), flashcall(code=None, code_length=5))
 
     assert result.outcome is Outcome.PROVIDER_ERROR
     assert result.error_code == "unexpected_answer"
@@ -362,7 +317,7 @@ def test_expected_table_in_this_test_covers_exactly_the_documented_codes() -> No
 
 @pytest.mark.parametrize("error_code", sorted(SEND_ERRORS))
 def test_every_error_code_is_classified_as_its_table_entry_says(error_code: str) -> None:
-    result, _ = exchange(error(error_code), flashcall())
+    result, _ = send(error(error_code), flashcall())
 
     assert result == SendResult(
         outcome=SEND_ERRORS[error_code].outcome,
@@ -378,7 +333,7 @@ def test_every_error_code_is_classified_as_its_table_entry_says(error_code: str)
     ),
 )
 def test_no_error_about_the_users_number_counts_against_the_breaker(error_code: str) -> None:
-    result, _ = exchange(error(error_code), flashcall())
+    result, _ = send(error(error_code), flashcall())
 
     assert result.breaker_failure is False
 
@@ -390,7 +345,7 @@ def test_no_error_about_the_users_number_counts_against_the_breaker(error_code: 
 def test_documented_error_code_has_the_expected_outcome_and_breaker_effect(
     error_code: str, outcome: Outcome, breaker_failure: bool
 ) -> None:
-    result, _ = exchange(error(error_code), flashcall())
+    result, _ = send(error(error_code), flashcall())
 
     assert result.outcome is outcome
     assert result.breaker_failure is breaker_failure
@@ -399,19 +354,19 @@ def test_documented_error_code_has_the_expected_outcome_and_breaker_effect(
 
 
 def test_not_enough_money_is_an_account_error_that_counts_against_the_breaker() -> None:
-    result, _ = exchange(error("not_enough_money"), flashcall())
+    result, _ = send(error("not_enough_money"), flashcall())
 
     assert (result.outcome, result.breaker_failure) == (Outcome.NOT_ENOUGH_MONEY, True)
 
 
 def test_spam_listed_number_is_refused_without_counting_against_the_breaker() -> None:
-    result, _ = exchange(error("number_in_spam_list"), flashcall())
+    result, _ = send(error("number_in_spam_list"), flashcall())
 
     assert (result.outcome, result.breaker_failure) == (Outcome.REFUSED, False)
 
 
 def test_unknown_error_code_is_a_provider_error_kept_verbatim() -> None:
-    result, _ = exchange(error("Something_New_Happened"), flashcall())
+    result, _ = send(error("Something_New_Happened"), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code="Something_New_Happened", breaker_failure=True
@@ -440,7 +395,7 @@ def test_transport_fault_is_classified_as_a_breaker_failure_without_raising(
 ) -> None:
     """`uncertain`: no answer tells whether the call was placed; only a connection never
     made surely carried no request."""
-    result, _ = exchange(raising(kind), flashcall())
+    result, _ = send(raising(kind), flashcall())
 
     assert result == SendResult(
         outcome=outcome, error_code=error_code, breaker_failure=True, uncertain=uncertain
@@ -448,11 +403,7 @@ def test_transport_fault_is_classified_as_a_breaker_failure_without_raising(
 
 
 def test_provider_hanging_past_its_timeout_is_a_timeout() -> None:
-    async def hang(_: httpx.Request) -> httpx.Response:
-        await asyncio.Event().wait()  # never set: the answer never comes
-        raise AssertionError("unreachable")
-
-    result, _ = exchange(hang, flashcall(), timeout=0.2)
+    result, _ = send(hanging, flashcall(), timeout=0.2)
 
     assert result == SendResult(
         outcome=Outcome.TIMEOUT, error_code="timeout", breaker_failure=True, uncertain=True
@@ -461,7 +412,7 @@ def test_provider_hanging_past_its_timeout_is_a_timeout() -> None:
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 def test_http_error_status_with_a_non_json_body_is_a_provider_error_named_by_status(status: int) -> None:
-    result, _ = exchange(raw_answer(b"<html><body>Bad Gateway</body></html>", status), flashcall())
+    result, _ = send(raw_answer(b"<html><body>Bad Gateway</body></html>", status), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code=f"http_{status}", breaker_failure=True
@@ -469,14 +420,14 @@ def test_http_error_status_with_a_non_json_body_is_a_provider_error_named_by_sta
 
 
 def test_http_error_status_with_a_json_body_is_named_by_status() -> None:
-    result, _ = exchange(answer({"result": "error", "error_code": "number_not_valid"}, 500), flashcall())
+    result, _ = send(answer({"result": "error", "error_code": "number_not_valid"}, 500), flashcall())
 
     assert result == SendResult(outcome=Outcome.PROVIDER_ERROR, error_code="http_500", breaker_failure=True)
 
 
 @pytest.mark.parametrize("content", [b"<html>OK</html>", b"", b'{"result": "ok"'])
 def test_http_200_with_a_body_that_is_not_json_is_a_provider_error(content: bytes) -> None:
-    result, _ = exchange(raw_answer(content, 200), flashcall())
+    result, _ = send(raw_answer(content, 200), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code="invalid_json", breaker_failure=True
@@ -505,7 +456,7 @@ def test_http_200_with_a_body_that_is_not_json_is_a_provider_error(content: byte
     ],
 )
 def test_json_of_the_wrong_shape_is_an_unexpected_answer(body: Any) -> None:
-    result, _ = exchange(answer(body), flashcall())
+    result, _ = send(answer(body), flashcall())
 
     assert result == SendResult(
         outcome=Outcome.PROVIDER_ERROR, error_code="unexpected_answer", breaker_failure=True
@@ -513,7 +464,7 @@ def test_json_of_the_wrong_shape_is_an_unexpected_answer(body: Any) -> None:
 
 
 def test_http_200_carrying_an_error_is_not_delivered() -> None:
-    result, _ = exchange(answer({"result": "error", "error_code": "authorisation_failed"}), flashcall())
+    result, _ = send(answer({"result": "error", "error_code": "authorisation_failed"}), flashcall())
 
     assert result.outcome is Outcome.PROVIDER_ERROR
     assert result.error_code == "authorisation_failed"

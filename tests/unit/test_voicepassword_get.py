@@ -19,9 +19,10 @@ import httpx
 import pytest
 
 from tests.unit.stub_transport import Handler, answer, exchange, hanging, raising, raw_answer
-from worker.providers.base import CallState, CallStatus, Outcome, TransportFailure
-from worker.providers.voicepassword import ERRORS, GET_ERRORS, VoicePassword
-from worker.providers.voicepassword_get import DailyCall, DailyStatistics
+from worker.core.verification import CallState, Outcome
+from worker.providers.base import CallStatus, TransportFailure
+from worker.providers.voicepassword.adapter import ERRORS, GET_ERRORS, VoicePassword
+from worker.providers.voicepassword.get import DailyCall, DailyStatistics
 
 BASE_URL = "https://vp.example.test"
 API_KEY = "vp-test-key-5f2c"

@@ -12,22 +12,20 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 import aiohttp
 import httpx
 import httpx_aiohttp
 
+from worker.core.verification import CallState, Channel, Outcome
+
 __all__ = [
-    "CallState",
     "CallStatus",
-    "Channel",
     "Classification",
     "CodeCheck",
     "DocumentedError",
     "HttpProvider",
-    "Outcome",
     "Provider",
     "SendRequest",
     "SendResult",
@@ -36,29 +34,6 @@ __all__ = [
     "parse_price",
     "transport_fault",
 ]
-
-
-class Channel(StrEnum):
-    FLASHCALL = "flashcall"
-    VOICE = "voice"
-    SMS = "sms"
-
-
-class Outcome(StrEnum):
-    """What happened to one attempt, as far as routing is concerned."""
-
-    DELIVERED = "delivered"
-    """The provider accepted the request; the call or SMS is on its way."""
-    BUSY = "busy"
-    NO_ANSWER = "no_answer"
-    NOT_ENOUGH_MONEY = "not_enough_money"
-    BAD_NUMBER = "bad_number"
-    """The number itself is wrong; no provider will reach it."""
-    REFUSED = "refused"
-    """This provider will not call this number (its spam list, a forbidden direction, its
-    per-number limits); another provider may."""
-    PROVIDER_ERROR = "provider_error"
-    TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +73,6 @@ class CodeCheck:
     error_code: str | None = None
     breaker_failure: bool = False
     """The provider could not answer (a fault of its own, not a wrong code)."""
-
-
-class CallState(StrEnum):
-    """Where an earlier call or SMS stands, as its provider reports it afterwards."""
-
-    IN_PROGRESS = "in_progress"
-    """Not settled yet: still ringing, or an SMS on its way through the network."""
-    DELIVERED = "delivered"
-    """The call was answered, or the SMS delivered."""
-    BUSY = "busy"
-    NO_ANSWER = "no_answer"
-    """The phone was reached and did not take it. A flash call that ends so has still shown
-    its caller number, and so its code."""
-    PROVIDER_ERROR = "provider_error"
-    """The call or SMS failed on the provider's side."""
-    CANCELED = "canceled"
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,13 +34,12 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
-from worker.errors import ConfigurationError
+from worker.core.errors import ConfigurationError
+from worker.core.verification import Channel, Outcome
 from worker.providers.base import (
-    Channel,
     Classification,
     DocumentedError,
     HttpProvider,
-    Outcome,
     SendRequest,
     SendResult,
     TransportFailure,

@@ -3,7 +3,7 @@ SMS follow-up.
 
 Document: ../shared/providers/mobilgroup-voice-password.txt ("Описание API услуги
 Авторизация по звонку / Flash-Call"). It describes the Voice-Password API VoicePassword also
-serves (worker/providers/voice_password_api.py: the request bodies, both API key placements,
+serves (worker/providers/voicepassword/api.py: the request bodies, both API key placements,
 the answers), with less in it: no flash code of the client's (a flash call's code is always
 the service's, `capacity` digits), no `callback_url`, no `/get/` handler (so no balance or
 call state), and eight send errors.
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from worker.providers.base import Classification, DocumentedError, classifications
-from worker.providers.voice_password_api import VoicePasswordApi, send_errors
+from worker.providers.voicepassword.api import VoicePasswordApi, send_errors
 
 __all__ = ["ERRORS", "SEND_ERRORS", "MobilGroup"]
 

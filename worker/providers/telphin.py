@@ -19,13 +19,12 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar, Self
 
+from worker.core.verification import Channel, Outcome
 from worker.providers.base import (
-    Channel,
     Classification,
     CodeCheck,
     DocumentedError,
     HttpProvider,
-    Outcome,
     SendRequest,
     SendResult,
     TransportFailure,

@@ -10,7 +10,7 @@ appends to the event stream and, where work follows, enqueues the Dramatiq messa
 the same step, so a crash can never leave a state change without its event or its
 next message.
 
-Keys are built here from the same prefix as worker/keys.py; the functions take no
+Keys are built here from the same prefix as worker/core/keys.py; the functions take no
 declared keys, which standalone Redis and Sentinel allow (Redis Cluster could not host
 Dramatiq's broker anyway).
 ]]
@@ -102,7 +102,7 @@ local function enqueue(queue, actor, args_json, now)
         .. ',"message_id":"' .. mid .. '","message_timestamp":' .. fmt_int(now) .. '}'
     redis.call('HSET', NAMESPACE .. queue .. '.msgs', mid, message)
     redis.call('RPUSH', NAMESPACE .. queue, mid)
-    -- Idle consumers block on this list instead of polling (see worker/broker.py).
+    -- Idle consumers block on this list instead of polling (see worker/redis/broker.py).
     local wake = PREFIX .. 'wake:' .. queue
     redis.call('RPUSH', wake, '1')
     redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1)
@@ -323,7 +323,7 @@ local function valid_id(id)
     return id
 end
 
--- One definition with worker/phone.py, tested against the same table (tests/cases/phones.json):
+-- One definition with worker/core/phone.py, tested against the same table (tests/cases/phones.json):
 -- only the ASCII space, '-', '(' and ')' are dropped, and the digits are ASCII.
 local function normalise_phone(phone)
     if type(phone) ~= 'string' then return nil, "'phone' is required and must be a string" end
@@ -335,7 +335,7 @@ local function normalise_phone(phone)
     return '7' .. national
 end
 
--- Client addresses: one definition with worker/addresses.py, tested against the same table
+-- Client addresses: one definition with worker/core/addresses.py, tested against the same table
 -- (tests/cases/ips.json). IPv4 as a dotted quad without leading zeros; IPv6 as RFC 4291
 -- writes it (eight groups of 1 to 4 hex digits, one '::' for one or more zero groups, the
 -- last two groups optionally as a dotted quad); no zone id.

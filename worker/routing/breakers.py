@@ -29,9 +29,10 @@ from typing import Any, cast
 import pybreaker
 import redis
 
-from worker import keys
-from worker.logging import get_logger
-from worker.providers.base import CodeCheck, Outcome, SendResult
+from worker.core import keys
+from worker.core.verification import Outcome
+from worker.logs.structured import get_logger
+from worker.providers.base import CodeCheck, SendResult
 from worker.routing.config import BreakerConfig
 
 __all__ = ["Breakers", "ProviderFault", "RedisBreakerStorage"]

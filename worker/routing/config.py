@@ -28,9 +28,9 @@ from pydantic import (
     model_validator,
 )
 
-from worker.errors import ConfigurationError, RoutingFileError
-from worker.providers import PROVIDER_TYPES, inspectable_provider
-from worker.providers.base import Channel, Outcome
+from worker.core.errors import ConfigurationError, RoutingFileError
+from worker.core.verification import Channel, Outcome
+from worker.providers.registry import PROVIDER_TYPES, inspectable_provider
 
 __all__ = [
     "CARRIER_OPERATORS",

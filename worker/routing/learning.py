@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from worker.providers.base import Channel
+from worker.core.verification import Channel
 from worker.routing.config import LearningConfig
 from worker.routing.state import Conversion, RoutingState
 

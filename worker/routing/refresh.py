@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from worker.core.verification import moscow_day
+from worker.redis.store import Store
 from worker.routing.config import RoutingConfig
 from worker.routing.state import RoutingState
-from worker.store import Store
-from worker.verifier import moscow_day
 
 __all__ = ["refresh_state"]
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import redis
 
-from worker.errors import ConfigurationError
-from worker.logging import get_logger
-from worker.providers import build_provider
+from worker.core.errors import ConfigurationError
+from worker.logs.structured import get_logger
 from worker.providers.base import Provider
+from worker.providers.registry import build_provider
 from worker.routing.breakers import Breakers
 from worker.routing.config import RoutingConfig, load_routing
 

@@ -13,15 +13,13 @@ from typing import Any, cast
 
 import redis
 
-from worker import keys
-from worker.providers import inspectable_provider
-from worker.providers.base import Channel
+from worker.core import keys
+from worker.core.verification import Channel, Verification, moscow_day
+from worker.providers.registry import inspectable_provider
 from worker.routing.config import RoutingConfig
 from worker.routing.operators import operator_of
 from worker.routing.select import Candidate, candidates, leading, learned, outlook, shares
 from worker.routing.state import SKIP, ProviderState, RoutingState, leader_key
-from worker.store import Verification
-from worker.verifier import moscow_day
 
 __all__ = ["breaker_report", "explain", "read_state", "reset_breakers"]
 

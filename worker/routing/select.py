@@ -28,12 +28,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from worker.providers.base import Channel, Provider
+from worker.core.verification import Channel, Verification
+from worker.providers.base import Provider
 from worker.routing.config import LearningConfig, Policy, RoutingConfig, Step
 from worker.routing.learning import NOTHING, Estimate, Outlook, estimate, through
 from worker.routing.operators import operator_of
 from worker.routing.state import SKIP, ChannelHealth, RoutingState, leader_key
-from worker.store import Verification
 
 __all__ = [
     "WEIGHT_BAND",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from worker.providers.base import Channel
+from worker.core.verification import Channel
 
 __all__ = ["SKIP", "ChannelHealth", "Conversion", "LearnedKey", "ProviderState", "RoutingState", "leader_key"]
 
