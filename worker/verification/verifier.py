@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from worker.core import codes, phone
+from worker.core import codes
 from worker.core.errors import ClaimUnreplicated, StoreUnavailable
 from worker.core.verification import CallState, Channel, Outcome, Verification, moscow_day, price_e4
 from worker.logs import redaction
@@ -138,9 +138,6 @@ class Verifier:
         """
         v = await self._awaiting_attempt(verification_id, attempt, cause, start)
         if v is None:
-            return
-        if v.attempt == 0 and not phone.is_valid_russian(v.phone):
-            await self._give_up(v, GiveUp("bad_number", hard=True))
             return
         snapshot = self._routing()
         policy = _policy(snapshot.config, v)
