@@ -624,6 +624,13 @@ def test_routing_explain_tells_which_provider_is_chosen_and_why_the_others_are_n
     assert "79991234567" not in output
 
 
+def test_routing_explain_refuses_a_kazakh_number_as_the_worker_does(routed: Routed) -> None:
+    output = flashcall(routed, "routing", "explain", "+77011234567", "--policy", "cli")
+
+    assert output.splitlines()[-1].startswith("refused: bad_number: not an assigned Russian number")
+    assert "chosen" not in output
+
+
 @pytest.mark.usefixtures("cli_state")
 def test_breakers_shows_an_open_breaker_and_when_its_trial_is_due(routed: Routed) -> None:
     output = flashcall(routed, "breakers")

@@ -14,14 +14,14 @@ from typing import Any, cast
 import redis
 
 from worker.core import keys
+from worker.core.phone import mask
 from worker.core.verification import Channel, Verification, moscow_day
 from worker.providers.registry import inspectable_provider
-from worker.routing.config import RoutingConfig
-from worker.routing.operators import operator_of
-from worker.routing.select import Candidate, candidates, leading, learned, outlook, shares
-from worker.routing.state import SKIP, ProviderState, RoutingState, leader_key
+from worker.routing.config import LearningConfig, RoutingConfig
+from worker.routing.select import Candidate, Choice, Decision, GiveUp, StepReview, Why, decide
+from worker.routing.state import SKIP, ProviderState, RoutingState
 
-__all__ = ["breaker_report", "explain", "read_state", "reset_breakers"]
+__all__ = ["breaker_report", "explain", "explain_verification", "read_state", "reset_breakers"]
 
 
 def read_state(client: redis.Redis, config: RoutingConfig, *, now_ms: int) -> RoutingState:
@@ -88,13 +88,9 @@ def explain(
     code_length: int = 4,
     now_ms: int | None = None,
 ) -> str:
-    """For each step of the policy, every candidate with its cost, health, breaker and money,
-    and why it would be chosen or is dropped, for a first attempt made now."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    chosen_policy = config.policies[policy]
-    providers = {
-        name: inspectable_provider(name, entry) for name, entry in config.providers.items() if entry.enabled
-    }
+    """What a first attempt made now would do: the decision of worker/routing/select.py,
+    each step with every candidate's cost, health, breaker and money, and why it is
+    chosen or dropped."""
     verification = Verification(
         id="explain",
         phone=phone,
@@ -102,97 +98,138 @@ def explain(
         channels=tuple(channels),
         code_length=code_length,
     )
-    operator = operator_of(phone, config.operators)
-    learning = config.learning if chosen_policy.learning else None
-    ranking = (
-        f"learned: expected roubles per approved verification, exploring {learning.explore:.0%}"
-        if learning
-        else "static: cost adjusted by health"
+    return explain_verification(
+        config, state, verification, now_ms=int(time.time() * 1000) if now_ms is None else now_ms
     )
+
+
+def explain_verification(
+    config: RoutingConfig, state: RoutingState, verification: Verification, *, now_ms: int
+) -> str:
+    """The next attempt of this verification as `decide` makes it, rendered: the steps it
+    weighed up to its choice (or its refusal), then the later steps as they would choose
+    if reached now."""
+    providers = {
+        name: inspectable_provider(name, entry) for name, entry in config.providers.items() if entry.enabled
+    }
+    decision = decide(
+        config,
+        config.policies[verification.policy],
+        providers,
+        verification,
+        state=state,
+        now_ms=now_ms,
+        look_ahead=True,
+    )
+    return "\n".join(_render(config, state, verification, decision))
+
+
+def _render(config: RoutingConfig, state: RoutingState, v: Verification, decision: Decision) -> list[str]:
+    after = f", after {v.attempt} attempts" if v.attempt else ""
     lines = [
-        f"routing for +{phone[:4]}*****{phone[-2:]} ({operator}), policy {policy}, {code_length}-digit code;",
-        f"ranking {ranking}:",
+        f"routing for {mask(v.phone)} ({decision.operator}), policy {v.policy}, "
+        f"{v.code_length}-digit code{after};"
     ]
-    steps = chosen_policy.steps_for(verification.channels)
-    for index, step in enumerate(steps):
-        timeout = f"{step.timeout:g}s" if step.timeout else "until the verification expires"
+    if decision.steps:
+        learning = decision.learning
+        ranking = (
+            f"learned: expected roubles per approved verification, exploring {learning.explore:.0%}"
+            if learning
+            else "static: cost adjusted by health"
+        )
+        lines.append(f"ranking {ranking}:")
+    for review in decision.steps:
         lines.append("")
-        lines.append(f"step {index}: {step.channel}, waits {timeout}")
-        ranked = candidates(config, providers, verification, step, state=state, now_ms=now, operator=operator)
-        if not ranked:
-            lines.append("  no provider offers this channel")
-            continue
-        verdicts: dict[str, str]
-        if learning is None:
-            split = shares(config, ranked)
-            verdicts = {
-                name: "chosen: the lowest score"
-                if share == 1
-                else f"chosen for {share:.0%} of attempts, by weight"
-                for name, share in split.items()
-            }
-        else:
-            after = outlook(
-                config,
-                learning,
-                providers,
-                verification,
-                steps[index + 1 :],
-                operator=operator,
-                state=state,
-                now_ms=now,
-            )
-            ranked = learned(
-                learning,
-                ranked,
-                policy,
-                step.channel,
-                operator,
-                state=state,
-                after=after,
-                latency_cost=config.health.latency_cost,
-            )
-            key = leader_key(policy, step.channel, operator)
-            choice, lead = leading(learning, key, ranked, after, state)
-            leader = state.leaders.get(key)
-            why = (
-                "the lowest cost per approval" if lead or choice != leader else "leads, within the hysteresis"
-            )
-            verdicts = {choice: f"chosen: {why}"} if choice else {}
-            if choice == SKIP:
-                lines.append(
-                    f"  skipped: going straight on costs {after.per_approval:.4f} per approval, "
-                    "less than any candidate here (explored still)"
-                )
-        score = "score" if learning is None else "per approval"
-        rows = [["", "provider", "cost", score, "health", "conversion", "breaker", "money", "verdict"]]
-        for candidate in ranked:
-            current = state.of(candidate.name)
-            if candidate.name in verdicts:
-                verdict, mark = verdicts[candidate.name], "->"
-            elif candidate.dropped is None:
-                verdict, mark = ("explored only" if SKIP in verdicts else "next if the one above fails"), ""
-            else:
-                verdict, mark = f"dropped: {candidate.dropped}", ""
-            breaker = current.breaker + (f" ({current.failures} failures)" if current.failures else "")
-            rows.append(
-                [
-                    mark,
-                    candidate.name,
-                    str(candidate.cost),
-                    f"{candidate.score:.4f}",
-                    _health(candidate),
-                    _conversion(candidate, learning.min_samples if learning else 0),
-                    breaker,
-                    _money(current, config.providers[candidate.name].daily_budget),
-                    verdict,
-                ]
-            )
-        if learning is None:
-            for row in rows:
-                del row[5]
-        lines.extend("  " + line for line in _table(rows))
-    return "\n".join(lines)
+        lines.extend(_render_step(config, state, review, decision.learning))
+    lines.append("")
+    lines.append(_render_outcome(decision.outcome, v))
+    return lines
+
+
+def _render_step(
+    config: RoutingConfig, state: RoutingState, review: StepReview, learning: LearningConfig | None
+) -> list[str]:
+    step = review.step
+    timeout = f"{step.timeout:g}s" if step.timeout else "until the verification expires"
+    later = "" if review.reached else "; if reached later, as it would choose now"
+    lines = [f"step {review.index}: {step.channel}, waits {timeout}{later}"]
+    if not review.ranked:
+        return [*lines, "  no provider offers this channel"]
+    if review.leading == SKIP and review.after is not None:
+        explores = "" if review.pick == SKIP else "; this attempt explores"
+        lines.append(
+            f"  skipped: going straight on costs {review.after.per_approval:.4f} per approval, "
+            f"less than any candidate here (explored still){explores}"
+        )
+    score = "score" if learning is None else "per approval"
+    rows = [["", "provider", "cost", score, "health", "conversion", "breaker", "money", "verdict"]]
+    for candidate in review.ranked:
+        current = state.of(candidate.name)
+        breaker = current.breaker + (f" ({current.failures} failures)" if current.failures else "")
+        rows.append(
+            [
+                "->" if candidate.name == review.pick else "",
+                candidate.name,
+                str(candidate.cost),
+                f"{candidate.score:.4f}",
+                _health(candidate),
+                _conversion(candidate, learning.min_samples if learning else 0),
+                breaker,
+                _money(current, config.providers[candidate.name].daily_budget),
+                _verdict(review, candidate, learning),
+            ]
+        )
+    if learning is None:
+        for row in rows:
+            del row[5]
+    return [*lines, *("  " + line for line in _table(rows))]
+
+
+_CHOSEN: dict[Why, str] = {
+    "lowest_score": "chosen: the lowest score",
+    "lowest_per_approval": "chosen: the lowest cost per approval",
+    "leads": "chosen: leads, within the hysteresis",
+}
+
+
+def _verdict(review: StepReview, candidate: Candidate, learning: LearningConfig | None) -> str:
+    share = review.shares.get(candidate.name)
+    if candidate.name == review.pick:
+        if review.why == "weight" and share is not None:
+            return f"chosen for {share:.0%} of attempts, by weight"
+        if review.why == "explored" and learning is not None:
+            return f"chosen: this attempt is one of the {learning.explore:.0%} that explore"
+        return _CHOSEN.get(review.why, "chosen")
+    if candidate.dropped is not None:
+        return f"dropped: {candidate.dropped}"
+    if share is not None and review.why == "weight":
+        return f"takes {share:.0%} of attempts, by weight"
+    if candidate.name == review.leading:
+        return "leads; this attempt explores another"
+    return "explored only" if review.leading == SKIP else "next if the one above fails"
+
+
+#: Why a verification makes no further attempt, by the reason `decide` gives, where the
+#: reason alone tells.
+_GIVE_UPS = {
+    "max_attempts_reached": "the policy's max_attempts are spent",
+    "breaker_open": "the candidates left have their breakers open, and the policy does not fall back on it",
+    "no_provider": "no step has a provider that can take the attempt",
+}
+
+
+def _render_outcome(outcome: Choice | GiveUp, v: Verification) -> str:
+    if isinstance(outcome, Choice):
+        return f"next attempt: {outcome.provider.name}, by {outcome.step.channel} (step {outcome.step_index})"
+    if outcome.reason == "bad_number" and v.attempt == 0:
+        why = "not an assigned Russian number (+7 covers Kazakhstan too): no provider is called"
+    elif outcome.hard:
+        why = f"the last attempt ended {outcome.reason}, and the policy does not fall back on it"
+    else:
+        why = _GIVE_UPS.get(outcome.reason, f"no provider is left to try after {outcome.reason}")
+    waits = not outcome.hard and v.delivered > 0
+    ends = "it waits for the code delivered earlier" if waits else "the verification fails"
+    return f"{'refused' if outcome.hard else 'gives up'}: {outcome.reason}: {why}; {ends}"
 
 
 def breaker_report(client: redis.Redis, config: RoutingConfig, *, now_ms: int | None = None) -> str:

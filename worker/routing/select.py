@@ -17,7 +17,10 @@ attempts until a challenger beats it by `hysteresis`; the attempt that moves pas
 records the new leader and announces the demotion. A step whose candidates all convert so
 poorly that going straight on is cheaper per approval is skipped. `explore` of the attempts
 go to the least observed other candidate, so that estimates of providers not chosen stay
-fresh. `routing explain` prints the same candidates, reasons and estimates included.
+fresh.
+
+`decide` returns the choice together with what it weighed, step by step: `routing explain`
+(worker/routing/report.py) renders that Decision, and `next_attempt` is its outcome.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Literal
 
+from worker.core import phone
 from worker.core.verification import Channel, Verification
 from worker.providers.base import Provider
 from worker.routing.config import LearningConfig, Policy, RoutingConfig, Step
@@ -39,9 +44,13 @@ __all__ = [
     "WEIGHT_BAND",
     "Candidate",
     "Choice",
+    "Decision",
     "GiveUp",
     "Lead",
+    "StepReview",
+    "Why",
     "candidates",
+    "decide",
     "exploring",
     "leading",
     "learned",
@@ -92,6 +101,49 @@ class GiveUp:
     reason: str
     hard: bool
     """Fail even if a code was delivered earlier (the number itself is bad)."""
+
+
+#: Why a step gives the attempt to its pick: `lowest_score` and `weight` in the static
+#: ranking; `lowest_per_approval`, `leads` (within the hysteresis), `explored` and
+#: `skipped` (going straight on is cheaper per approval) in the learned one; `none` when
+#: no candidate can take it.
+Why = Literal["lowest_score", "weight", "lowest_per_approval", "leads", "explored", "skipped", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class StepReview:
+    """One step as `decide` weighed it."""
+
+    index: int
+    step: Step
+    ranked: tuple[Candidate, ...]
+    """Every provider offering the step's channel, best first: scored by cost adjusted by
+    health, or by expected roubles per approval where the ranking is learned."""
+    pick: str | None
+    """The provider the step gives the attempt to, SKIP, or None when none can take it."""
+    why: Why
+    shares: Mapping[str, Decimal]
+    """Static ranking: the traffic each provider of the pick's weight band gets."""
+    leading: str | None = None
+    """Learned ranking: the choice before exploration (a provider, SKIP or None)."""
+    after: Outlook | None = None
+    """Learned ranking: what the later steps are expected to cost and approve."""
+    lead: Lead | None = None
+    reached: bool = True
+    """False for a step after the one that decided, weighed as if it were reached now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What `decide` chose for the next attempt, with what it weighed on the way."""
+
+    outcome: Choice | GiveUp
+    operator: str
+    learning: LearningConfig | None
+    """The learning that ranks this policy's candidates; None where the ranking is static."""
+    steps: tuple[StepReview, ...] = ()
+    """The steps weighed, in order, from the verification's current one; none when it
+    gave up before weighing any (a bad number, no attempt left, no fallback)."""
 
 
 def candidates(
@@ -178,21 +230,19 @@ def shares(config: RoutingConfig, ranked: list[Candidate]) -> dict[str, Decimal]
     return {name: Decimal(weight or 1) / total for name, weight in weights.items()}
 
 
-def _pick(config: RoutingConfig, ranked: list[Candidate], verification: Verification) -> Candidate | None:
-    split = shares(config, ranked)
+def _pick(split: Mapping[str, Decimal], verification: Verification) -> str | None:
     if not split:
         return None
-    by_name = {c.name: c for c in ranked}
     if len(split) == 1:
-        return by_name[next(iter(split))]
+        return next(iter(split))
     # Weighted, but the same for the same attempt: a redelivered message chooses alike.
     seed = hashlib.blake2b(f"{verification.id}:{verification.attempt}".encode(), digest_size=8).digest()
     point = Decimal(int.from_bytes(seed) % 1_000_000) / 1_000_000
     for name, share in split.items():
         point -= share
         if point < 0:
-            return by_name[name]
-    return by_name[name]
+            return name
+    return name
 
 
 def _price(candidate: Candidate, latency_cost: Decimal) -> float:
@@ -314,25 +364,96 @@ def leading(
     return best, None
 
 
-def _learned_pick(
-    learning: LearningConfig,
-    key: str,
-    ranked: list[Candidate],
-    after: Outlook,
-    state: RoutingState,
-    verification: Verification,
-) -> tuple[str | None, Lead | None]:
-    choice, lead = leading(learning, key, ranked, after, state)
+def _explored(
+    learning: LearningConfig, ranked: list[Candidate], choice: str | None, verification: Verification
+) -> str | None:
+    """The candidate this attempt explores instead of `choice`, if it is one that explores."""
     others = sorted(c.name for c in ranked if c.dropped is None and c.name != choice)
-    if choice is not None and others and exploring(verification.id, verification.attempt, learning.explore):
-        # Each other candidate in turn: a provider demoted long ago is observed as often as
-        # one never tried, so that it is seen to recover.
-        seed = hashlib.blake2b(f"{verification.id}:{verification.attempt}:which".encode(), digest_size=8)
-        return others[int.from_bytes(seed.digest()) % len(others)], None
-    return choice, lead
+    if choice is None or not others or not exploring(verification.id, verification.attempt, learning.explore):
+        return None
+    # Each other candidate in turn: a provider demoted long ago is observed as often as
+    # one never tried, so that it is seen to recover.
+    seed = hashlib.blake2b(f"{verification.id}:{verification.attempt}:which".encode(), digest_size=8)
+    return others[int.from_bytes(seed.digest()) % len(others)]
 
 
-def next_attempt(
+def _weigh_static(
+    config: RoutingConfig, index: int, step: Step, ranked: list[Candidate], verification: Verification
+) -> StepReview:
+    split = shares(config, ranked)
+    pick = _pick(split, verification)
+    why: Why = "none" if pick is None else "lowest_score" if len(split) == 1 else "weight"
+    return StepReview(index, step, tuple(ranked), pick, why, split)
+
+
+def _weigh_learned(
+    config: RoutingConfig,
+    learning: LearningConfig,
+    providers: Mapping[str, Provider],
+    verification: Verification,
+    steps: tuple[Step, ...],
+    index: int,
+    ranked: list[Candidate],
+    *,
+    operator: str,
+    state: RoutingState,
+    now_ms: int,
+) -> StepReview:
+    v, step = verification, steps[index]
+    after = outlook(
+        config, learning, providers, v, steps[index + 1 :], operator=operator, state=state, now_ms=now_ms
+    )
+    scored = learned(
+        learning,
+        ranked,
+        v.policy,
+        step.channel,
+        operator,
+        state=state,
+        after=after,
+        latency_cost=config.health.latency_cost,
+    )
+    key = leader_key(v.policy, step.channel, operator)
+    choice, lead = leading(learning, key, scored, after, state)
+    explored = _explored(learning, scored, choice, v)
+    if explored is not None:
+        return StepReview(index, step, tuple(scored), explored, "explored", {}, leading=choice, after=after)
+    why = _why_learned(choice, lead, state.leaders.get(key))
+    return StepReview(index, step, tuple(scored), choice, why, {}, leading=choice, after=after, lead=lead)
+
+
+def _why_learned(choice: str | None, lead: Lead | None, leader: str | None) -> Why:
+    if choice is None:
+        return "none"
+    if choice == SKIP:
+        return "skipped"
+    if lead is None and choice == leader:
+        return "leads"
+    return "lowest_per_approval"
+
+
+def _resumption(policy: Policy, verification: Verification) -> tuple[int, frozenset[str]] | GiveUp:
+    """Where the next attempt is looked for (the step, and the providers tried in it
+    already), or why the verification makes none."""
+    v = verification
+    # The producer function takes any +7 number of the right length; Kazakhstan's and
+    # unassigned ranges are refused here, before anyone is paid to call them.
+    if v.attempt == 0 and not phone.is_valid_russian(v.phone):
+        return GiveUp("bad_number", hard=True)
+    if v.attempt_state == "failed" and v.reason not in policy.fallback_on:
+        return GiveUp(v.reason, hard=True)
+    if v.attempt >= policy.max_attempts:
+        return GiveUp("max_attempts_reached", hard=False)
+    if v.attempt_state == "failed" and v.step is not None:
+        return v.step, frozenset(v.tried)
+    if v.attempt_state == "timed_out" and v.step is not None:
+        if "timeout" not in policy.fallback_on:
+            return GiveUp("timeout", hard=False)
+        return v.step + 1, frozenset()
+    return 0, frozenset()
+
+
+def decide(
     config: RoutingConfig,
     policy: Policy,
     providers: Mapping[str, Provider],
@@ -341,30 +462,28 @@ def next_attempt(
     state: RoutingState,
     now_ms: int,
     refused: Mapping[str, str] | None = None,
-) -> Choice | GiveUp:
-    """The next attempt after the verification's last one settled (or before its first).
+    look_ahead: bool = False,
+) -> Decision:
+    """The next attempt after the verification's last one settled (or before its first),
+    and the steps weighed for it.
 
-    A failed attempt moves on to the next provider for the same channel, then to the next
+    A number that is not an assigned Russian one is refused before its first attempt. A
+    failed attempt moves on to the next provider for the same channel, then to the next
     step; a delivered attempt that timed out moves on to the next step. Within a step no
-    provider is tried twice.
+    provider is tried twice. `look_ahead` weighs the steps after the one that decided as
+    well, as if each were reached now; the outcome is the same.
     """
     v = verification
-    steps = policy.steps_for(v.channels)
-    if v.attempt_state == "failed" and v.reason not in policy.fallback_on:
-        return GiveUp(v.reason, hard=True)
-    if v.attempt >= policy.max_attempts:
-        return GiveUp("max_attempts_reached", hard=False)
     operator = operator_of(v.phone, config.operators)
     learning = config.learning if policy.learning else None
+    steps = policy.steps_for(v.channels)
+    start = _resumption(policy, v)
+    if isinstance(start, GiveUp):
+        return Decision(start, operator, learning)
+    first_step, tried = start
+    outcome: Choice | GiveUp | None = None
     lead: Lead | None = None
-    first_step, tried = 0, frozenset[str]()
-    if v.attempt_state == "failed" and v.step is not None:
-        first_step, tried = v.step, frozenset(v.tried)
-    elif v.attempt_state == "timed_out" and v.step is not None:
-        if "timeout" not in policy.fallback_on:
-            return GiveUp("timeout", hard=False)
-        first_step = v.step + 1
-
+    reviews: list[StepReview] = []
     for index in range(first_step, len(steps)):
         step = steps[index]
         ranked = candidates(
@@ -378,40 +497,54 @@ def next_attempt(
             refused=refused,
             operator=operator,
         )
+        tried = frozenset()
         if learning is None:
-            best = _pick(config, ranked, v)
-            name = best.name if best else None
+            review = _weigh_static(config, index, step, ranked, v)
         else:
-            after = outlook(
+            review = _weigh_learned(
                 config,
                 learning,
                 providers,
                 v,
-                steps[index + 1 :],
+                steps,
+                index,
+                ranked,
                 operator=operator,
                 state=state,
                 now_ms=now_ms,
             )
-            ranked = learned(
-                learning,
-                ranked,
-                v.policy,
-                step.channel,
-                operator,
-                state=state,
-                after=after,
-                latency_cost=config.health.latency_cost,
-            )
-            key = leader_key(v.policy, step.channel, operator)
-            name, moved = _learned_pick(learning, key, ranked, after, state, v)
-            lead = lead or moved
-            if name == SKIP:
-                tried = frozenset()
-                continue
-        if name is not None:
-            chosen = next(c for c in ranked if c.name == name)
-            return Choice(index, step, providers[name], chosen.cost, operator, lead)
-        if any(c.dropped == "breaker open" for c in ranked) and "breaker_open" not in policy.fallback_on:
-            return GiveUp("breaker_open", hard=False)
-        tried = frozenset()
-    return GiveUp(v.reason or "no_provider", hard=False)
+        if outcome is not None:
+            reviews.append(replace(review, reached=False))
+            continue
+        reviews.append(review)
+        lead = lead or review.lead
+        if review.pick is not None and review.pick != SKIP:
+            chosen = next(c for c in review.ranked if c.name == review.pick)
+            outcome = Choice(index, step, providers[review.pick], chosen.cost, operator, lead)
+        elif (
+            review.pick is None
+            and any(c.dropped == "breaker open" for c in review.ranked)
+            and "breaker_open" not in policy.fallback_on
+        ):
+            outcome = GiveUp("breaker_open", hard=False)
+        if outcome is not None and not look_ahead:
+            break
+    return Decision(
+        outcome or GiveUp(v.reason or "no_provider", hard=False), operator, learning, tuple(reviews)
+    )
+
+
+def next_attempt(
+    config: RoutingConfig,
+    policy: Policy,
+    providers: Mapping[str, Provider],
+    verification: Verification,
+    *,
+    state: RoutingState,
+    now_ms: int,
+    refused: Mapping[str, str] | None = None,
+) -> Choice | GiveUp:
+    """What `decide` chose: the next attempt, or why there is none."""
+    return decide(
+        config, policy, providers, verification, state=state, now_ms=now_ms, refused=refused
+    ).outcome

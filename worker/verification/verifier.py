@@ -13,21 +13,22 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import structlog
 
-from worker.core import codes, phone
+from worker.core import codes
 from worker.core.errors import ClaimUnreplicated, StoreUnavailable
 from worker.core.verification import CallState, Channel, Outcome, Verification, moscow_day, price_e4
 from worker.logs import redaction
 from worker.logs.structured import get_logger
-from worker.providers.base import CallStatus, Provider, SendRequest, TransportFailure
+from worker.providers.base import CallStatus, Provider, SendRequest, SendResult, TransportFailure
 from worker.redis.store import AdmissionGuard, Store
-from worker.routing.config import Policy, Step
+from worker.routing.config import LearningConfig, Policy, ProviderConfig, RoutingConfig, Step
 from worker.routing.reload import Routing
-from worker.routing.select import GiveUp, next_attempt
+from worker.routing.select import Choice, GiveUp, next_attempt
 from worker.routing.state import RoutingState
 from worker.verification import checks
 from worker.verification.events import (
@@ -70,6 +71,32 @@ _FAILED_STATES = {
 _REFUSALS = frozenset({"breaker_open", "no_money", "budget_spent"})
 
 
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """One attempt as it is claimed: what its claim, its call and their record need."""
+
+    verification: Verification
+    """The verification as it stood when the attempt was chosen."""
+    choice: Choice
+    settings: ProviderConfig
+    code: str | None
+    """The code the router made up; None when the provider makes it up."""
+    callback_token: str
+    """'' when the provider's answer is not awaited on a callback."""
+    claimed_at_ms: int
+    lease_ms: int
+    """How long the claim holds the attempt without a result."""
+
+    @property
+    def number(self) -> int:
+        """The attempt's number, counted from 1, as the store records it."""
+        return self.verification.attempt + 1
+
+    @property
+    def lease_ends_ms(self) -> int:
+        return self.claimed_at_ms + self.lease_ms
+
+
 class Verifier:
     def __init__(
         self,
@@ -82,6 +109,7 @@ class Verifier:
         callback_base_url: str | None = None,
         observer: Observer | None = None,
         now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._observe = observer or LogObserver()
         self._callback_base = (callback_base_url or "").rstrip("/")
@@ -92,6 +120,8 @@ class Verifier:
         # Checks also accept codes hashed before a rotation of the secret (docs/operations.md).
         self._check_secrets = (code_secret, *previous_code_secrets)
         self._now = now
+        # A provider's latency is measured on a clock that no adjustment of the wall clock moves.
+        self._monotonic = monotonic
 
     def _now_ms(self) -> int:
         return int(self._now() * 1000)
@@ -106,38 +136,11 @@ class Verifier:
         verification back: if it changed meanwhile (canceled, or a duplicate message already
         made the attempt), the claim of the attempt says so.
         """
-        first = start is not None and attempt == 0
-        v = (
-            Verification.first(verification_id, start)
-            if first and start
-            else await self._store.load(verification_id)
-        )
+        v = await self._awaiting_attempt(verification_id, attempt, cause, start)
         if v is None:
-            log.warning("verification not found; nothing to do", cause=cause)
             return
-        _bind(v)
-        if v.final or v.attempt != attempt:
-            log.debug("stale message ignored", cause=cause, status=v.status, current_attempt=v.attempt)
-            return
-        if v.attempt_state in ("calling", "delivered", "unknown"):
-            if cause != "timeout":
-                log.debug("attempt already in flight", cause=cause)
-                return
-            settled = await self._time_out(v)
-            if settled is None:
-                return
-            v = settled
-
-        if v.attempt == 0 and not phone.is_valid_russian(v.phone):
-            await self._give_up(v, GiveUp("bad_number", hard=True))
-            return
-
         snapshot = self._routing()
-        policy = snapshot.config.policies.get(v.policy)
-        if policy is None:
-            log.warning("policy no longer in routing.yaml; using default", policy=v.policy)
-            policy = snapshot.config.policies["default"]
-
+        policy = _policy(snapshot.config, v)
         # Providers that refused this attempt when it was claimed (breaker, money, budget):
         # the next choice leaves them out, and no attempt is spent on them.
         refused: dict[str, str] = {}
@@ -154,155 +157,222 @@ class Verifier:
             if isinstance(decision, GiveUp):
                 await self._give_up(v, decision)
                 return
-            provider, step = decision.provider, decision.step
-            settings = snapshot.config.providers[provider.name]
-            structlog.contextvars.bind_contextvars(
-                provider=provider.name, channel=str(step.channel), step=decision.step_index
-            )
-            generate = provider.router_generates_code(step.channel, v.code_length)
-            code = codes.generate(v.code_length) if generate else None
-            # From here on in this attempt's context, no log line may show it (nor an HTTP
-            # client's line about the request that carries it).
-            redaction.hide(code)
-            now = self._now_ms()
-            lease_ms = int(provider.timeout * 1000) + CALL_GRACE_MS
-            lease_ends_ms = now + lease_ms
-            token = secrets.token_urlsafe(24) if self._callback_base and provider.takes_callback_url else ""
-            learning = snapshot.config.learning
-            try:
-                claimed, admission, demoted = await self._store.begin_attempt(
-                    v.id,
-                    expected_attempt=v.attempt,
-                    now_ms=now,
-                    step=decision.step_index,
-                    channel=step.channel,
-                    provider=provider.name,
-                    code_hash=codes.code_hash(self._secret, v.id, code) if code else "",
-                    deadline_ms=now + lease_ms,
-                    guard=AdmissionGuard(
-                        reset_ms=int(settings.breaker.reset_timeout * 1000),
-                        lease_ms=lease_ms,
-                        fail_max=settings.breaker.fail_max,
-                        cost_e4=price_e4(decision.cost),
-                        budget_e4=price_e4(settings.daily_budget),
-                        day=moscow_day(now),
-                        slow_ms=int(settings.breaker.slow_call * 1000) if settings.breaker.slow_call else 0,
-                    ),
-                    callback_token=token,
-                    provider_type=provider.type,
-                    operator=decision.operator,
-                    learn=learning.spec if learning else "",
-                    lead=(decision.lead.key, decision.lead.previous, decision.lead.current)
-                    if decision.lead
-                    else None,
-                )
-            except ClaimUnreplicated as unreplicated:
-                # A failover could lose this claim and let the attempt be claimed and called
-                # again: nobody is called, and the retried message claims again wherever the
-                # truth is then (if this claim survived, it finds the attempt in flight).
-                self._observe.claim_unreplicated(
-                    UnreplicatedClaimEvent(
-                        verification_id=v.id,
-                        attempt=v.attempt + 1,
-                        provider=provider.name,
-                        written=unreplicated.written,
-                    )
-                )
-                raise
-            if demoted and decision.lead:
-                log.warning(
-                    "learned routing demoted a provider: its attempts convert too rarely for their cost",
-                    demoted=decision.lead.previous,
-                    leader=decision.lead.current,
-                    where=decision.lead.key,
-                )
+            planned = self._plan(v, decision, snapshot.config)
+            claimed, admission = await self._claim(planned, snapshot.config.learning)
             if claimed in _REFUSALS:
                 log.info("provider refused the attempt", reason=claimed)
-                refused[provider.name] = claimed
+                refused[decision.provider.name] = claimed
                 continue
             if claimed != "ok":
                 log.info("attempt not claimed", result=claimed)
                 return
-            started = time.monotonic()
-            result = await provider.send(
-                SendRequest(
-                    channel=step.channel,
-                    phone=v.phone,
-                    code_length=v.code_length,
-                    code=code,
-                    callback_url=f"{self._callback_base}/callbacks/{provider.name}/{token}"
-                    if token
-                    else None,
-                    previous_ref=v.refs.get(provider.name),
-                )
-            )
-            redaction.hide(result.code)
-            latency = time.monotonic() - started
-            latency_ms = int(latency * 1000)
-            await snapshot.breakers.record(provider.name, admission, result)
-            now = self._now_ms()
-            delivered = result.outcome is Outcome.DELIVERED
-            price = (result.price if result.price is not None else decision.cost) if delivered else None
-            self._observe.attempt(
-                AttemptEvent(
-                    verification_id=v.id,
-                    attempt=v.attempt + 1,
-                    provider=provider.name,
-                    channel=step.channel,
-                    step=decision.step_index,
-                    outcome=result.outcome,
-                    latency=latency,
-                    price=price,
-                    error_code=result.error_code,
-                    breaker_failure=result.breaker_failure,
-                )
-            )
-            if price is not None:
-                await self._while_leased(
-                    lease_ends_ms,
-                    self._store.attempt_delivered,
-                    v.id,
-                    attempt=v.attempt + 1,
-                    now_ms=now,
-                    provider=provider.name,
-                    channel=step.channel,
-                    step=decision.step_index,
-                    ref=result.ref or "",
-                    price_e4=price_e4(price),
-                    code_hash=codes.code_hash(self._secret, v.id, result.code) if result.code else "",
-                    provider_checks=result.provider_checks_code,
-                    step_deadline_ms=now + int(step.timeout * 1000) if step.timeout else 0,
-                    latency_ms=latency_ms,
-                    day=moscow_day(now),
-                    poll_at_ms=now + POLL_DELAYS_MS[0]
-                    if self._should_poll(provider, step, policy, token)
-                    else 0,
-                )
+            result, latency = await self._send(planned)
+            await snapshot.breakers.record(decision.provider.name, admission, result)
+            failed = await self._settle(planned, policy, result, latency)
+            if failed is None:
                 return
-            recorded = await self._while_leased(
-                lease_ends_ms,
-                self._store.attempt_failed,
+            v = failed
+
+    async def _awaiting_attempt(
+        self, verification_id: str, attempt: int, cause: str, start: Mapping[str, Any] | None
+    ) -> Verification | None:
+        """The verification, if this message is the one to make its next attempt: None when
+        it is gone, final, past this attempt or has it in flight (a timer that fires on an
+        attempt in flight settles it as timed out first)."""
+        first = start is not None and attempt == 0
+        v = (
+            Verification.first(verification_id, start)
+            if first and start
+            else await self._store.load(verification_id)
+        )
+        if v is None:
+            log.warning("verification not found; nothing to do", cause=cause)
+            return None
+        _bind(v)
+        if v.final or v.attempt != attempt:
+            log.debug("stale message ignored", cause=cause, status=v.status, current_attempt=v.attempt)
+            return None
+        if v.attempt_state in ("calling", "delivered", "unknown"):
+            if cause != "timeout":
+                log.debug("attempt already in flight", cause=cause)
+                return None
+            return await self._time_out(v)
+        return v
+
+    def _plan(self, v: Verification, choice: Choice, config: RoutingConfig) -> _Attempt:
+        """The attempt `choice` makes, before its claim: its log context bound, its code
+        made up (when the router makes it) and hidden from every log line from here on,
+        its lease counted from now."""
+        provider, step = choice.provider, choice.step
+        settings = config.providers[provider.name]
+        structlog.contextvars.bind_contextvars(
+            provider=provider.name, channel=str(step.channel), step=choice.step_index
+        )
+        generate = provider.router_generates_code(step.channel, v.code_length)
+        code = codes.generate(v.code_length) if generate else None
+        # From here on in this attempt's context, no log line may show it (nor an HTTP
+        # client's line about the request that carries it).
+        redaction.hide(code)
+        now = self._now_ms()
+        lease_ms = int(provider.timeout * 1000) + CALL_GRACE_MS
+        token = secrets.token_urlsafe(24) if self._callback_base and provider.takes_callback_url else ""
+        return _Attempt(
+            verification=v,
+            choice=choice,
+            settings=settings,
+            code=code,
+            callback_token=token,
+            claimed_at_ms=now,
+            lease_ms=lease_ms,
+        )
+
+    async def _claim(self, planned: _Attempt, learning: LearningConfig | None) -> tuple[str, str]:
+        """Claim the attempt in Redis, if its provider admits a call: ('ok', admission), or
+        (why not, '') as Store.begin_attempt tells."""
+        v, choice = planned.verification, planned.choice
+        try:
+            claimed, admission, demoted = await self._store.begin_attempt(
                 v.id,
-                attempt=v.attempt + 1,
-                now_ms=now,
+                expected_attempt=v.attempt,
+                now_ms=planned.claimed_at_ms,
+                step=choice.step_index,
+                channel=choice.step.channel,
+                provider=choice.provider.name,
+                code_hash=codes.code_hash(self._secret, v.id, planned.code) if planned.code else "",
+                deadline_ms=planned.lease_ends_ms,
+                guard=_guard(planned),
+                callback_token=planned.callback_token,
+                provider_type=choice.provider.type,
+                operator=choice.operator,
+                learn=learning.spec if learning else "",
+                lead=(choice.lead.key, choice.lead.previous, choice.lead.current) if choice.lead else None,
+            )
+        except ClaimUnreplicated as unreplicated:
+            # A failover could lose this claim and let the attempt be claimed and called
+            # again: nobody is called, and the retried message claims again wherever the
+            # truth is then (if this claim survived, it finds the attempt in flight).
+            self._observe.claim_unreplicated(
+                UnreplicatedClaimEvent(
+                    verification_id=v.id,
+                    attempt=planned.number,
+                    provider=choice.provider.name,
+                    written=unreplicated.written,
+                )
+            )
+            raise
+        if demoted and choice.lead:
+            log.warning(
+                "learned routing demoted a provider: its attempts convert too rarely for their cost",
+                demoted=choice.lead.previous,
+                leader=choice.lead.current,
+                where=choice.lead.key,
+            )
+        return claimed, admission
+
+    async def _send(self, planned: _Attempt) -> tuple[SendResult, float]:
+        """Call the provider: its answer, and how many seconds it took."""
+        v, provider = planned.verification, planned.choice.provider
+        token = planned.callback_token
+        started = self._monotonic()
+        result = await provider.send(
+            SendRequest(
+                channel=planned.choice.step.channel,
+                phone=v.phone,
+                code_length=v.code_length,
+                code=planned.code,
+                callback_url=f"{self._callback_base}/callbacks/{provider.name}/{token}" if token else None,
+                previous_ref=v.refs.get(provider.name),
+            )
+        )
+        redaction.hide(result.code)
+        return result, self._monotonic() - started
+
+    async def _settle(
+        self, planned: _Attempt, policy: Policy, result: SendResult, latency: float
+    ) -> Verification | None:
+        """Tell the observers about the provider's answer and record it, while the attempt's
+        lease lasts: the verification after this failed attempt, for the next one, or None
+        when nothing is left to do here (delivered, or the failure was not recorded)."""
+        v, choice = planned.verification, planned.choice
+        latency_ms = int(latency * 1000)
+        now = self._now_ms()
+        delivered = result.outcome is Outcome.DELIVERED
+        price = (result.price if result.price is not None else choice.cost) if delivered else None
+        self._observe.attempt(
+            AttemptEvent(
+                verification_id=v.id,
+                attempt=planned.number,
+                provider=choice.provider.name,
+                channel=choice.step.channel,
+                step=choice.step_index,
                 outcome=result.outcome,
-                error_code=result.error_code or "",
-                state="failed",
-                recovery_at_ms=now + RECOVERY_MS,
-                discard_code=not result.uncertain,
-                provider_fault=result.breaker_failure,
-                latency_ms=latency_ms,
-                no_money_ms=NO_MONEY_MS,
+                latency=latency,
+                price=price,
+                error_code=result.error_code,
+                breaker_failure=result.breaker_failure,
             )
-            if recorded != "ok":
-                return
-            v = v.after_attempt(
-                step=decision.step_index,
-                channel=step.channel,
-                provider=provider.name,
-                state="failed",
-                reason=result.outcome,
-            )
+        )
+        if price is not None:
+            await self._record_delivery(planned, policy, result, price, now_ms=now, latency_ms=latency_ms)
+            return None
+        recorded = await self._while_leased(
+            planned.lease_ends_ms,
+            self._store.attempt_failed,
+            v.id,
+            attempt=planned.number,
+            now_ms=now,
+            outcome=result.outcome,
+            error_code=result.error_code or "",
+            state="failed",
+            recovery_at_ms=now + RECOVERY_MS,
+            discard_code=not result.uncertain,
+            provider_fault=result.breaker_failure,
+            latency_ms=latency_ms,
+            no_money_ms=NO_MONEY_MS,
+        )
+        if recorded != "ok":
+            return None
+        return v.after_attempt(
+            step=choice.step_index,
+            channel=choice.step.channel,
+            provider=choice.provider.name,
+            state="failed",
+            reason=result.outcome,
+        )
+
+    async def _record_delivery(
+        self,
+        planned: _Attempt,
+        policy: Policy,
+        result: SendResult,
+        price: Decimal,
+        *,
+        now_ms: int,
+        latency_ms: int,
+    ) -> None:
+        """Record a delivered attempt: what it cost, its code's hash or the provider that
+        checks it, when its step times out and when its call's state is asked for."""
+        v, choice = planned.verification, planned.choice
+        step = choice.step
+        poll = self._should_poll(choice.provider, step, policy, planned.callback_token)
+        await self._while_leased(
+            planned.lease_ends_ms,
+            self._store.attempt_delivered,
+            v.id,
+            attempt=planned.number,
+            now_ms=now_ms,
+            provider=choice.provider.name,
+            channel=step.channel,
+            step=choice.step_index,
+            ref=result.ref or "",
+            price_e4=price_e4(price),
+            code_hash=codes.code_hash(self._secret, v.id, result.code) if result.code else "",
+            provider_checks=result.provider_checks_code,
+            step_deadline_ms=now_ms + int(step.timeout * 1000) if step.timeout else 0,
+            latency_ms=latency_ms,
+            day=moscow_day(now_ms),
+            poll_at_ms=now_ms + POLL_DELAYS_MS[0] if poll else 0,
+        )
 
     async def _while_leased(
         self, lease_ends_ms: int, record: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
@@ -503,6 +573,29 @@ class Verifier:
         if verdict.breaker_failure:
             log.warning("provider could not check the code", provider=name, error_code=verdict.error_code)
         return verdict.matched
+
+
+def _policy(config: RoutingConfig, v: Verification) -> Policy:
+    policy = config.policies.get(v.policy)
+    if policy is None:
+        log.warning("policy no longer in routing.yaml; using default", policy=v.policy)
+        return config.policies["default"]
+    return policy
+
+
+def _guard(planned: _Attempt) -> AdmissionGuard:
+    """What the claim checks in Redis before it admits the call: the provider's breaker,
+    its slow calls, and its daily budget against this attempt's cost."""
+    settings = planned.settings
+    return AdmissionGuard(
+        reset_ms=int(settings.breaker.reset_timeout * 1000),
+        lease_ms=planned.lease_ms,
+        fail_max=settings.breaker.fail_max,
+        cost_e4=price_e4(planned.choice.cost),
+        budget_e4=price_e4(settings.daily_budget),
+        day=moscow_day(planned.claimed_at_ms),
+        slow_ms=int(settings.breaker.slow_call * 1000) if settings.breaker.slow_call else 0,
+    )
 
 
 def _bind(v: Verification) -> None:
