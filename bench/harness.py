@@ -31,6 +31,7 @@ import redis
 
 from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
 from worker.core import keys
+from worker.redis import functions
 from worker.redis.connections import sync_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +166,7 @@ def _start_all(redis_url: str, prefix: str, phones: list[str], per_second: float
     if per_second is None:
         pipe = client.pipeline(transaction=False)
         for n, phone in enumerate(phones):
-            pipe.fcall("flashcall_start", 0, _start_request(prefix, n, phone))
+            functions.start(_start_request(prefix, n, phone)).queue(pipe)
             if n % 200 == 199:
                 pipe.execute()
         pipe.execute()
@@ -173,7 +174,7 @@ def _start_all(redis_url: str, prefix: str, phones: list[str], per_second: float
         began = time.perf_counter()
         for n, phone in enumerate(phones):
             time.sleep(max(0.0, began + n / per_second - time.perf_counter()))
-            client.fcall("flashcall_start", 0, _start_request(prefix, n, phone))
+            functions.start(_start_request(prefix, n, phone)).run(client)
     client.close()
 
 
@@ -257,8 +258,8 @@ def _time_checks(redis_url: str, verifications: list[str], pause: float) -> list
     taken: list[float] = []
     for verification in verifications:
         began = time.perf_counter()
-        key = client.fcall("flashcall_check", 0, json.dumps({"id": verification, "code": "00000000"}))
-        if client.blpop([cast(str, key)], 5) is None:
+        key = functions.check(json.dumps({"id": verification, "code": "00000000"})).run(client)
+        if client.blpop([key], 5) is None:
             raise RuntimeError("a check got no answer within 5 s")
         taken.append((time.perf_counter() - began) * 1000)
         if pause:

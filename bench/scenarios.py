@@ -43,6 +43,7 @@ from bench.harness import (
 )
 from flashcall_dev.stack import LocalStack, ManagedProcess, redis_server
 from worker.core import keys
+from worker.redis import functions
 
 PRODUCER_ROUND_TRIPS = 3
 BARE_THREADS = 8
@@ -206,7 +207,7 @@ def breaker_overhead(bench: Bench) -> dict[str, Any]:
             bench.say(f"breaker closed: {count} verifications at {per_second:.0f}/s")
             closed = drive_project(bench.started, bench.phones.take(count), "bc", 0, CPUS, per_second)
             client = redis.Redis.from_url(bench.started.redis_url)
-            client.fcall("flashcall_breaker_set", 0, "vp-cheap", "open", int(time.time() * 1000))
+            functions.breaker_set("vp-cheap", "open", now_ms=int(time.time() * 1000)).run(client)
             client.close()
             bench.say(f"breaker open: {count} verifications at {per_second:.0f}/s")
             opened = drive_project(bench.started, bench.phones.take(count), "bo", 0, CPUS, per_second)
@@ -354,7 +355,7 @@ def _approve(started: LocalStack, producer: redis.Redis, watcher: redis.Redis, p
     pipe = producer.pipeline(transaction=False)
     prefix = f"cmd-{time.time_ns()}-"
     for n, phone in enumerate(phones):
-        pipe.fcall("flashcall_start", 0, json.dumps({"id": f"{prefix}{n}", "phone": "+" + phone}))
+        functions.start(json.dumps({"id": f"{prefix}{n}", "phone": "+" + phone})).queue(pipe)
     pipe.execute()
     delivered: set[str] = set()
     cursor = "0-0"
@@ -368,8 +369,8 @@ def _approve(started: LocalStack, producer: redis.Redis, watcher: redis.Redis, p
     with httpx.Client(base_url=started.sandbox_url, timeout=5) as sandbox:
         for n, phone in enumerate(phones):
             code = sandbox.get(f"/_sandbox/inbox/{phone}").json()["messages"][-1]["code"]
-            reply = producer.fcall("flashcall_check", 0, json.dumps({"id": f"{prefix}{n}", "code": code}))
-            answer = producer.blpop([cast(str, reply)], 5)
+            reply = functions.check(json.dumps({"id": f"{prefix}{n}", "code": code})).run(producer)
+            answer = producer.blpop([reply], 5)
             if answer is None or json.loads(answer[1])["status"] != "approved":
                 raise RuntimeError(f"verification {prefix}{n} was not approved: {answer}")
 

@@ -1,5 +1,5 @@
-"""Helpers the tests share: the sandbox's control API, calls into the Redis library, and
-callback tokens issued as a worker issues them."""
+"""Helpers the tests share: the sandbox's control API, the library's clock, and callback
+tokens issued as a worker issues them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import httpx
 import redis
 
 from flashcall_dev.stack import LocalStack
+from worker.redis import functions
+from worker.redis.functions import AdmissionGuard
 
 #: A VoicePassword status callback, as the provider posts it.
 CALLBACK = {
@@ -24,11 +26,17 @@ CALLBACK = {
     "date": "2026-11-27 15:18:48",
 }
 
+#: What a worker claims a VoicePassword attempt under: a breaker of 5 failures, a 30 s
+#: reset and lease, 0.35 roubles a call, no budget.
+GUARD = AdmissionGuard(
+    reset_ms=30_000, lease_ms=30_000, fail_max=5, cost_e4=3500, budget_e4=0, day="20261127"
+)
+
 #: The `own_stack` fixture: `with own_stack(ROUTING) as stack` starts redis-server and the
 #: sandbox on a routing file of this text, for a module whose routing differs.
 OwnStack = Callable[[str], AbstractContextManager[LocalStack]]
 
-__all__ = ["CALLBACK", "OwnStack", "Sandbox", "cases", "deliver", "fcall", "issue_token", "redis_now"]
+__all__ = ["CALLBACK", "GUARD", "OwnStack", "Sandbox", "cases", "deliver", "issue_token", "redis_now"]
 
 
 class Sandbox:
@@ -60,14 +68,6 @@ class Sandbox:
         self._http.close()
 
 
-def fcall(client: redis.Redis, function: str, *args: str | int) -> Any:
-    """Call a library function; JSON answers come back decoded."""
-    answer = client.fcall(function, 0, *args)
-    if isinstance(answer, str) and answer[:1] in "{[":
-        return json.loads(answer)
-    return answer
-
-
 def cases(name: str) -> list[dict[str, Any]]:
     """A table of tests/cases/: inputs with what the library and the Python side both make of
     them ('normal', the stored form or null for refused; 'valid'), and why."""
@@ -92,15 +92,22 @@ def issue_token(
 ) -> None:
     """Start a verification and claim its first attempt with a callback token, as a worker
     does; then record its delivery as the call `call_id` (None: the provider has not answered yet)."""
-    fcall(client, "flashcall_start", json.dumps({"id": verification_id, "phone": phone}))
+    functions.start(json.dumps({"id": verification_id, "phone": phone})).run(client)
     now = redis_now(client)
-    answer = fcall(
-        client,
-        "flashcall_begin_attempt",
-        verification_id, 0, now, 0, "voice", provider, "", now + 30_000,
-        30_000, 30_000, 5, 3500, 0, "20261127", token, provider_type,
-    )  # fmt: skip
-    assert answer[0] == "ok"
+    claim = functions.begin_attempt(
+        verification_id,
+        expected_attempt=0,
+        now_ms=now,
+        step=0,
+        channel="voice",
+        provider=provider,
+        code_hash="",
+        deadline_ms=now + 30_000,
+        guard=GUARD,
+        callback_token=token,
+        provider_type=provider_type,
+    ).run(client)
+    assert claim.result == "ok"
     if call_id is not None:
         deliver(client, call_id, verification_id=verification_id, provider=provider)
 
@@ -110,10 +117,19 @@ def deliver(
 ) -> None:
     """Record the first attempt delivered as the provider's call `call_id`, as a worker does."""
     now = redis_now(client)
-    answer = fcall(
-        client,
-        "flashcall_attempt_delivered",
-        verification_id, 1, now, provider, "voice", 0, call_id, 3500, "", "0", now + 30_000,
-        100, "20261127", 0,
-    )  # fmt: skip
+    answer = functions.attempt_delivered(
+        verification_id,
+        attempt=1,
+        now_ms=now,
+        provider=provider,
+        channel="voice",
+        step=0,
+        ref=call_id,
+        price_e4=3500,
+        code_hash="",
+        provider_checks=False,
+        step_deadline_ms=now + 30_000,
+        latency_ms=100,
+        day=GUARD.day,
+    ).run(client)
     assert answer == "ok"

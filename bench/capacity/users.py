@@ -22,6 +22,7 @@ import httpx
 from bench.chaos.traffic import Traffic
 from worker.core import keys
 from worker.core.errors import FlashcallError
+from worker.redis import functions
 from worker.redis.connections import sync_client
 
 __all__ = ["Users"]
@@ -80,7 +81,7 @@ class Users:
                         continue
                     messages = sandbox.get(f"/_sandbox/inbox/{phone}").json()["messages"]
                     request = json.dumps({"id": verification, "code": messages[-1]["code"]})
-                    client.fcall("flashcall_check", 0, request)
+                    functions.check(request).run(client)
         finally:
             client.close()
             sandbox.close()

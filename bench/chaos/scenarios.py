@@ -21,6 +21,7 @@ from flashcall_dev.sentinel_stack import SentinelGroup, sentinel_group
 from flashcall_dev.stack import LocalStack, local_stack
 from worker.core import keys
 from worker.core.errors import FlashcallError
+from worker.redis import functions
 from worker.redis.connections import sync_client
 
 __all__ = ["SCENARIOS", "Result", "Scenario"]
@@ -200,7 +201,7 @@ def redis_restart_empty(say: Say) -> Result:
         client = env.client()
         while time.monotonic() - restarted < 60:
             with contextlib.suppress(redis.RedisError):
-                client.fcall("flashcall_version", 0)
+                functions.version().run(client)
                 back["functions_s"] = round(time.monotonic() - restarted, 2)
                 break
             time.sleep(0.05)
@@ -277,8 +278,7 @@ def burst(say: Say) -> Result:
         # One number asked for 20 times within the burst: the per-number limit (1 per 2 min) holds.
         same = env.client()
         answers = [
-            same.fcall("flashcall_start", 0, f'{{"id": "same-{n}", "phone": "+79970000001"}}')
-            for n in range(20)
+            functions.start(f'{{"id": "same-{n}", "phone": "+79970000001"}}').run(same) for n in range(20)
         ]
         same.close()
         extra.join()

@@ -16,6 +16,7 @@ import httpx
 import redis
 
 from worker.core import keys
+from worker.redis import functions
 from worker.redis.connections import sync_client
 
 __all__ = ["DONE", "Tally", "Traffic", "Users", "tally"]
@@ -72,7 +73,7 @@ class Traffic:
         batch = self._ids(count)
         pipe = client.pipeline(transaction=False)
         for verification, phone in batch:
-            pipe.fcall("flashcall_start", 0, _request(verification, phone))
+            functions.start(_request(verification, phone)).queue(pipe)
         try:
             answers = pipe.execute(raise_on_error=False)
         except redis.RedisError as error:
@@ -93,7 +94,7 @@ class Traffic:
                 if due > 0:
                     for verification, phone in self._ids(due):
                         try:
-                            answer: Any = client.fcall("flashcall_start", 0, _request(verification, phone))
+                            answer: Any = functions.start(_request(verification, phone)).run(client)
                         except redis.RedisError as error:
                             answer = error
                         self._record(verification, phone, answer)
@@ -119,7 +120,7 @@ class Traffic:
         for verification in list(self.refused):
             phone = f"7998{self.first_number + int(verification.rsplit('-', 1)[1]):07d}"
             try:
-                client.fcall("flashcall_start", 0, _request(verification, phone))
+                functions.start(_request(verification, phone)).run(client)
             except redis.RedisError:
                 continue
             del self.refused[verification]
@@ -195,7 +196,7 @@ class Users:
                     if messages:
                         request = json.dumps({"id": verification, "code": messages[-1]["code"]})
                         try:
-                            client.fcall("flashcall_check", 0, request)
+                            functions.check(request).run(client)
                         except redis.RedisError:
                             # The app showed an error: its user types the code again shortly.
                             heapq.heappush(due, (now + self.look_after_s, verification, phone, looked))

@@ -360,7 +360,7 @@ class Simulation:
     # -- the world -----------------------------------------------------------------------
 
     async def _arrive(self, arrival: Arrival) -> None:
-        answer = json.loads(await self.store.start(json.dumps({"id": arrival.id, "phone": arrival.phone})))
+        answer = await self.store.start(json.dumps({"id": arrival.id, "phone": arrival.phone}))
         if answer.get("status") != "pending":
             raise RuntimeError(f"start refused: {answer}")
         # flashcall_start stamps its times with Redis TIME; the run's clock is simulated.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import secrets
 import shlex
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +31,7 @@ from tests.support import CALLBACK, Sandbox
 from worker.callbacks.app import create_app
 from worker.client import Producer
 from worker.core import keys
+from worker.redis import functions
 from worker.redis.broker import FlashcallBroker
 from worker.redis.library import install
 from worker.redis.store import Store
@@ -198,7 +198,7 @@ def test_a_producer_reads_a_status_with_fcall_ro(
     as_producer: Producer, phone: str, verification_id: str
 ) -> None:
     as_producer.start(verification_id, "+" + phone, channels=["flashcall"])
-    status = json.loads(cast(str, as_producer.client.fcall_ro("flashcall_status", 0, verification_id)))
+    status = functions.status(verification_id).run_read_only(as_producer.client)
     assert (status["id"], status["phone"]) == (verification_id, "+7999*****" + phone[-2:])
 
 

@@ -20,10 +20,11 @@ import redis
 from structlog.testing import capture_logs
 
 from flashcall_dev.stack import redis_server
-from tests.support import fcall
 from worker.core import keys
 from worker.core.verification import Outcome
 from worker.providers.base import CodeCheck, SendResult
+from worker.redis import functions
+from worker.redis.functions import AdmissionGuard
 from worker.routing.breakers import Breakers
 from worker.routing.config import BreakerConfig
 
@@ -66,26 +67,27 @@ def stored(client: redis.Redis) -> dict[str, str]:
 
 def trial_admitted(client: redis.Redis) -> None:
     """Claim an attempt once the reset timeout is over, as a worker does: the trial."""
-    fcall(client, "flashcall_start", json.dumps({"id": "trial-call", "phone": "+79991234567"}))
+    functions.start(json.dumps({"id": "trial-call", "phone": "+79991234567"})).run(client)
     due = int(stored(client)["opened_at"]) + int(RESET_TIMEOUT * 1000)
-    answer = fcall(
-        client,
-        "flashcall_begin_attempt",
-        "trial-call",
-        0,
-        due,
-        0,
-        "flashcall",
-        NAME,
-        "",
-        due + 15_000,
-        int(RESET_TIMEOUT * 1000),
-        15_000,
-        FAIL_MAX,
-        3500,
-        0,
-        "20261127",
+    guard = AdmissionGuard(
+        reset_ms=int(RESET_TIMEOUT * 1000),
+        lease_ms=15_000,
+        fail_max=FAIL_MAX,
+        cost_e4=3500,
+        budget_e4=0,
+        day="20261127",
     )
+    answer = functions.begin_attempt(
+        "trial-call",
+        expected_attempt=0,
+        now_ms=due,
+        step=0,
+        channel="flashcall",
+        provider=NAME,
+        code_hash="",
+        deadline_ms=due + 15_000,
+        guard=guard,
+    ).send(client)
     assert answer == ["ok", "trial"]
 
 
@@ -260,7 +262,7 @@ def test_a_late_trial_result_after_the_breaker_was_reset_is_ignored(client: redi
     breakers = Breakers(client, CONFIGS)
     failures(breakers, FAIL_MAX)
     trial_admitted(client)
-    fcall(client, "flashcall_breaker_reset", NAME)
+    functions.breaker_reset([NAME]).run(client)
 
     record(breakers, "trial", FAULT)
 

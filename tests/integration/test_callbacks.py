@@ -19,8 +19,9 @@ import pytest
 import redis
 
 from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
-from tests.support import CALLBACK, deliver, fcall, issue_token
+from tests.support import CALLBACK, deliver, issue_token
 from worker.core import keys
+from worker.redis import functions
 from worker.redis.library import install
 
 pytestmark = pytest.mark.integration
@@ -167,23 +168,33 @@ def test_states_in_progress_are_each_taken_in_once_before_the_final_one(
     ]
 
 
-OUTCOMES = {
-    "the attempt timed out": (
-        "flashcall_attempt_failed", "order-42", 1, 0, "timeout", "step_timeout", "timed_out",
-        0, "0", "0", -1, 0,
+OUTCOMES: dict[str, functions.Call[Any]] = {
+    "the attempt timed out": functions.attempt_failed(
+        "order-42",
+        attempt=1,
+        now_ms=0,
+        outcome="timeout",
+        error_code="step_timeout",
+        state="timed_out",
+        recovery_at_ms=0,
+        discard_code=False,
+        provider_fault=False,
+        latency_ms=-1,
+        no_money_ms=0,
     ),
-    "the verification was canceled": ("flashcall_cancel", "order-42"),
-    "the verification was approved": ("flashcall_apply_check", "order-42", "1", "flashcall:reply:1", 0),
-}  # fmt: skip
+    "the verification was canceled": functions.cancel("order-42"),
+    "the verification was approved": functions.apply_check(
+        "order-42", proof="1", reply_key="flashcall:reply:1", now_ms=0
+    ),
+}
 
 
 @pytest.mark.parametrize("outcome", OUTCOMES.values(), ids=OUTCOMES.keys())
 def test_a_token_is_dead_once_its_attempt_has_an_outcome(
-    receiver: tuple[LocalStack, str], client: redis.Redis, outcome: tuple[str | int, ...]
+    receiver: tuple[LocalStack, str], client: redis.Redis, outcome: functions.Call[Any]
 ) -> None:
     issue_token(client, "tok-1")
-    function, *args = outcome
-    fcall(client, str(function), *args)
+    outcome.run(client)
     client.delete(keys.queue(keys.VERIFY_QUEUE))
     assert post(receiver, "/callbacks/vp/tok-1", CALLBACK).status_code == 410
     assert queued_statuses(client) == []

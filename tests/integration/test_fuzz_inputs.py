@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -22,9 +22,11 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import CALLBACK
+from tests.support import CALLBACK, GUARD
 from worker.callbacks.app import MAX_BODY_BYTES, create_app
 from worker.core import keys
+from worker.redis import functions
+from worker.redis.functions import PublishedConfig
 from worker.redis.library import install
 from worker.redis.store import Store
 
@@ -167,11 +169,8 @@ def server(library_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(library_url, socket_timeout=10)
     client.flushall()
     install(client)
-    client.fcall(
-        "flashcall_publish_config",
-        0,
-        json.dumps({"policies": ["default", "voice_first"], "per_phone": [[1, 120_000], [10, 86_400_000]]}),
-    )
+    config = PublishedConfig(policies=("default", "voice_first"), per_phone=((1, 120_000), (10, 86_400_000)))
+    functions.publish_config(config).run(client)
     yield client
     client.close()
 
@@ -203,21 +202,38 @@ class Receiver:
 def receiver(library_url: str, server: redis.Redis) -> Iterator[Receiver]:
     """The callback receiver in-process, with one token issued for provider vp, its attempt
     delivered as the call CALLBACK["id"]."""
-    server.fcall("flashcall_start", 0, json.dumps({"id": "callback-order", "phone": "+79990000099"}))
+    functions.start(json.dumps({"id": "callback-order", "phone": "+79990000099"})).run(server)
     now = _redis_now(server)
-    claimed = server.fcall(
-        "flashcall_begin_attempt",
-        0,
-        "callback-order", 0, now, 0, "voice", "vp", "", now + 30_000,
-        30_000, 30_000, 5, 3500, 0, "20261127", TOKEN, "voicepassword",
-    )  # fmt: skip
+    claimed = functions.begin_attempt(
+        "callback-order",
+        expected_attempt=0,
+        now_ms=now,
+        step=0,
+        channel="voice",
+        provider="vp",
+        code_hash="",
+        deadline_ms=now + 30_000,
+        guard=GUARD,
+        callback_token=TOKEN,
+        provider_type="voicepassword",
+    ).send(server)
     assert cast(list[bytes], claimed)[0] == b"ok"
-    delivered = server.fcall(
-        "flashcall_attempt_delivered",
-        0,
-        "callback-order", 1, now, "vp", "voice", 0, CALLBACK["id"], 3500, "", "0", now + 30_000,
-        100, "20261127", 0,
-    )  # fmt: skip
+    delivered = functions.attempt_delivered(
+        "callback-order",
+        attempt=1,
+        now_ms=now,
+        provider="vp",
+        channel="voice",
+        step=0,
+        ref=CALLBACK["id"],
+        price_e4=3500,
+        code_hash="",
+        provider_checks=False,
+        step_deadline_ms=now + 30_000,
+        latency_ms=100,
+        day=GUARD.day,
+        poll_at_ms=0,
+    ).send(server)
     assert delivered == b"ok"
     client = Receiver(library_url)
     yield client
@@ -249,10 +265,13 @@ def queued(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
     return [json.loads(body) for body in bodies]
 
 
-def call(client: redis.Redis, function: str, argument: bytes) -> tuple[str, str]:
-    """('answer', text) or ('refused', message)."""
+def call(
+    client: redis.Redis, function: Callable[[str], functions.Call[Any]], argument: bytes
+) -> tuple[str, str]:
+    """('answer', text) or ('refused', message) of a function of one argument, given any bytes
+    for it, which its wrapper would not send."""
     try:
-        answer = client.fcall(function, 0, argument)
+        answer = client.fcall(function("").name, 0, argument)
     except redis.ResponseError as error:
         return "refused", str(error)
     return "answer", cast(bytes, answer).decode()
@@ -270,7 +289,7 @@ def assert_clear_refusal(message: str) -> None:
 def test_a_start_request_is_answered_or_refused_with_a_documented_error(
     server: redis.Redis, payload: bytes
 ) -> None:
-    kind, text = call(server, "flashcall_start", payload)
+    kind, text = call(server, functions.start, payload)
     if kind == "refused":
         assert_clear_refusal(text)
     else:
@@ -283,7 +302,7 @@ def test_a_start_request_is_answered_or_refused_with_a_documented_error(
 @given(payload=payloads(start_requests))
 def test_a_refused_start_writes_nothing(server: redis.Redis, payload: bytes) -> None:
     before = snapshot(server)
-    kind, _ = call(server, "flashcall_start", payload)
+    kind, _ = call(server, functions.start, payload)
     if kind == "refused":
         assert snapshot(server) == before
 
@@ -301,7 +320,7 @@ def _events_of(client: redis.Redis, verification_id: str) -> list[bytes]:
 def test_an_accepted_start_stores_a_whole_verification_or_a_refusals_small_record(
     server: redis.Redis, payload: bytes
 ) -> None:
-    kind, text = call(server, "flashcall_start", payload)
+    kind, text = call(server, functions.start, payload)
     if kind != "answer" or not json.loads(text)["created"]:
         return
     verification_id = json.loads(text)["id"]
@@ -316,7 +335,7 @@ def test_an_accepted_start_stores_a_whole_verification_or_a_refusals_small_recor
         assert _events_of(server, verification_id) == [b"created"]
         advances = [m["args"][0] for m in queued(server, keys.VERIFY_QUEUE) if m["actor_name"] == "advance"]
         assert verification_id in advances
-    assert json.loads(server.fcall("flashcall_status", 0, verification_id))["id"] == verification_id
+    assert functions.status(verification_id).run(server)["id"] == verification_id
 
 
 @FUZZ
@@ -324,7 +343,7 @@ def test_an_accepted_start_stores_a_whole_verification_or_a_refusals_small_recor
 def test_a_check_request_is_answered_with_a_reply_key_or_refused_with_a_documented_error(
     server: redis.Redis, payload: bytes
 ) -> None:
-    kind, text = call(server, "flashcall_check", payload)
+    kind, text = call(server, functions.check, payload)
     if kind == "refused":
         assert_clear_refusal(text)
     else:
@@ -335,15 +354,15 @@ def test_a_check_request_is_answered_with_a_reply_key_or_refused_with_a_document
 @given(payload=payloads(check_requests))
 def test_a_refused_check_writes_nothing(server: redis.Redis, payload: bytes) -> None:
     before = snapshot(server)
-    kind, _ = call(server, "flashcall_check", payload)
+    kind, _ = call(server, functions.check, payload)
     if kind == "refused":
         assert snapshot(server) == before
 
 
 @FUZZ
-@given(function=st.sampled_from(["flashcall_cancel", "flashcall_status"]), argument=ids_as_sent())
+@given(function=st.sampled_from([functions.cancel, functions.status]), argument=ids_as_sent())
 def test_a_cancel_or_status_of_any_id_is_answered_or_refused_with_a_documented_error(
-    server: redis.Redis, function: str, argument: bytes
+    server: redis.Redis, function: Callable[[str], functions.Call[Any]], argument: bytes
 ) -> None:
     before = snapshot(server)
     kind, text = call(server, function, argument)

@@ -7,7 +7,6 @@ Dramatiq's keys written directly, so that every count is known.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import urllib.request
@@ -23,6 +22,7 @@ from flashcall_dev.stack import LocalStack, ManagedProcess, free_port
 from tests.conftest import TEST_ROUTING
 from tests.support import OwnStack
 from worker.core import keys
+from worker.redis import functions
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,7 @@ def test_the_worker_exports_the_backlog_per_queue(running: Running) -> None:
 
 
 def stats(library: redis.Redis) -> Any:
-    return json.loads(library.fcall("flashcall_queue_stats", 0, NOW_MS))
+    return functions.queue_stats(now_ms=NOW_MS).run(library)
 
 
 def test_the_backlog_counts_messages_waiting_in_the_list(library: redis.Redis) -> None:
@@ -186,6 +186,6 @@ def test_the_queued_count_stays_the_list_alone(library: redis.Redis) -> None:
 def test_without_a_clock_the_backlog_uses_redis_time(library: redis.Redis) -> None:
     library.zadd(f"{keys.TIMERS}:step", {"long-due": 1})
 
-    answer = json.loads(library.fcall("flashcall_queue_stats", 0))
+    answer = functions.queue_stats().run(library)
 
     assert answer["backlog"][keys.VERIFY_QUEUE] == 1

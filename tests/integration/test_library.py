@@ -8,13 +8,15 @@ clock as an argument, so expiry and deadlines are tested without waiting.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 import redis
 
-from tests.support import fcall
 from worker.core import keys
+from worker.redis import functions
+from worker.redis.functions import AdmissionGuard, PublishedConfig
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +25,13 @@ HOUR_MS = 3_600_000
 DAY = "20261127"
 
 
+def _named(function: Callable[..., Any]) -> str:
+    return function.__name__
+
+
 def start(client: redis.Redis, **fields: Any) -> dict[str, Any]:
     request = {"id": "order-42", "phone": "+" + PHONE, **fields}
-    answer: dict[str, Any] = fcall(client, "flashcall_start", json.dumps(request))
+    answer: dict[str, Any] = functions.start(json.dumps(request)).run(client)
     return answer
 
 
@@ -64,24 +70,24 @@ def claim(
     budget_e4: int = 0,
 ) -> list[str]:
     """flashcall_begin_attempt's whole answer: ['ok', admission] or [why not]."""
-    answer: list[str] = fcall(
-        client,
-        "flashcall_begin_attempt",
+    answer: list[str] = functions.begin_attempt(
         verification_id,
-        expected,
-        now,
-        step,
-        "flashcall",
-        provider,
-        code_hash,
-        now + 30_000,
-        reset_ms,
-        30_000,
-        fail_max,
-        cost_e4,
-        budget_e4,
-        DAY,
-    )
+        expected_attempt=expected,
+        now_ms=now,
+        step=step,
+        channel="flashcall",
+        provider=provider,
+        code_hash=code_hash,
+        deadline_ms=now + 30_000,
+        guard=AdmissionGuard(
+            reset_ms=reset_ms,
+            lease_ms=30_000,
+            fail_max=fail_max,
+            cost_e4=cost_e4,
+            budget_e4=budget_e4,
+            day=DAY,
+        ),
+    ).send(client)
     return answer
 
 
@@ -112,23 +118,19 @@ def fail(
     latency_ms: int = 100,
     verification_id: str = "order-42",
 ) -> str:
-    return str(
-        fcall(
-            client,
-            "flashcall_attempt_failed",
-            verification_id,
-            attempt,
-            now,
-            outcome,
-            error_code,
-            state,
-            now + 1 if recovery_at is None else recovery_at,
-            "1" if discard_code else "0",
-            "1" if provider_fault else "0",
-            latency_ms,
-            600_000,
-        )
-    )
+    return functions.attempt_failed(
+        verification_id,
+        attempt=attempt,
+        now_ms=now,
+        outcome=outcome,
+        error_code=error_code,
+        state=state,
+        recovery_at_ms=now + 1 if recovery_at is None else recovery_at,
+        discard_code=discard_code,
+        provider_fault=provider_fault,
+        latency_ms=latency_ms,
+        no_money_ms=600_000,
+    ).run(client)
 
 
 def deliver(
@@ -143,25 +145,25 @@ def deliver(
     latency_ms: int = 100,
     provider_checks: bool = False,
 ) -> str:
-    return str(
-        fcall(
-            client,
-            "flashcall_attempt_delivered",
-            verification_id,
-            attempt,
-            now,
-            provider,
-            "flashcall",
-            0,
-            "ref-1",
-            price_e4,
-            "",
-            "1" if provider_checks else "0",
-            deadline,
-            latency_ms,
-            DAY,
-        )
-    )
+    return functions.attempt_delivered(
+        verification_id,
+        attempt=attempt,
+        now_ms=now,
+        provider=provider,
+        channel="flashcall",
+        step=0,
+        ref="ref-1",
+        price_e4=price_e4,
+        code_hash="",
+        provider_checks=provider_checks,
+        step_deadline_ms=deadline,
+        latency_ms=latency_ms,
+        day=DAY,
+    ).run(client)
+
+
+def give_up(client: redis.Redis, attempt: int, *, now: int, reason: str, hard: bool = False) -> str:
+    return functions.give_up("order-42", attempt=attempt, now_ms=now, reason=reason, hard=hard).run(client)
 
 
 class TestStart:
@@ -247,11 +249,8 @@ class TestStart:
         assert start(library, client_ip=address)["created"] is True
 
     def test_a_policy_not_published_by_the_workers_is_refused(self, library: redis.Redis) -> None:
-        fcall(
-            library,
-            "flashcall_publish_config",
-            json.dumps({"policies": ["default", "voice_first"], "per_phone": []}),
-        )
+        config = PublishedConfig(policies=("default", "voice_first"), per_phone=())
+        functions.publish_config(config).run(library)
         with pytest.raises(redis.ResponseError, match="unknown policy 'vip'"):
             start(library, policy="vip")
         assert start(library, policy="voice_first")["created"] is True
@@ -329,19 +328,25 @@ class TestMalformedStart:
     )
     def test_is_refused_with_a_clear_error(self, library: redis.Redis, payload: str, message: str) -> None:
         with pytest.raises(redis.ResponseError, match=r"^flashcall: ") as refused:
-            fcall(library, "flashcall_start", payload)
+            functions.start(payload).run(library)
         assert message in str(refused.value)
 
     @pytest.mark.parametrize("payload", [m[1] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
     def test_stores_and_enqueues_nothing(self, library: redis.Redis, payload: str) -> None:
         with pytest.raises(redis.ResponseError):
-            fcall(library, "flashcall_start", payload)
+            functions.start(payload).run(library)
         assert library.dbsize() == 0
 
 
 class TestCheck:
     def check(self, client: redis.Redis, code: str = "1234", verification_id: str = "order-42") -> str:
-        return str(fcall(client, "flashcall_check", json.dumps({"id": verification_id, "code": code})))
+        return functions.check(json.dumps({"id": verification_id, "code": code})).run(client)
+
+    def apply_check(self, client: redis.Redis, proof: str, reply_key: str) -> str:
+        """The worker's verdict (or the typed code's hashes) on the check answered on `reply_key`."""
+        return functions.apply_check("order-42", proof=proof, reply_key=reply_key, now_ms=now_ms(client)).run(
+            client
+        )
 
     def answer(self, client: redis.Redis, reply_key: str) -> dict[str, Any]:
         popped = client.blpop([reply_key], 1)
@@ -389,29 +394,27 @@ class TestCheck:
 
     def test_a_check_of_a_canceled_verification_answers_canceled(self, library: redis.Redis) -> None:
         start(library)
-        fcall(library, "flashcall_cancel", "order-42")
+        functions.cancel("order-42").run(library)
         assert self.answer(library, self.check(library))["result"] == "canceled"
 
     def test_a_matching_code_approves(self, library: redis.Redis) -> None:
         start(library)
         reply_key = self.check(library)
-        assert (
-            fcall(library, "flashcall_apply_check", "order-42", "1", reply_key, now_ms(library)) == "approved"
-        )
+        assert self.apply_check(library, "1", reply_key) == "approved"
         assert self.answer(library, reply_key)["result"] == "approved"
         assert state(library)["status"] == "approved"
         assert events(library)[-1]["event"] == "approved"
 
     def test_approval_clears_the_verifications_timers(self, library: redis.Redis) -> None:
         start(library)
-        fcall(library, "flashcall_apply_check", "order-42", "1", self.check(library), now_ms(library))
+        self.apply_check(library, "1", self.check(library))
         assert library.zscore(keys.PREFIX + "timers:expire", "order-42") is None
         assert library.zscore(keys.PREFIX + "timers:step", "order-42") is None
 
     def test_a_wrong_code_is_rejected_with_the_attempts_left(self, library: redis.Redis) -> None:
         start(library)
         reply_key = self.check(library)
-        fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library))
+        self.apply_check(library, "0", reply_key)
         assert self.answer(library, reply_key) == {
             "id": "order-42",
             "result": "rejected",
@@ -424,7 +427,7 @@ class TestCheck:
         start(library)
         for _ in range(3):
             reply_key = self.check(library)
-            fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library))
+            self.apply_check(library, "0", reply_key)
         assert self.answer(library, reply_key)["result"] == "max_attempts"
         assert state(library)["status"] == "max_attempts"
 
@@ -433,24 +436,22 @@ class TestCheck:
     ) -> None:
         start(library)
         wrong, right, _ = (self.check(library) for _ in range(3))
-        assert fcall(library, "flashcall_apply_check", "order-42", "0", wrong, now_ms(library)) == "rejected"
-        assert fcall(library, "flashcall_apply_check", "order-42", "1", right, now_ms(library)) == "approved"
+        assert self.apply_check(library, "0", wrong) == "rejected"
+        assert self.apply_check(library, "1", right) == "approved"
         assert state(library)["status"] == "approved"
 
     def test_a_wrong_code_checked_twice_counts_once(self, library: redis.Redis) -> None:
         start(library)
         first, second = self.check(library), self.check(library)
         for reply_key in (first, first, second):
-            fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library))
+            self.apply_check(library, "0", reply_key)
         assert state(library)["status"] == "pending"
         reply_key = self.check(library)
-        assert fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library)) == (
-            "max_attempts"
-        )
+        assert self.apply_check(library, "0", reply_key) == "max_attempts"
 
     def test_checks_of_an_approved_verification_count_too(self, library: redis.Redis) -> None:
         start(library)
-        fcall(library, "flashcall_apply_check", "order-42", "1", self.check(library), now_ms(library))
+        self.apply_check(library, "1", self.check(library))
         self.check(library)
         self.check(library)
         assert self.answer(library, self.check(library))["result"] == "max_attempts"
@@ -471,16 +472,14 @@ class TestCheck:
     def test_the_hash_of_any_delivered_code_approves(self, library: redis.Redis, typed: str) -> None:
         self.delivered(library, "aa11", "bb22")
         reply_key = self.check(library)
-        answer = fcall(
-            library, "flashcall_apply_check", "order-42", f"hash:{typed}", reply_key, now_ms(library)
-        )
+        answer = self.apply_check(library, f"hash:{typed}", reply_key)
         assert answer == "approved"
         assert self.answer(library, reply_key)["result"] == "approved"
 
     def test_the_hash_of_a_code_never_delivered_is_rejected(self, library: redis.Redis) -> None:
         self.delivered(library, "aa11")
         reply_key = self.check(library)
-        answer = fcall(library, "flashcall_apply_check", "order-42", "hash:aa12", reply_key, now_ms(library))
+        answer = self.apply_check(library, "hash:aa12", reply_key)
         assert answer == "rejected"
         assert state(library)["status"] == "sent"
 
@@ -490,24 +489,20 @@ class TestCheck:
         # One hash per code secret a rotation accepts: the current one first, then the old.
         self.delivered(library, "aa11")
         reply_key = self.check(library)
-        answer = fcall(
-            library, "flashcall_apply_check", "order-42", "hash:bb22,aa11", reply_key, now_ms(library)
-        )
+        answer = self.apply_check(library, "hash:bb22,aa11", reply_key)
         assert answer == "approved"
 
     def test_a_proof_of_several_hashes_none_delivered_is_rejected(self, library: redis.Redis) -> None:
         self.delivered(library, "aa11")
         reply_key = self.check(library)
-        answer = fcall(
-            library, "flashcall_apply_check", "order-42", "hash:bb22,cc33", reply_key, now_ms(library)
-        )
+        answer = self.apply_check(library, "hash:bb22,cc33", reply_key)
         assert answer == "rejected"
         assert state(library)["checks"] == "1"
 
     def test_a_hash_matches_nothing_before_a_code_was_delivered(self, library: redis.Redis) -> None:
         start(library)
         reply_key = self.check(library)
-        answer = fcall(library, "flashcall_apply_check", "order-42", "hash:aa11", reply_key, now_ms(library))
+        answer = self.apply_check(library, "hash:aa11", reply_key)
         assert answer == "rejected"
 
     def test_a_mismatch_where_a_provider_keeps_the_code_asks_for_the_provider(
@@ -515,7 +510,7 @@ class TestCheck:
     ) -> None:
         self.delivered(library, "", provider_checks=True)
         reply_key = self.check(library)
-        answer = fcall(library, "flashcall_apply_check", "order-42", "hash:aa11", reply_key, now_ms(library))
+        answer = self.apply_check(library, "hash:aa11", reply_key)
         assert answer == "ask_provider"
         assert library.llen(reply_key) == 0
         assert state(library)["status"] == "sent"
@@ -523,13 +518,13 @@ class TestCheck:
     def test_a_verdict_other_than_1_0_or_a_hash_is_refused(self, library: redis.Redis) -> None:
         start(library)
         with pytest.raises(redis.ResponseError, match="verdict"):
-            fcall(library, "flashcall_apply_check", "order-42", "yes", self.check(library), now_ms(library))
+            self.apply_check(library, "yes", self.check(library))
 
     def test_a_wrong_code_for_an_approved_verification_is_rejected(self, library: redis.Redis) -> None:
         start(library)
-        fcall(library, "flashcall_apply_check", "order-42", "1", self.check(library), now_ms(library))
+        self.apply_check(library, "1", self.check(library))
         reply_key = self.check(library, "0000")
-        fcall(library, "flashcall_apply_check", "order-42", "0", reply_key, now_ms(library))
+        self.apply_check(library, "0", reply_key)
         assert self.answer(library, reply_key)["result"] == "rejected"
         assert state(library)["status"] == "approved"
 
@@ -572,7 +567,7 @@ class TestAttempts:
 
     def test_no_attempt_is_claimed_for_a_canceled_verification(self, library: redis.Redis) -> None:
         start(library)
-        fcall(library, "flashcall_cancel", "order-42")
+        functions.cancel("order-42").run(library)
         assert begin(library, now=now_ms(library)) == "final"
 
     def test_a_delivery_marks_the_verification_sent_and_adds_its_cost(self, library: redis.Redis) -> None:
@@ -667,9 +662,9 @@ class TestAttempts:
         start(library)
         now = now_ms(library)
         begin(library, now=now)
-        fcall(library, "flashcall_cancel", "order-42")
+        functions.cancel("order-42").run(library)
         assert fail(library, now=now) == "ok"
-        status = fcall(library, "flashcall_status", "order-42")
+        status = functions.status("order-42").run(library)
         assert (status["status"], status["reason"]) == ("canceled", "canceled by the producer")
         assert events(library)[-1]["event"] == "attempt_failed"
 
@@ -700,7 +695,7 @@ class TestAttempts:
     def test_giving_up_without_any_delivery_fails_the_verification(self, library: redis.Redis) -> None:
         start(library)
         now = now_ms(library)
-        assert fcall(library, "flashcall_give_up", "order-42", 0, now, "no_provider", "0") == "failed"
+        assert give_up(library, 0, now=now, reason="no_provider") == "failed"
         assert (state(library)["status"], state(library)["reason"]) == ("failed", "no_provider")
         assert events(library)[-1]["event"] == "failed"
 
@@ -710,7 +705,7 @@ class TestAttempts:
         begin(library, now=now)
         deliver(library, now=now)
         fail(library, now=now, outcome="timeout", error_code="step_timeout", state="timed_out")
-        assert fcall(library, "flashcall_give_up", "order-42", 1, now, "timeout", "0") == "waiting"
+        assert give_up(library, 1, now=now, reason="timeout") == "waiting"
         assert state(library)["status"] == "sent"
 
     def test_a_hard_give_up_fails_even_after_a_delivery(self, library: redis.Redis) -> None:
@@ -719,7 +714,7 @@ class TestAttempts:
         begin(library, now=now)
         deliver(library, now=now)
         fail(library, now=now, outcome="bad_number", error_code="number_is_empty")
-        assert fcall(library, "flashcall_give_up", "order-42", 1, now, "bad_number", "1") == "failed"
+        assert give_up(library, 1, now=now, reason="bad_number", hard=True) == "failed"
 
 
 class TestTimersAndLifetime:
@@ -728,33 +723,33 @@ class TestTimersAndLifetime:
         now = now_ms(library)
         begin(library, now=now)
         library.delete(keys.queue(keys.VERIFY_QUEUE))
-        assert fcall(library, "flashcall_fire_timers", now + 31_000, 100) == 1
+        assert functions.fire_timers(now_ms=now + 31_000, limit=100).run(library) == 1
         assert queued(library)[-1]["args"] == ["order-42", 1, "timeout"]
 
     def test_a_timer_fires_once(self, library: redis.Redis) -> None:
         start(library)
         now = now_ms(library)
-        fcall(library, "flashcall_fire_timers", now + 31_000, 100)
-        assert fcall(library, "flashcall_fire_timers", now + 31_000, 100) == 0
+        functions.fire_timers(now_ms=now + 31_000, limit=100).run(library)
+        assert functions.fire_timers(now_ms=now + 31_000, limit=100).run(library) == 0
 
     def test_timers_not_yet_due_stay(self, library: redis.Redis) -> None:
         start(library)
-        assert fcall(library, "flashcall_fire_timers", now_ms(library), 100) == 0
+        assert functions.fire_timers(now_ms=now_ms(library), limit=100).run(library) == 0
 
     def test_the_expiry_timer_ends_the_verification_as_expired(self, library: redis.Redis) -> None:
         start(library, ttl=30)
-        fcall(library, "flashcall_fire_timers", now_ms(library) + HOUR_MS, 100)
+        functions.fire_timers(now_ms=now_ms(library) + HOUR_MS, limit=100).run(library)
         assert state(library)["status"] == "expired"
         assert events(library)[-1]["event"] == "expired"
 
     def test_status_reads_expired_once_the_lifetime_is_over(self, library: redis.Redis) -> None:
         start(library, ttl=30)
         library.hset(keys.verification("order-42"), "expires_at", now_ms(library) - 1)
-        assert fcall(library, "flashcall_status", "order-42")["status"] == "expired"
+        assert functions.status("order-42").run(library)["status"] == "expired"
 
     def test_an_expired_verification_takes_no_more_attempts(self, library: redis.Redis) -> None:
         start(library, ttl=30)
-        fcall(library, "flashcall_fire_timers", now_ms(library) + HOUR_MS, 100)
+        functions.fire_timers(now_ms=now_ms(library) + HOUR_MS, limit=100).run(library)
         assert begin(library, now=now_ms(library) + HOUR_MS) == "final"
 
     def test_the_verification_key_outlives_its_lifetime_by_a_day(self, library: redis.Redis) -> None:
@@ -764,12 +759,12 @@ class TestTimersAndLifetime:
 
 class TestStatusAndCancel:
     def test_status_of_an_unknown_id_is_not_found(self, library: redis.Redis) -> None:
-        assert fcall(library, "flashcall_status", "nobody") == {"id": "nobody", "status": "not_found"}
+        assert functions.status("nobody").run(library) == {"id": "nobody", "status": "not_found"}
 
     def test_status_masks_the_phone_and_never_shows_codes(self, library: redis.Redis) -> None:
         start(library)
         library.hset(keys.verification("order-42"), "codes", "abcdef")
-        status = fcall(library, "flashcall_status", "order-42")
+        status = functions.status("order-42").run(library)
         assert status["phone"] == "+7999*****67"
         assert "abcdef" not in json.dumps(status)
 
@@ -778,7 +773,7 @@ class TestStatusAndCancel:
         now = now_ms(library)
         begin(library, now=now)
         deliver(library, now=now, price_e4=3500)
-        status = fcall(library, "flashcall_status", "order-42")
+        status = functions.status("order-42").run(library)
         assert (status["status"], status["attempts"], status["checks_left"], status["cost"]) == (
             "sent",
             1,
@@ -789,32 +784,37 @@ class TestStatusAndCancel:
 
     def test_cancel_ends_the_verification_with_an_event(self, library: redis.Redis) -> None:
         start(library)
-        assert fcall(library, "flashcall_cancel", "order-42")["status"] == "canceled"
+        assert functions.cancel("order-42").run(library)["status"] == "canceled"
         assert events(library)[-1]["event"] == "canceled"
         assert library.zscore(keys.PREFIX + "timers:expire", "order-42") is None
 
     def test_cancel_leaves_a_finished_verification_as_it_was(self, library: redis.Redis) -> None:
         start(library, ttl=30)
-        fcall(library, "flashcall_fire_timers", now_ms(library) + HOUR_MS, 100)
-        assert fcall(library, "flashcall_cancel", "order-42")["status"] == "expired"
+        functions.fire_timers(now_ms=now_ms(library) + HOUR_MS, limit=100).run(library)
+        assert functions.cancel("order-42").run(library)["status"] == "expired"
 
     def test_cancel_of_an_unknown_id_is_not_found(self, library: redis.Redis) -> None:
-        assert fcall(library, "flashcall_cancel", "nobody")["status"] == "not_found"
+        assert functions.cancel("nobody").run(library)["status"] == "not_found"
 
-    @pytest.mark.parametrize("function", ["flashcall_status", "flashcall_cancel"])
-    def test_a_malformed_id_is_refused(self, library: redis.Redis, function: str) -> None:
+    @pytest.mark.parametrize("function", [functions.status, functions.cancel], ids=_named)
+    def test_a_malformed_id_is_refused(
+        self, library: redis.Redis, function: Callable[[str], functions.Call[Any]]
+    ) -> None:
         with pytest.raises(redis.ResponseError, match="expected one argument: a verification id"):
-            fcall(library, function, "a b")
+            function("a b").run(library)
 
     def test_cancel_answers_with_the_time_of_the_cancel(self, library: redis.Redis) -> None:
         start(library)
         library.hset(keys.verification("order-42"), "updated_at", 1)
-        assert fcall(library, "flashcall_cancel", "order-42")["updated_at"] > 1
+        assert functions.cancel("order-42").run(library)["updated_at"] > 1
 
-    @pytest.mark.parametrize("function", ["flashcall_start", "flashcall_check", "flashcall_status"])
-    def test_extra_arguments_are_refused(self, library: redis.Redis, function: str) -> None:
+    @pytest.mark.parametrize("function", [functions.start, functions.check, functions.status], ids=_named)
+    def test_extra_arguments_are_refused(
+        self, library: redis.Redis, function: Callable[[str], functions.Call[Any]]
+    ) -> None:
+        call = function(json.dumps({"id": "a", "phone": PHONE}))
         with pytest.raises(redis.ResponseError, match="expected one argument"):
-            fcall(library, function, json.dumps({"id": "a", "phone": PHONE}), "extra")
+            library.fcall(call.name, 0, *call.args, "extra")
 
     @pytest.mark.parametrize(
         ("cost_e4", "shown"), [(0, "0.00"), (3500, "0.35"), (33000, "3.30"), (10000, "1.00"), (3550, "0.355")]
@@ -822,4 +822,4 @@ class TestStatusAndCancel:
     def test_costs_are_shown_in_roubles(self, library: redis.Redis, cost_e4: int, shown: str) -> None:
         start(library)
         library.hset(keys.verification("order-42"), "cost_e4", cost_e4)
-        assert fcall(library, "flashcall_status", "order-42")["cost"] == shown
+        assert functions.status("order-42").run(library)["cost"] == shown

@@ -9,19 +9,25 @@ The clock is the tests' own: every function takes it as an argument.
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import redis
 
-from tests.support import fcall
 from worker.core import keys
+from worker.redis import functions
+from worker.redis.functions import AdmissionGuard
 
 pytestmark = pytest.mark.integration
 
 DAY = "20270115"
 LEARN = "50:3600000:10"
 LEADERS = keys.PREFIX + "learn:leaders"
+
+
+def guard(cost_e4: int) -> AdmissionGuard:
+    """A breaker of 5 failures with a 30 s reset and lease, calls of this cost, no budget."""
+    return AdmissionGuard(reset_ms=30_000, lease_ms=30_000, fail_max=5, cost_e4=cost_e4, budget_e4=0, day=DAY)
 
 
 @pytest.fixture
@@ -34,7 +40,7 @@ def t0(library: redis.Redis) -> int:
 def start(client: redis.Redis, verification_id: str = "order-1") -> None:
     # A number per verification: one number may start one verification per 2 minutes.
     phone = f"+7999{abs(hash(verification_id)) % 10_000_000:07d}"
-    fcall(client, "flashcall_start", json.dumps({"id": verification_id, "phone": phone, "ttl": 86400}))
+    functions.start(json.dumps({"id": verification_id, "phone": phone, "ttl": 86400})).run(client)
 
 
 def begin(
@@ -48,97 +54,80 @@ def begin(
     lead: tuple[str, str, str] = ("", "", ""),
     verification_id: str = "order-1",
 ) -> list[str]:
-    answer: list[str] = fcall(
-        client,
-        "flashcall_begin_attempt",
+    answer: list[str] = functions.begin_attempt(
         verification_id,
-        expected,
-        now,
-        expected,
-        "flashcall",
-        provider,
-        code_hash,
-        now + 30_000,
-        30_000,
-        30_000,
-        5,
-        3000,
-        0,
-        DAY,
-        "",
-        "voicepassword",
-        0,
-        "megafon",
-        learn,
-        *lead,
-    )
+        expected_attempt=expected,
+        now_ms=now,
+        step=expected,
+        channel="flashcall",
+        provider=provider,
+        code_hash=code_hash,
+        deadline_ms=now + 30_000,
+        guard=guard(3000),
+        provider_type="voicepassword",
+        operator="megafon",
+        learn=learn,
+        lead=lead,
+    ).send(client)
     return answer
 
 
 def deliver(
     client: redis.Redis, attempt: int, *, now: int, provider: str = "cheap", verification_id: str = "order-1"
 ) -> None:
-    fcall(
-        client,
-        "flashcall_attempt_delivered",
+    functions.attempt_delivered(
         verification_id,
-        attempt,
-        now,
-        provider,
-        "flashcall",
-        attempt - 1,
-        f"ref-{attempt}",
-        3000,
-        "",
-        "0",
-        now + 60_000,
-        100,
-        DAY,
-    )
+        attempt=attempt,
+        now_ms=now,
+        provider=provider,
+        channel="flashcall",
+        step=attempt - 1,
+        ref=f"ref-{attempt}",
+        price_e4=3000,
+        code_hash="",
+        provider_checks=False,
+        step_deadline_ms=now + 60_000,
+        latency_ms=100,
+        day=DAY,
+    ).run(client)
 
 
 def time_out(client: redis.Redis, attempt: int, *, now: int, verification_id: str = "order-1") -> str:
-    return str(
-        fcall(
-            client,
-            "flashcall_attempt_failed",
-            verification_id,
-            attempt,
-            now,
-            "timeout",
-            "",
-            "timed_out",
-            now + 1,
-            "0",
-            "0",
-            -1,
-            0,
-        )
-    )
+    return functions.attempt_failed(
+        verification_id,
+        attempt=attempt,
+        now_ms=now,
+        outcome="timeout",
+        error_code="",
+        state="timed_out",
+        recovery_at_ms=now + 1,
+        discard_code=False,
+        provider_fault=False,
+        latency_ms=-1,
+        no_money_ms=0,
+    ).run(client)
 
 
 def fail(client: redis.Redis, attempt: int, *, now: int) -> str:
-    return str(
-        fcall(
-            client,
-            "flashcall_attempt_failed",
-            "order-1",
-            attempt,
-            now,
-            "busy",
-            "BUSY",
-            "failed",
-            now + 1,
-            "1",
-            "0",
-            100,
-            0,
-        )
-    )
+    return functions.attempt_failed(
+        "order-1",
+        attempt=attempt,
+        now_ms=now,
+        outcome="busy",
+        error_code="BUSY",
+        state="failed",
+        recovery_at_ms=now + 1,
+        discard_code=True,
+        provider_fault=False,
+        latency_ms=100,
+        no_money_ms=0,
+    ).run(client)
 
 
 def check(client: redis.Redis, code_hash: str, *, now: int) -> str:
-    return str(fcall(client, "flashcall_apply_check", "order-1", f"hash:{code_hash}", "reply:1", now))
+    return functions.apply_check("order-1", proof=f"hash:{code_hash}", reply_key="reply:1", now_ms=now).run(
+        client
+    )
 
 
 def learned(client: redis.Redis, provider: str = "cheap") -> tuple[float, float, float] | None:
@@ -182,7 +171,7 @@ def test_a_delivered_attempt_waiting_when_the_verification_expires_is_a_miss(
     deliver(library, 1, now=t0 + 500)
     library.zadd(keys.PREFIX + "timers:expire", {"order-1": t0 + 1000})
 
-    fcall(library, "flashcall_fire_timers", t0 + 1000, 10)
+    functions.fire_timers(now_ms=t0 + 1000, limit=10).run(library)
 
     assert learned(library) == (1.0, 0.0, 0.0)
 
@@ -319,7 +308,7 @@ def test_the_learning_state_holds_every_estimate_and_lead(library: redis.Redis, 
     deliver(library, 1, now=t0 + 500)
     check(library, "aa01", now=t0 + 2_000)
 
-    answer: dict[str, Any] = fcall(library, "flashcall_learning_state", "cheap", "dear")
+    answer = functions.learning_state(["cheap", "dear"]).run(library)
 
     assert answer == {
         "learned": {
@@ -340,46 +329,35 @@ def test_an_sms_that_re_sent_an_earlier_calls_code_is_credited_with_the_approval
     begin(library, 0, now=t0, provider="cheap", code_hash="aa01")
     deliver(library, 1, now=t0 + 500, provider="cheap")
     time_out(library, 1, now=t0 + 60_000)
-    fcall(
-        library,
-        "flashcall_begin_attempt",
+    functions.begin_attempt(
         "order-1",
-        1,
-        t0 + 60_001,
-        1,
-        "sms",
-        "cheap",
-        "",
-        t0 + 90_000,
-        30_000,
-        30_000,
-        5,
-        33000,
-        0,
-        DAY,
-        "",
-        "voicepassword",
-        0,
-        "megafon",
-        LEARN,
-    )
-    fcall(
-        library,
-        "flashcall_attempt_delivered",
+        expected_attempt=1,
+        now_ms=t0 + 60_001,
+        step=1,
+        channel="sms",
+        provider="cheap",
+        code_hash="",
+        deadline_ms=t0 + 90_000,
+        guard=guard(33000),
+        provider_type="voicepassword",
+        operator="megafon",
+        learn=LEARN,
+    ).run(library)
+    functions.attempt_delivered(
         "order-1",
-        2,
-        t0 + 60_500,
-        "cheap",
-        "sms",
-        1,
-        "ref-2",
-        33000,
-        "",
-        "0",
-        0,
-        100,
-        DAY,
-    )
+        attempt=2,
+        now_ms=t0 + 60_500,
+        provider="cheap",
+        channel="sms",
+        step=1,
+        ref="ref-2",
+        price_e4=33000,
+        code_hash="",
+        provider_checks=False,
+        step_deadline_ms=0,
+        latency_ms=100,
+        day=DAY,
+    ).run(library)
 
     assert check(library, "aa01", now=t0 + 70_000) == "approved"
     sms = cast(str, library.hget(keys.PREFIX + "learn:cheap", "sms|megafon")).split(" ")

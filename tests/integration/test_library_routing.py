@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import time
+from decimal import Decimal
 from typing import Any, cast
 
 import pytest
 import redis
 
-from tests.support import fcall
 from worker.core import keys
+from worker.redis import functions
+from worker.redis.functions import AdmissionGuard, PublishedConfig
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +38,7 @@ def phone_of(number: int) -> str:
 
 
 def start(client: redis.Redis, verification_id: str, phone: str = "+79991230000") -> dict[str, Any]:
-    answer: dict[str, Any] = fcall(
-        client, "flashcall_start", json.dumps({"id": verification_id, "phone": phone})
-    )
-    return answer
+    return functions.start(json.dumps({"id": verification_id, "phone": phone})).run(client)
 
 
 def started(client: redis.Redis, count: int) -> list[str]:
@@ -71,27 +70,27 @@ def claim(
     slow_ms: int = 0,
 ) -> list[str]:
     """flashcall_begin_attempt's answer: ['ok', admission] or [why not]."""
-    answer: list[str] = fcall(
-        client,
-        "flashcall_begin_attempt",
-        verification_id,
-        expected,
-        now,
-        0,
-        "flashcall",
-        provider,
-        "",
-        now + lease_ms,
-        reset_ms,
-        lease_ms,
-        fail_max,
-        cost_e4,
-        budget_e4,
-        day,
-        "",
-        "voicepassword",
-        slow_ms,
+    guard = AdmissionGuard(
+        reset_ms=reset_ms,
+        lease_ms=lease_ms,
+        fail_max=fail_max,
+        cost_e4=cost_e4,
+        budget_e4=budget_e4,
+        day=day,
+        slow_ms=slow_ms,
     )
+    answer: list[str] = functions.begin_attempt(
+        verification_id,
+        expected_attempt=expected,
+        now_ms=now,
+        step=0,
+        channel="flashcall",
+        provider=provider,
+        code_hash="",
+        deadline_ms=now + lease_ms,
+        guard=guard,
+        provider_type="voicepassword",
+    ).send(client)
     return answer
 
 
@@ -111,23 +110,19 @@ def fail(
     provider_fault: bool = True,
     latency_ms: int = 120,
 ) -> str:
-    return str(
-        fcall(
-            client,
-            "flashcall_attempt_failed",
-            verification_id,
-            attempt,
-            now,
-            outcome,
-            outcome.upper(),
-            "failed",
-            now + 15_000,
-            "1",
-            "1" if provider_fault else "0",
-            latency_ms,
-            NO_MONEY_MS,
-        )
-    )
+    return functions.attempt_failed(
+        verification_id,
+        attempt=attempt,
+        now_ms=now,
+        outcome=outcome,
+        error_code=outcome.upper(),
+        state="failed",
+        recovery_at_ms=now + 15_000,
+        discard_code=True,
+        provider_fault=provider_fault,
+        latency_ms=latency_ms,
+        no_money_ms=NO_MONEY_MS,
+    ).run(client)
 
 
 def deliver(
@@ -141,29 +136,25 @@ def deliver(
     latency_ms: int = 200,
     day: str = DAY,
 ) -> str:
-    return str(
-        fcall(
-            client,
-            "flashcall_attempt_delivered",
-            verification_id,
-            attempt,
-            now,
-            provider,
-            "flashcall",
-            0,
-            "ref-1",
-            price_e4,
-            "",
-            "0",
-            0,
-            latency_ms,
-            day,
-        )
-    )
+    return functions.attempt_delivered(
+        verification_id,
+        attempt=attempt,
+        now_ms=now,
+        provider=provider,
+        channel="flashcall",
+        step=0,
+        ref="ref-1",
+        price_e4=price_e4,
+        code_hash="",
+        provider_checks=False,
+        step_deadline_ms=0,
+        latency_ms=latency_ms,
+        day=day,
+    ).run(client)
 
 
 def breaker_fail(client: redis.Redis, *, now: int, provider: str = PROVIDER, fail_max: int = FAIL_MAX) -> int:
-    return int(fcall(client, "flashcall_breaker_fail", provider, fail_max, now))
+    return functions.breaker_fail(provider, fail_max=fail_max, now_ms=now).run(client)
 
 
 def opened(client: redis.Redis, *, now: int, provider: str = PROVIDER) -> None:
@@ -186,8 +177,7 @@ def events(client: redis.Redis, verification_id: str) -> list[dict[str, str]]:
 
 
 def routing_state(client: redis.Redis, *providers: str, now: int, window_ms: int = 300_000) -> dict[str, Any]:
-    answer: dict[str, Any] = fcall(client, "flashcall_routing_state", now, window_ms, DAY, *providers)
-    return answer
+    return functions.routing_state(now_ms=now, window_ms=window_ms, day=DAY, providers=providers).run(client)
 
 
 def no_money_key(provider: str = PROVIDER) -> str:
@@ -292,7 +282,7 @@ class TestBreakerAdmission:
         opened(library, now=now)
         claim(library, v0, now=now + RESET_MS)
 
-        fcall(library, "flashcall_breaker_set", PROVIDER, "closed", now + RESET_MS)
+        functions.breaker_set(PROVIDER, "closed", now_ms=now + RESET_MS).run(library)
 
         assert (breaker(library)["state"], breaker(library)["failures"]) == ("closed", "0")
         assert not library.exists(keys.breaker(PROVIDER) + ":trial")
@@ -304,7 +294,7 @@ class TestBreakerAdmission:
         opened(library, now=now)
         claim(library, v0, now=now + RESET_MS)
 
-        fcall(library, "flashcall_breaker_set", PROVIDER, "open", now + RESET_MS + 500)
+        functions.breaker_set(PROVIDER, "open", now_ms=now + RESET_MS + 500).run(library)
 
         assert not library.exists(keys.breaker(PROVIDER) + ":trial")
         assert admission(library, v1, now=now + 2 * RESET_MS) == "breaker_open"
@@ -455,7 +445,7 @@ class TestMoney:
         claim(library, v0, now=now)
         fail(library, v0, now=now, outcome="not_enough_money")
 
-        fcall(library, "flashcall_provider_balance", PROVIDER, "12.50", now)
+        functions.provider_balance(PROVIDER, balance=Decimal("12.50"), now_ms=now).run(library)
 
         assert not library.exists(no_money_key())
         assert admission(library, v1, now=now) == "closed"
@@ -467,7 +457,7 @@ class TestMoney:
         claim(library, v0, now=now)
         fail(library, v0, now=now, outcome="not_enough_money")
 
-        fcall(library, "flashcall_provider_balance", PROVIDER, balance, now)
+        functions.provider_balance(PROVIDER, balance=Decimal(balance), now_ms=now).run(library)
 
         assert claim(library, v1, now=now) == ["no_money"]
 
@@ -477,7 +467,7 @@ class TestMoney:
         claim(library, v0, now=now)
         fail(library, v0, now=now, outcome="not_enough_money")
 
-        assert fcall(library, "flashcall_breaker_reset", PROVIDER) == 1
+        assert functions.breaker_reset([PROVIDER]).run(library) == 1
 
         assert admission(library, v1, now=now) == "closed"
 
@@ -559,7 +549,7 @@ class TestRoutingState:
         now = now_ms(library)
         claim(library, v0, now=now)
         fail(library, v0, now=now, outcome="not_enough_money")
-        fcall(library, "flashcall_provider_balance", PROVIDER, "0.00", now)
+        functions.provider_balance(PROVIDER, balance=Decimal("0.00"), now_ms=now).run(library)
 
         reported = routing_state(library, PROVIDER, now=now)[PROVIDER]
 
@@ -614,11 +604,7 @@ class TestRoutingState:
 
 
 def publish_limits(client: redis.Redis, *rules: tuple[int, int]) -> None:
-    fcall(
-        client,
-        "flashcall_publish_config",
-        json.dumps({"policies": ["default"], "per_phone": [list(rule) for rule in rules]}),
-    )
+    functions.publish_config(PublishedConfig(policies=("default",), per_phone=rules)).run(client)
 
 
 def queued_ids(client: redis.Redis) -> list[str]:
@@ -642,7 +628,7 @@ class TestPerNumberLimits:
         start(library, "first")
         start(library, "second")
 
-        status = fcall(library, "flashcall_status", "second")
+        status = functions.status("second").run(library)
 
         assert (status["status"], status["reason"]) == ("failed", "rate_limited")
 

@@ -10,8 +10,9 @@ from typing import Any, cast
 import pytest
 import redis
 
-from tests.support import cases, fcall
+from tests.support import cases
 from worker.core import keys
+from worker.redis import functions
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +24,13 @@ def _why(case: dict[str, Any]) -> str:
 
 
 def start(client: redis.Redis, **fields: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = fcall(client, "flashcall_start", json.dumps({"id": "order-42", **fields}))
-    return answer
+    return functions.start(json.dumps({"id": "order-42", **fields})).run(client)
 
 
-def refusal(client: redis.Redis, function: str, request: str) -> str:
+def refusal(client: redis.Redis, call: functions.Call[Any]) -> str:
     """The error text a request gets (after "ERR "), failing the test if it is accepted."""
     with pytest.raises(redis.ResponseError) as refused:
-        fcall(client, function, request)
+        call.run(client)
     return str(refused.value)
 
 
@@ -51,7 +51,7 @@ class TestPhone:
     def test_a_refused_number_gets_the_phone_error(self, library: redis.Redis, case: dict[str, Any]) -> None:
         request = json.dumps({"id": "order-42", "phone": case["input"]})
 
-        assert refusal(library, "flashcall_start", request) == (
+        assert refusal(library, functions.start(request)) == (
             "flashcall: 'phone' must be a Russian number: +7XXXXXXXXXX, 7XXXXXXXXXX or 8XXXXXXXXXX"
         )
 
@@ -70,7 +70,7 @@ class TestClientIp:
     ) -> None:
         request = json.dumps({"id": "order-42", "phone": PHONE, "client_ip": case["input"]})
 
-        assert refusal(library, "flashcall_start", request) == (
+        assert refusal(library, functions.start(request)) == (
             "flashcall: 'client_ip' must be an IPv4 or IPv6 address"
         )
 
@@ -94,7 +94,7 @@ class TestNumerals:
     ) -> None:
         request = raw(json.dumps({"id": "order-42", "phone": PHONE, field: "NUMBER"}), token)
 
-        assert refusal(library, "flashcall_start", request) == not_json(token)
+        assert refusal(library, functions.start(request)) == not_json(token)
         assert library.dbsize() == 0
 
     @pytest.mark.parametrize("token", NOT_JSON)
@@ -103,24 +103,24 @@ class TestNumerals:
     ) -> None:
         request = raw(json.dumps({"id": "order-42", "phone": PHONE, "metadata": {"n": ["NUMBER"]}}), token)
 
-        assert refusal(library, "flashcall_start", request) == not_json(token)
+        assert refusal(library, functions.start(request)) == not_json(token)
 
     @pytest.mark.parametrize("token", NOT_JSON)
     def test_a_numeral_json_has_not_is_refused_in_a_check(self, library: redis.Redis, token: str) -> None:
         request = raw(json.dumps({"id": "order-42", "code": "NUMBER"}), token)
 
-        assert refusal(library, "flashcall_check", request) == not_json(token)
+        assert refusal(library, functions.check(request)) == not_json(token)
 
     def test_a_long_numeral_is_shown_shortened(self, library: redis.Redis) -> None:
         request = raw(json.dumps({"id": "order-42", "phone": PHONE, "ttl": "NUMBER"}), "0" * 40 + "600")
 
-        assert refusal(library, "flashcall_start", request) == not_json("0" * 24 + "...")
+        assert refusal(library, functions.start(request)) == not_json("0" * 24 + "...")
 
     @pytest.mark.parametrize("token", JSON_600)
     def test_a_json_numeral_is_read_as_its_value(self, library: redis.Redis, token: str) -> None:
         request = raw(json.dumps({"id": "order-42", "phone": PHONE, "ttl": "NUMBER"}), token)
 
-        fcall(library, "flashcall_start", request)
+        functions.start(request).run(library)
 
         assert library.hget(keys.verification("order-42"), "ttl") == "600"
 
@@ -131,7 +131,7 @@ class TestNumerals:
         request = raw(json.dumps({"id": "order-42", "phone": PHONE, "ttl": "NUMBER"}), token)
 
         assert (
-            refusal(library, "flashcall_start", request)
+            refusal(library, functions.start(request))
             == "flashcall: 'ttl' must be an integer from 30 to 86400"
         )
 
@@ -145,4 +145,4 @@ class TestNumerals:
     ) -> None:
         request = raw(json.dumps({"id": "order-42", "phone": PHONE, "metadata": {"n": "NUMBER"}}), text)
 
-        assert fcall(library, "flashcall_start", request)["created"] is True
+        assert functions.start(request).run(library)["created"] is True

@@ -29,6 +29,7 @@ from flashcall_dev.stack import LocalStack
 from tests.support import Sandbox
 from worker.core import keys
 from worker.core.phone import mask
+from worker.redis import functions
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,8 @@ TEST_PROVIDER = "vp-main"
 READ_ONLY_COMMANDS = frozenset(
     {"FCALL_RO", "ZSCORE", "HGET", "HEXISTS", "EXISTS", "LLEN", "LRANGE", "XLEN", "XRANGE", "XREVRANGE"}
 )
-READ_ONLY_FUNCTIONS = frozenset({"flashcall_status", "flashcall_version"})
+#: The functions the examples call with FCALL that only read.
+READ_ONLY_FUNCTIONS = frozenset({functions.status("order-1").name, functions.version().name})
 RETRY_FOR_S = 20.0
 #: Examples that read the shared event stream run again (with new ids) if another
 #: verification's event came in between.
@@ -312,11 +314,11 @@ class Run:
         for verification_id in self.ids.values():
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                status = json.loads(client.fcall("flashcall_status", 0, verification_id))["status"]
+                status = functions.status(verification_id).run(client)["status"]
                 if status not in ("pending", "sending"):
                     break
                 time.sleep(0.1)
-            client.fcall("flashcall_cancel", 0, verification_id)
+            functions.cancel(verification_id).run(client)
         for group in self.groups.values():
             client.xgroup_destroy(keys.EVENTS, group)
 
@@ -393,8 +395,9 @@ def test_size_limit_errors_read_as_the_table_says(
     too_much_metadata = {"id": verification_id, "phone": f"+{phone}", "metadata": {"note": "x" * 1100}}
 
     for request, size in ((too_long, 4096), (too_much_metadata, 1024)):
-        answer = cli("FCALL", "flashcall_start", "0", json.dumps(request))
+        start = functions.start(json.dumps(request))
+        answer = cli("FCALL", start.name, "0", *start.args)
         [documented] = [error for error in table if f"the limit is {size}" in error]
         assert len(answer) == 1
         assert match_text(documented, answer[0]) is not None, (documented, answer)
-    assert json.loads(client.fcall("flashcall_status", 0, verification_id))["status"] == "not_found"
+    assert functions.status(verification_id).run(client)["status"] == "not_found"

@@ -11,8 +11,8 @@ from typing import Any, cast
 import pytest
 import redis
 
-from tests.support import fcall
 from worker.core import keys
+from worker.redis import functions
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,7 @@ HOUR_MS = 3_600_000
 
 def start(client: redis.Redis, verification_id: str, phone: str = PHONE, **fields: Any) -> dict[str, Any]:
     request = {"id": verification_id, "phone": phone, **fields}
-    answer: dict[str, Any] = fcall(client, "flashcall_start", json.dumps(request))
-    return answer
+    return functions.start(json.dumps(request)).run(client)
 
 
 def refused_start(client: redis.Redis, verification_id: str, **fields: Any) -> dict[str, Any]:
@@ -51,8 +50,7 @@ def now_ms(client: redis.Redis) -> int:
 
 
 def status_of(client: redis.Redis, verification_id: str = "order-42") -> dict[str, Any]:
-    status: dict[str, Any] = fcall(client, "flashcall_status", verification_id)
-    return status
+    return functions.status(verification_id).run(client)
 
 
 def events(client: redis.Redis, verification_id: str) -> list[dict[str, str]]:
@@ -71,7 +69,7 @@ def test_a_refused_start_keeps_no_metadata(library: redis.Redis) -> None:
     refused_start(library, "order-42")
 
     assert not library.hexists(keys.verification("order-42"), "metadata")
-    assert "metadata" not in fcall(library, "flashcall_status", "order-42")
+    assert "metadata" not in functions.status("order-42").run(library)
 
 
 def test_a_refused_start_keeps_a_record_of_a_few_hundred_bytes(library: redis.Redis) -> None:
@@ -113,7 +111,7 @@ def test_the_status_of_a_refused_id_answers_the_refusal_with_every_documented_fi
 ) -> None:
     refused_start(library, "order-42")
 
-    status = fcall(library, "flashcall_status", "order-42")
+    status = functions.status("order-42").run(library)
 
     at = status["created_at"]
     assert status == {
@@ -140,7 +138,7 @@ def test_a_refused_id_is_remembered_for_an_hour(library: redis.Redis) -> None:
 def test_a_check_of_a_refused_id_is_rejected_uncounted(library: redis.Redis) -> None:
     refused_start(library, "order-42")
 
-    reply_key = fcall(library, "flashcall_check", json.dumps({"id": "order-42", "code": "4567"}))
+    reply_key = functions.check(json.dumps({"id": "order-42", "code": "4567"})).run(library)
 
     answer = json.loads(cast(list[str], library.blpop([reply_key], 1))[1])
     assert answer == {"id": "order-42", "result": "rejected", "status": "failed", "attempts_left": 3}
@@ -149,7 +147,7 @@ def test_a_check_of_a_refused_id_is_rejected_uncounted(library: redis.Redis) -> 
 def test_a_cancel_of_a_refused_id_leaves_it_refused(library: redis.Redis) -> None:
     refused_start(library, "order-42")
 
-    assert fcall(library, "flashcall_cancel", "order-42")["reason"] == "rate_limited"
+    assert functions.cancel("order-42").run(library)["reason"] == "rate_limited"
 
 
 def test_a_refused_start_sent_again_answers_the_same_refusal(library: redis.Redis) -> None:
@@ -180,8 +178,8 @@ def test_past_the_cap_the_oldest_refused_id_is_forgotten(library: redis.Redis) -
 
     refused_start(library, "newest")
 
-    assert fcall(library, "flashcall_status", "oldest")["status"] == "not_found"
-    assert fcall(library, "flashcall_status", "newest")["reason"] == "rate_limited"
+    assert functions.status("oldest").run(library)["status"] == "not_found"
+    assert functions.status("newest").run(library)["reason"] == "rate_limited"
     assert library.llen(REFUSED) == REFUSED_MAX
 
 
@@ -202,4 +200,4 @@ def test_forgetting_a_refused_id_spares_a_verification_started_since_under_it(li
 
     refused_start(library, "another")
 
-    assert fcall(library, "flashcall_status", "order-42")["status"] == "pending"
+    assert functions.status("order-42").run(library)["status"] == "pending"

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,9 +31,10 @@ import pytest
 import redis
 
 from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
-from tests.support import Sandbox, fcall
+from tests.support import Sandbox
 from worker.client import Event, Producer
 from worker.core import keys
+from worker.redis import functions
 from worker.routing.config import RoutingConfig, load_routing
 from worker.routing.report import breaker_report
 
@@ -489,14 +491,10 @@ def test_a_cheaper_provider_that_keeps_failing_loses_first_place_after_min_sampl
 
     assert called_cheap[:HEALTH_MIN_SAMPLES] == [True] * HEALTH_MIN_SAMPLES, called_cheap
     assert called_cheap[-3:] == [False, False, False], called_cheap
-    health = json.loads(
-        cast(
-            str,
-            routed.client.fcall(
-                "flashcall_routing_state", 0, redis_now_ms(routed.client), 300_000, "0", "hd-cheap"
-            ),
-        )
-    )["hd-cheap"]["health"]["flashcall"]
+    state = functions.routing_state(
+        now_ms=redis_now_ms(routed.client), window_ms=300_000, day="0", providers=["hd-cheap"]
+    ).run(routed.client)
+    health = state["hd-cheap"]["health"]["flashcall"]
     assert (health["ok"], health["fail"]) == (0, called_cheap.count(True))
 
 
@@ -597,10 +595,10 @@ def flashcall(routed: Routed, *args: str) -> str:
 def cli_state(routed: Routed) -> Iterator[None]:
     """cli-a's breaker open, cli-b's balance below its cost, as the workers would record them."""
     now = redis_now_ms(routed.client)
-    fcall(routed.client, "flashcall_breaker_set", "cli-a", "open", now)
-    fcall(routed.client, "flashcall_provider_balance", "cli-b", "0.05", now)
+    functions.breaker_set("cli-a", "open", now_ms=now).run(routed.client)
+    functions.provider_balance("cli-b", balance=Decimal("0.05"), now_ms=now).run(routed.client)
     yield
-    fcall(routed.client, "flashcall_breaker_reset", "cli-a", "cli-b")
+    functions.breaker_reset(["cli-a", "cli-b"]).run(routed.client)
 
 
 def row(output: str, provider: str) -> str:

@@ -24,6 +24,7 @@ from tests.support import Sandbox
 from worker.client import Producer
 from worker.core import keys
 from worker.core.errors import StoreUnavailable
+from worker.redis import functions
 from worker.redis.connections import PRIMARY_CHECK_INTERVAL
 from worker.redis.library import library_version
 
@@ -100,7 +101,7 @@ def test_a_worker_given_only_the_sentinel_url_completes_verifications(
     busy_then_backup(group.url, sandbox, new_phone())
     # The library the worker installed on the primary is replicated: a promoted replica has it.
     with group.node(group.wait_for_replica()) as replica:
-        assert replica.fcall_ro("flashcall_version", 0) == library_version()
+        assert functions.version().run_read_only(replica) == library_version()
 
 
 def test_without_a_primary_producers_get_an_error_then_all_follow_the_promoted_replica(

@@ -3,7 +3,6 @@ goes to one of them, so its per-number limit and start idempotency hold as on on
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -14,6 +13,8 @@ import redis
 
 from flashcall_dev.stack import redis_server
 from worker.client import Shards, shard_of
+from worker.redis import functions
+from worker.redis.functions import PublishedConfig
 from worker.redis.library import install
 
 pytestmark = pytest.mark.integration
@@ -34,8 +35,8 @@ def shards() -> Iterator[Shards]:
             client = redis.Redis.from_url(url, decode_responses=True)
             install(client)
             # One start per number per two minutes, as routing.yaml ships.
-            config = {"policies": ["default"], "per_phone": [[1, 120_000]]}
-            client.fcall("flashcall_publish_config", 0, json.dumps(config))
+            config = PublishedConfig(policies=("default",), per_phone=((1, 120_000),))
+            functions.publish_config(config).run(client)
             client.close()
         sharded = Shards.from_urls(urls)
         yield sharded

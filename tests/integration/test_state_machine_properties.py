@@ -44,6 +44,7 @@ from worker.core import keys
 from worker.core.codes import code_hash
 from worker.core.verification import FINAL_STATUSES
 from worker.providers.voicepassword.adapter import VoicePassword
+from worker.redis import functions
 from worker.redis.library import install
 from worker.redis.store import AdmissionGuard, Store
 from worker.verification.checks import CodeChecks
@@ -394,7 +395,7 @@ class VerificationLives(RuleBasedStateMachine):
     def producer_starts(self, ttl: int) -> str:
         verification_id = f"order-{len(self.models) + 1}"
         request = {"id": verification_id, "phone": f"+7999000000{len(self.models) + 1}", "ttl": ttl}
-        answer = json.loads(self.client.fcall("flashcall_start", 0, json.dumps(request)))
+        answer = functions.start(json.dumps(request)).run(self.client)
         assert answer == {"id": verification_id, "status": "pending", "created": True}
         stored = self.fields(verification_id)
         self.models[verification_id] = Model(
@@ -410,16 +411,14 @@ class VerificationLives(RuleBasedStateMachine):
         assert self.redis_now() < model.expires_at  # the Redis clock never reaches a lifetime's end
         number = f"+7999000000{list(self.models).index(verification_id) + 1}"
         request = json.dumps({"id": verification_id, "phone": number})
-        answer = json.loads(self.client.fcall("flashcall_start", 0, request))
+        answer = functions.start(request).run(self.client)
         assert answer == {"id": verification_id, "status": model.status, "created": False}
 
     @rule(verification_id=verifications, right=st.booleans(), data=st.data())
     def producer_checks_a_code(self, verification_id: str, right: bool, data: st.DataObject) -> None:
         model = self.models[verification_id]
         typed = data.draw(st.sampled_from(sorted(model.valid)) if right and model.valid else wrong_codes)
-        reply_key = str(
-            self.client.fcall("flashcall_check", 0, json.dumps({"id": verification_id, "code": typed}))
-        )
+        reply_key = functions.check(json.dumps({"id": verification_id, "code": typed})).run(self.client)
         answered_at_once = model.producer_check()
         if answered_at_once is not None:
             assert json.loads(cast(str, self.client.lpop(reply_key))) == answered_at_once
@@ -432,7 +431,7 @@ class VerificationLives(RuleBasedStateMachine):
     def producer_cancels(self, verification_id: str) -> None:
         model = self.models[verification_id]
         model.cancel()
-        answer = json.loads(self.client.fcall("flashcall_cancel", 0, verification_id))
+        answer = functions.cancel(verification_id).run(self.client)
         assert answer["status"] == model.status
 
     # -- workers ----------------------------------------------------------------------------

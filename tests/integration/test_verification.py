@@ -19,6 +19,7 @@ from flashcall_dev.stack import ManagedProcess
 from tests.support import Sandbox
 from worker.client import Producer
 from worker.core import keys
+from worker.redis import functions
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 
@@ -320,7 +321,7 @@ def test_a_running_worker_reinstalls_the_library_when_redis_lost_it(producer: Pr
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            assert producer.client.fcall("flashcall_version", 0)
+            assert functions.version().run(producer.client)
             return
         except redis.ResponseError:
             time.sleep(0.05)

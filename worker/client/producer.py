@@ -10,17 +10,20 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
 from worker.core import keys
 from worker.core.errors import StoreUnavailable
+from worker.redis import functions
 from worker.redis.connections import sync_client
 
 __all__ = ["CheckTimeout", "Event", "Producer", "StoreUnavailable"]
 
 Event = dict[str, str]
+
+T = TypeVar("T")
 
 
 class CheckTimeout(Exception):
@@ -56,17 +59,16 @@ class Producer:
     def close(self) -> None:
         self._client.close()
 
-    def _fcall(self, function: str, argument: str) -> str:
-        with _unavailable(function):
-            answer = self._client.fcall(function, 0, argument)
-        return answer.decode() if isinstance(answer, bytes) else str(answer)
+    def _run(self, call: functions.Call[T]) -> T:
+        with _unavailable(call.name):
+            return call.run(self._client)
 
     def start(self, verification_id: str, phone: str, **fields: Any) -> dict[str, Any]:
         request = {"id": verification_id, "phone": phone, **fields}
-        return cast(dict[str, Any], json.loads(self._fcall("flashcall_start", json.dumps(request))))
+        return self._run(functions.start(json.dumps(request)))
 
     def check(self, verification_id: str, code: str, *, timeout: float = 5.0) -> dict[str, Any]:
-        reply_key = self._fcall("flashcall_check", json.dumps({"id": verification_id, "code": code}))
+        reply_key = self._run(functions.check(json.dumps({"id": verification_id, "code": code})))
         with _unavailable("the check's answer"):
             popped = cast(tuple[str, str] | None, self._client.blpop([reply_key], timeout))
         if popped is None:
@@ -74,10 +76,10 @@ class Producer:
         return cast(dict[str, Any], json.loads(popped[1]))
 
     def status(self, verification_id: str) -> dict[str, Any]:
-        return cast(dict[str, Any], json.loads(self._fcall("flashcall_status", verification_id)))
+        return self._run(functions.status(verification_id))
 
     def cancel(self, verification_id: str) -> dict[str, Any]:
-        return cast(dict[str, Any], json.loads(self._fcall("flashcall_cancel", verification_id)))
+        return self._run(functions.cancel(verification_id))
 
     def events(self, verification_id: str) -> list[Event]:
         """Every event of one verification so far, oldest first."""

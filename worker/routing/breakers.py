@@ -33,6 +33,7 @@ from worker.core import keys
 from worker.core.verification import Outcome
 from worker.logs.structured import get_logger
 from worker.providers.base import CodeCheck, SendResult
+from worker.redis import functions
 from worker.routing.config import BreakerConfig
 
 __all__ = ["Breakers", "ProviderFault", "RedisBreakerStorage"]
@@ -73,21 +74,18 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
         self.noticing = False
         """Set while pybreaker catches up with a state another process set."""
 
-    def _fcall(self, function: str, *args: str | int) -> Any:
-        return self._client.fcall(function, 0, *args)
-
     @property
     def state(self) -> str:
         return cast(str | None, self._client.hget(self._key, "state")) or pybreaker.STATE_CLOSED
 
     @state.setter
     def state(self, state: str) -> None:
-        self._fcall("flashcall_breaker_set", self._name, state, self._now_ms())
+        functions.breaker_set(self._name, state, now_ms=self._now_ms()).run(self._client)
 
     def increment_counter(self) -> None:
-        self._failures = int(
-            self._fcall("flashcall_breaker_fail", self._name, self._fail_max, self._now_ms())
-        )
+        self._failures = functions.breaker_fail(
+            self._name, fail_max=self._fail_max, now_ms=self._now_ms()
+        ).run(self._client)
 
     def _now_ms(self) -> int:
         return int(self._now() * 1000)

@@ -6,7 +6,6 @@ would do now, from any machine with the routing file and REDIS_URL.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -17,6 +16,7 @@ from worker.core import keys
 from worker.core.phone import mask
 from worker.core.verification import Channel, Verification, moscow_day
 from worker.providers.registry import inspectable_provider
+from worker.redis import functions
 from worker.routing.config import LearningConfig, RoutingConfig
 from worker.routing.select import Candidate, Choice, Decision, GiveUp, StepReview, Why, decide
 from worker.routing.state import SKIP, ProviderState, RoutingState
@@ -25,23 +25,16 @@ __all__ = ["breaker_report", "explain", "explain_verification", "read_state", "r
 
 
 def read_state(client: redis.Redis, config: RoutingConfig, *, now_ms: int) -> RoutingState:
-    raw = client.fcall(
-        "flashcall_routing_state",
-        0,
-        now_ms,
-        int(config.health.window * 1000),
-        moscow_day(now_ms),
-        *sorted(config.providers),
-    )
-    if config.learning is None:
-        return RoutingState.from_json(json.loads(cast(str, raw)))
-    learning = client.fcall("flashcall_learning_state", 0, *sorted(config.providers))
-    return RoutingState.from_json(
-        json.loads(cast(str, raw)),
-        json.loads(cast(str, learning)),
+    raw = functions.routing_state(
         now_ms=now_ms,
-        half_life_s=config.learning.half_life,
-    )
+        window_ms=int(config.health.window * 1000),
+        day=moscow_day(now_ms),
+        providers=sorted(config.providers),
+    ).run(client)
+    if config.learning is None:
+        return RoutingState.from_json(raw)
+    learning = functions.learning_state(sorted(config.providers)).run(client)
+    return RoutingState.from_json(raw, learning, now_ms=now_ms, half_life_s=config.learning.half_life)
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -260,4 +253,4 @@ def breaker_report(client: redis.Redis, config: RoutingConfig, *, now_ms: int | 
 
 def reset_breakers(client: redis.Redis, names: Sequence[str]) -> int:
     """Close the breakers and clear the out-of-money marks of these providers."""
-    return int(cast(int, client.fcall("flashcall_breaker_reset", 0, *names)))
+    return functions.breaker_reset(names).run(client)

@@ -18,6 +18,7 @@ import redis
 from worker.core.codes import code_hash
 from worker.core.errors import ConfigurationError, StoreUnavailable
 from worker.logs.structured import get_logger
+from worker.redis import functions
 
 __all__ = ["ASK_PROVIDER", "CodeChecks", "hash_proof", "verdict"]
 
@@ -61,9 +62,9 @@ class CodeChecks:
         must finish it (a provider's code, or a library to reinstall)."""
         proof = hash_proof(self._secrets, verification_id, code)
         try:
-            result: str = self._client.fcall(
-                "flashcall_apply_check", 0, verification_id, proof, reply_key, int(self._now() * 1000)
-            )
+            result = functions.apply_check(
+                verification_id, proof=proof, reply_key=reply_key, now_ms=int(self._now() * 1000)
+            ).run(self._client)
         except redis.ResponseError as error:
             if "function not found" in str(error).lower():
                 return None
