@@ -55,7 +55,7 @@ lock-uv: $(UV)
 	echo "uv==$(UV_VERSION)" | $(UV) pip compile --quiet --generate-hashes --no-annotate \
 		--custom-compile-command "make lock-uv UV_VERSION=$(UV_VERSION)" - -o requirements-uv.txt
 
-## bench: the project against bare Dramatiq actors (~10 min); writes docs/benchmarks.md
+## bench: the project against bare Dramatiq actors, start to approval, Redis per verification (~12 min); writes docs/benchmarks.md
 bench: install
 	$(UV) sync --locked --extra dev --extra bench --python $(PYTHON)
 	$(BIN)/python -m bench

@@ -13,18 +13,20 @@ import json
 import multiprocessing
 import os
 import platform
+import queue
+import random
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import httpx
 import redis
@@ -38,13 +40,19 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUTING = ROOT / "docs" / "examples" / "voicepassword.yaml"
 BASELINES = Path(os.environ.get("FLASHCALL_BASELINE_DIR", ROOT / "bench" / "baselines"))
 CPUS = os.cpu_count() or 1
+LATENCIES = (0, 100, 500, 2000)
+"""The provider latencies (ms) every run that targets hold to is made at."""
 STALL_S = 15.0
 """A run ends when nothing more finished for this long: bare actors drop what fails."""
+USER_BATCH = 100
+"""Codes a simulated user types between two round trips to Redis (one pipeline of checks)."""
+
+Goal = Literal["delivered", "approved"]
 
 
 @dataclass
 class Run:
-    """One throughput measurement."""
+    """One throughput measurement: `count` verifications reached the goal in `seconds`."""
 
     label: str
     latency_ms: int
@@ -52,17 +60,28 @@ class Run:
     count: int
     seconds: float
     latencies_ms: list[float] = field(default_factory=list)
-    """start -> delivered of each verification (project runs only)."""
+    """start -> goal of each verification (project runs only)."""
     ids: list[str] = field(default_factory=list)
-    """The verifications delivered (project runs only)."""
-    providers: Counter[str] = field(default_factory=Counter)
-    """The providers that delivered them (project runs only)."""
+    """The verifications that reached the goal (project runs only)."""
+    delivered_by: dict[str, str] = field(default_factory=dict)
+    """The provider that delivered each verification (project runs only)."""
+    phones: list[str] = field(default_factory=list)
+    """The numbers, in the order of the verifications' ids (project runs only)."""
     requested: int = 0
     """How many were sent; more than `count` when some never finished (see STALL_S)."""
+    sent: Counter[str] = field(default_factory=Counter)
+    """The commands the benchmark sent Redis to follow the run: not the project's."""
 
     @property
     def rate(self) -> float:
         return self.count / self.seconds
+
+    @property
+    def providers(self) -> Counter[str]:
+        return Counter(self.delivered_by.values())
+
+    def phone(self, verification: str) -> str:
+        return self.phones[_number(verification)]
 
     def percentile(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
@@ -111,62 +130,129 @@ def drive_project(
     latency_ms: int,
     processes: int,
     per_second: float | None = None,
+    *,
+    goal: Goal = "delivered",
+    request: Mapping[str, Any] | None = None,
 ) -> Run:
     """Start one verification per phone through FCALL flashcall_start (all at once, or
-    `per_second`) and wait until each is delivered (its call placed): the rate from the
-    first start to the last delivery."""
+    `per_second`), with `request`'s fields, and wait until each reached the goal: its call
+    placed ("delivered"), or the code its phone got typed by a simulated user and approved
+    ("approved"). The rate runs from the first start to the last verification there."""
     client = redis.Redis.from_url(started.redis_url, decode_responses=True)
     last_id = cast(list[Any], client.xrevrange(keys.EVENTS, count=1))
+    sent: Counter[str] = Counter({"xrevrange": 1})
     cursor = last_id[0][0] if last_id else "0-0"
     prefix = f"{label}-{time.time_ns()}-"
     began = time.time()
-    feeder = threading.Thread(target=_start_all, args=(started.redis_url, prefix, phones, per_second))
+    feeder = threading.Thread(
+        target=_start_all, args=(started.redis_url, prefix, phones, per_second, request or {})
+    )
+    users = _Users(started, phones) if goal == "approved" else None
     feeder.start()
     created: dict[str, int] = {}
     done: dict[str, int] = {}
-    providers: Counter[str] = Counter()
+    delivered: dict[str, str] = {}
     last = began
-    while len(done) < len(phones) and time.time() - last < STALL_S:
-        answer = cast(list[Any], client.xread({keys.EVENTS: cursor}, block=1000, count=5000) or [])
-        for _, entries in answer:
-            for entry_id, fields in entries:
-                cursor = entry_id
-                verification = fields.get("id", "")
-                if not verification.startswith(prefix):
-                    continue
-                if fields["event"] == "created":
-                    created[verification] = int(fields["at"])
-                elif fields["event"] == "delivered" and verification not in done:
-                    done[verification] = int(fields["at"])
-                    providers[fields.get("provider", "")] += 1
-                    last = time.time()
-    seconds = last - began
-    feeder.join()
-    client.close()
+    try:
+        while len(done) < len(phones) and time.time() - last < STALL_S:
+            answer = cast(list[Any], client.xread({keys.EVENTS: cursor}, block=1000, count=5000) or [])
+            sent["xread"] += 1
+            for _, entries in answer:
+                for entry_id, fields in entries:
+                    cursor = entry_id
+                    verification = fields.get("id", "")
+                    if not verification.startswith(prefix):
+                        continue
+                    event = fields["event"]
+                    if event == "created":
+                        created[verification] = int(fields["at"])
+                    elif event == "delivered" and verification not in delivered:
+                        delivered[verification] = fields.get("provider", "")
+                        if users:
+                            users.type_code(verification)
+                    if event == goal and verification not in done:
+                        done[verification] = int(fields["at"])
+                        last = time.time()
+    finally:
+        if users:
+            users.stop()
+        feeder.join()
+        client.close()
     latencies = [float(done[v] - created[v]) for v in done if v in created]
     return Run(
         label,
         latency_ms,
         processes,
         len(done),
-        seconds,
+        last - began,
         latencies,
         sorted(done, key=_number),
-        providers,
+        delivered,
+        phones,
         requested=len(phones),
+        sent=sent,
     )
+
+
+class _Users:
+    """The people behind a run's phones: each types the code their phone got as soon as
+    the call is delivered (a thread of its own, a pipeline of checks per batch). Their
+    answers stay on the reply keys: the `approved` events are what the run counts."""
+
+    def __init__(self, started: LocalStack, phones: list[str]) -> None:
+        self._phones = phones
+        self._due: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread = ThreadPoolExecutor(max_workers=1)
+        self._typing = self._thread.submit(self._type, started.redis_url, started.sandbox_url)
+
+    def type_code(self, verification: str) -> None:
+        self._due.put(verification)
+
+    def stop(self) -> None:
+        """Once every code was typed; raises what stopped the users, if anything did."""
+        self._due.put(None)
+        try:
+            self._typing.result()
+        finally:
+            self._thread.shutdown()
+
+    def _type(self, redis_url: str, sandbox_url: str) -> None:
+        client = redis.Redis.from_url(redis_url)
+        with httpx.Client(base_url=sandbox_url, timeout=5) as sandbox:
+            batch: list[str | None] = []
+            while None not in batch:
+                batch = [self._due.get()]
+                while batch[-1] is not None and len(batch) < USER_BATCH and not self._due.empty():
+                    batch.append(self._due.get())
+                pipe = client.pipeline(transaction=False)
+                for verification in batch:
+                    if verification is not None:
+                        code = inbox(sandbox, self._phones[_number(verification)])["code"]
+                        functions.check(json.dumps({"id": verification, "code": code})).queue(pipe)
+                pipe.execute()
+        client.close()
+
+
+def inbox(sandbox: httpx.Client, phone: str) -> dict[str, Any]:
+    """The last call or SMS the phone got in the sandbox: its provider, channel and code."""
+    answer = sandbox.get(f"/_sandbox/inbox/{phone}")
+    answer.raise_for_status()
+    message: dict[str, Any] = answer.json()["messages"][-1]
+    return message
 
 
 def _number(verification: str) -> int:
     return int(verification.rsplit("-", 1)[1])
 
 
-def _start_all(redis_url: str, prefix: str, phones: list[str], per_second: float | None) -> None:
+def _start_all(
+    redis_url: str, prefix: str, phones: list[str], per_second: float | None, request: Mapping[str, Any]
+) -> None:
     client = redis.Redis.from_url(redis_url)
     if per_second is None:
         pipe = client.pipeline(transaction=False)
         for n, phone in enumerate(phones):
-            functions.start(_start_request(prefix, n, phone)).queue(pipe)
+            functions.start(_start_request(prefix, n, phone, request)).queue(pipe)
             if n % 200 == 199:
                 pipe.execute()
         pipe.execute()
@@ -174,12 +260,12 @@ def _start_all(redis_url: str, prefix: str, phones: list[str], per_second: float
         began = time.perf_counter()
         for n, phone in enumerate(phones):
             time.sleep(max(0.0, began + n / per_second - time.perf_counter()))
-            functions.start(_start_request(prefix, n, phone)).run(client)
+            functions.start(_start_request(prefix, n, phone, request)).run(client)
     client.close()
 
 
-def _start_request(prefix: str, n: int, phone: str) -> str:
-    return json.dumps({"id": f"{prefix}{n}", "phone": "+" + phone})
+def _start_request(prefix: str, n: int, phone: str, request: Mapping[str, Any]) -> str:
+    return json.dumps({**request, "id": f"{prefix}{n}", "phone": "+" + phone})
 
 
 def baselines_missing() -> str | None:
@@ -244,36 +330,46 @@ def drive_baseline(
     return Run(f"{module} ({processes}x{threads})", latency_ms, processes, done, seconds, requested=count)
 
 
-def check_round_trips(started: LocalStack, verifications: list[str], pause: float = 0.0) -> list[float]:
-    """FCALL flashcall_check until its answer is popped, in milliseconds, one check at a
-    time (a wrong code: the verifications stay open). Timed from a process of its own, as
-    a producer would: this one's threads would delay the replies they time."""
+def check_round_trips(
+    started: LocalStack, checks: Sequence[tuple[str, str]], pause: float | tuple[float, float] = 0.0
+) -> list[tuple[float, str]]:
+    """FCALL flashcall_check of each (verification, code) until its answer is popped: the
+    milliseconds it took and the answer's result, one check at a time, `pause` seconds
+    apart (or a pause drawn between the two bounds, as a person reads and types codes).
+    Timed from a process of its own, as a producer would: this one's threads would delay
+    the replies they time."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as prober:
-        return prober.submit(_time_checks, started.redis_url, verifications, pause).result()
+        return prober.submit(_time_checks, started.redis_url, list(checks), pause).result()
 
 
-def _time_checks(redis_url: str, verifications: list[str], pause: float) -> list[float]:
+def _time_checks(
+    redis_url: str, checks: list[tuple[str, str]], pause: float | tuple[float, float]
+) -> list[tuple[float, str]]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    taken: list[float] = []
-    for verification in verifications:
+    # Seeded: every run pauses alike.
+    pauses = random.Random(20)  # noqa: S311 - a typist's rhythm, not a secret
+    taken: list[tuple[float, str]] = []
+    for verification, code in checks:
         began = time.perf_counter()
-        key = functions.check(json.dumps({"id": verification, "code": "00000000"})).run(client)
-        if client.blpop([key], 5) is None:
+        key = functions.check(json.dumps({"id": verification, "code": code})).run(client)
+        answer = client.blpop([key], 5)
+        if answer is None:
             raise RuntimeError("a check got no answer within 5 s")
-        taken.append((time.perf_counter() - began) * 1000)
-        if pause:
-            time.sleep(pause)
+        taken.append(((time.perf_counter() - began) * 1000, json.loads(answer[1])["result"]))
+        time.sleep(pause if isinstance(pause, float | int) else pauses.uniform(*pause))
     client.close()
     return taken
 
 
-def open_verifications(started: LocalStack, phones: list[str], label: str) -> list[str]:
+def open_verifications(
+    started: LocalStack, phones: list[str], label: str, request: Mapping[str, Any] | None = None
+) -> Run:
     """Verifications started and delivered, left open for checks to be made against."""
-    run = drive_project(started, phones, label, latency_ms=0, processes=0)
+    run = drive_project(started, phones, label, latency_ms=0, processes=0, request=request)
     if run.count < len(phones):
         raise RuntimeError(f"only {run.count} of {len(phones)} verifications were delivered")
-    return run.ids
+    return run
 
 
 def peak_rss_mb(worker: ManagedProcess) -> list[float]:
@@ -377,3 +473,37 @@ def cpu_seconds(pids: Sequence[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+def commands_ran(client: redis.Redis) -> Counter[str]:
+    """Commands Redis ran so far by name (INFO commandstats: those of functions and scripts
+    included). The INFO that reads them is not among them yet; a CONFIG RESETSTAT is."""
+    stats = cast(dict[str, dict[str, int]], client.info("commandstats"))
+    return Counter({name.removeprefix("cmdstat_"): values["calls"] for name, values in stats.items()})
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a worker and Redis had used at one moment: CPU seconds and commands."""
+
+    workers_cpu: float
+    checks_cpu: float
+    """The check processes' share of workers_cpu."""
+    redis_cpu: float
+    commands: Counter[str]
+
+    @classmethod
+    def now(cls, worker: ManagedProcess, client: redis.Redis) -> Usage:
+        pids = worker_pids(worker)
+        cpu = cast(dict[str, float], client.info("cpu"))
+        return cls(
+            workers_cpu=cpu_seconds(pids),
+            checks_cpu=cpu_seconds([pid for pid in pids if is_verification_process(pid) is False]),
+            redis_cpu=cpu["used_cpu_user"] + cpu["used_cpu_sys"],
+            commands=commands_ran(client),
+        )
+
+    def commands_since(self, before: Usage) -> Counter[str]:
+        """Commands Redis ran from `before` to this reading, less `before`'s INFO cpu (its
+        INFO commandstats came first, and this one's is not counted yet)."""
+        return self.commands - before.commands - Counter({"info": 1})

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.redis import functions
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,14 +38,49 @@ def test_the_page_holds_the_targets_the_throughput_table_and_every_section(quick
     for heading in (
         "## Targets",
         "## Throughput, start to delivered",
+        "## Throughput, start to approval",
         "### Check round trip",
         "### Breaker open",
-        "### Redis commands per verification",
+        "### Redis per verification on a quiet worker",
+        "### Redis on an idle worker",
         "### A replica attached",
         "### Memory",
         "### The sandbox is no bottleneck",
     ):
         assert heading in page
+
+
+@pytest.mark.timeout(660)
+def test_every_target_was_measured_in_the_one_run(quick_run: Path) -> None:
+    targets = (quick_run / "benchmarks.md").read_text(encoding="utf-8").split("## Throughput")[0]
+    assert "| met |" in targets or "| **missed** by" in targets
+    assert "not measured" not in targets
+
+
+@pytest.mark.timeout(660)
+def test_at_every_latency_each_verification_started_was_approved(quick_run: Path) -> None:
+    approval = json.loads((quick_run / "run.json").read_text(encoding="utf-8"))["approval"]
+    assert [run["latency_ms"] for run in approval] == [0, 100, 500, 2000]
+    assert all(run["count"] > 0 and run["unfinished"] == 0 for run in approval)
+    assert all(run["redis_cpu_ms_per_verification"] > 0 for run in approval)
+
+
+@pytest.mark.timeout(660)
+def test_the_quiet_worker_answered_codes_checked_by_telphin_and_by_the_router(quick_run: Path) -> None:
+    quiet = json.loads((quick_run / "run.json").read_text(encoding="utf-8"))["quiet_checks"]
+    assert quiet["provider"]["n"] > 0
+    assert quiet["router"]["n"] > 0
+
+
+@pytest.mark.timeout(660)
+def test_redis_costs_are_told_per_library_function(quick_run: Path) -> None:
+    commands = json.loads((quick_run / "run.json").read_text(encoding="utf-8"))["commands"]
+    timed = {row["name"]: row for row in commands["functions"]}
+    for called in (functions.start("{}").name, functions.check("{}").name):
+        assert timed[called]["calls"] == 1
+        assert timed[called]["commands_per_call"] > 0
+        assert timed[called]["usec_per_call"] > 0
+    assert commands["idle_commands_per_process_per_second"] > 0
 
 
 @pytest.mark.timeout(660)
