@@ -426,7 +426,8 @@ def provider_balance(provider: str, *, balance: Decimal, now_ms: int) -> Call[st
 
 
 def routing_state(*, now_ms: int, window_ms: int, day: str, providers: Sequence[str]) -> Call[dict[str, Any]]:
-    """Breakers, money, spend on `day` and health over the window of these providers."""
+    """Breakers, money, spend on `day` and health over the window of these providers. It
+    keeps running sums of health up to date as it reads them, so it is no FCALL_RO."""
     return Call("flashcall_routing_state", (now_ms, window_ms, day, *providers), _document)
 
 
