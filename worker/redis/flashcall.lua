@@ -1075,12 +1075,35 @@ local function apply_check(_, args)
     return result
 end
 
+-- The timers of one set due at `now`, at most `limit`, oldest first; without any due, when
+-- the first falls due (nil: none waits). One command for a set with none due.
+local function due_timers(key, now, limit)
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #first == 0 then return {}, nil end
+    if tonumber(first[2]) > now then return {}, tonumber(first[2]) end
+    return redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, limit), nil
+end
+
+-- When the first timer of a set falls due, after its due ones were taken (nil: none waits).
+local function next_due(key, taken, due_at)
+    if #taken == 0 then return due_at end
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return first[2] and tonumber(first[2]) or nil
+end
+
+local function earliest(a, b)
+    if a == nil or (b ~= nil and b < a) then return b end
+    return a
+end
+
 -- Fire due timers: a step deadline enqueues an `advance` of the current attempt; an
--- expiry ends the verification here.
+-- expiry ends the verification here. Answers how many fired and when the next timer of
+-- any kind falls due (nil: none waits; at or before `now`: a full batch left more due),
+-- so that the timer loop sleeps until then instead of polling.
 local function fire_timers(_, args)
     local now, limit = tonumber(args[1]), tonumber(args[2])
     local fired = 0
-    local due = redis.call('ZRANGEBYSCORE', K_STEP_TIMERS, '-inf', now, 'LIMIT', 0, limit)
+    local due, due_at = due_timers(K_STEP_TIMERS, now, limit)
     for _, id in ipairs(due) do
         redis.call('ZREM', K_STEP_TIMERS, id)
         local v = redis.call('HMGET', vkey(id), 'status', 'attempt')
@@ -1089,7 +1112,8 @@ local function fire_timers(_, args)
             fired = fired + 1
         end
     end
-    due = redis.call('ZRANGEBYSCORE', K_POLL_TIMERS, '-inf', now, 'LIMIT', 0, limit)
+    local next_at = next_due(K_STEP_TIMERS, due, due_at)
+    due, due_at = due_timers(K_POLL_TIMERS, now, limit)
     for _, id in ipairs(due) do
         redis.call('ZREM', K_POLL_TIMERS, id)
         local v = redis.call('HMGET', vkey(id), 'status', 'attempt', 'attempt_state')
@@ -1098,7 +1122,8 @@ local function fire_timers(_, args)
             fired = fired + 1
         end
     end
-    due = redis.call('ZRANGEBYSCORE', K_EXPIRY_TIMERS, '-inf', now, 'LIMIT', 0, limit)
+    next_at = earliest(next_at, next_due(K_POLL_TIMERS, due, due_at))
+    due, due_at = due_timers(K_EXPIRY_TIMERS, now, limit)
     for _, id in ipairs(due) do
         redis.call('ZREM', K_EXPIRY_TIMERS, id)
         local v = hgetall(vkey(id))
@@ -1107,7 +1132,8 @@ local function fire_timers(_, args)
             fired = fired + 1
         end
     end
-    return fired
+    next_at = earliest(next_at, next_due(K_EXPIRY_TIMERS, due, due_at))
+    return {fired, next_at or false}
 end
 
 -- Where a callback's token points: {id, attempt, provider, type}, or nil when the token
