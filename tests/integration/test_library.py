@@ -723,18 +723,46 @@ class TestTimersAndLifetime:
         now = now_ms(library)
         begin(library, now=now)
         library.delete(keys.queue(keys.VERIFY_QUEUE))
-        assert functions.fire_timers(now_ms=now + 31_000, limit=100).run(library) == 1
+        assert functions.fire_timers(now_ms=now + 31_000, limit=100).run(library).fired == 1
         assert queued(library)[-1]["args"] == ["order-42", 1, "timeout"]
 
     def test_a_timer_fires_once(self, library: redis.Redis) -> None:
         start(library)
         now = now_ms(library)
         functions.fire_timers(now_ms=now + 31_000, limit=100).run(library)
-        assert functions.fire_timers(now_ms=now + 31_000, limit=100).run(library) == 0
+        assert functions.fire_timers(now_ms=now + 31_000, limit=100).run(library).fired == 0
 
     def test_timers_not_yet_due_stay(self, library: redis.Redis) -> None:
         start(library)
-        assert functions.fire_timers(now_ms=now_ms(library), limit=100).run(library) == 0
+        assert functions.fire_timers(now_ms=now_ms(library), limit=100).run(library).fired == 0
+
+    def test_a_pass_tells_when_the_next_timer_falls_due(self, library: redis.Redis) -> None:
+        start(library)
+        recovery = library.zscore(keys.PREFIX + "timers:step", "order-42")
+        expiry = library.zscore(keys.PREFIX + "timers:expire", "order-42")
+        assert recovery is not None
+        assert expiry is not None
+
+        before = functions.fire_timers(now_ms=now_ms(library), limit=100).run(library)
+        after = functions.fire_timers(now_ms=int(recovery), limit=100).run(library)
+
+        assert before == functions.TimerPass(fired=0, next_due_ms=int(recovery))
+        assert after == functions.TimerPass(fired=1, next_due_ms=int(expiry))
+
+    def test_a_pass_with_no_timer_waiting_says_none(self, library: redis.Redis) -> None:
+        assert functions.fire_timers(now_ms=now_ms(library), limit=100).run(library) == functions.TimerPass(
+            0, None
+        )
+
+    def test_a_full_batch_tells_that_more_are_due(self, library: redis.Redis) -> None:
+        now = now_ms(library)
+        library.zadd(keys.PREFIX + "timers:poll", {"gone-1": now - 2, "gone-2": now - 1})
+
+        first = functions.fire_timers(now_ms=now, limit=1).run(library)
+        second = functions.fire_timers(now_ms=now, limit=1).run(library)
+
+        assert first.next_due_ms == now - 1
+        assert second.next_due_ms is None
 
     def test_the_expiry_timer_ends_the_verification_as_expired(self, library: redis.Redis) -> None:
         start(library, ttl=30)

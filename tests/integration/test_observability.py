@@ -99,7 +99,7 @@ def run_plan(stack: LocalStack, port: int) -> dict[str, Any]:
             continue
         code = inbox[-1]["code"] if typed == "right" else ("0000" if inbox[-1]["code"] != "0000" else "1111")
         checks[producer.check(f"obs-{n}", code)["result"]] += 1
-    # Every count the library keeps reaches a process within a state interval.
+    # Every count the library keeps reaches a process within REPORT_INTERVAL (5 s).
     deadline = time.monotonic() + 10
     while producer.client.exists(keys.PREFIX + "metrics") and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -724,7 +724,7 @@ class VerificationLives(RuleBasedStateMachine):
         expected = 0
         for model in self.models.values():
             expected += sum(model.fire(self.now))
-        assert self.run(self.store.fire_timers(now_ms=self.now, limit=100)) == expected
+        assert self.run(self.store.fire_timers(now_ms=self.now, limit=100)).fired == expected
 
     # -- invariants -------------------------------------------------------------------------
 

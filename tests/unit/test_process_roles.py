@@ -117,3 +117,20 @@ def test_check_processes_without_a_roles_directory_are_refused(monkeypatch: pyte
 
     with pytest.raises(ConfigurationError, match=roles.ROLES_DIR):
         boot()
+
+
+def test_the_first_process_to_ask_is_its_workers_reporter_until_it_exits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(roles.ROLES_DIR, str(tmp_path))
+    monkeypatch.setattr(roles, "_held", [])
+
+    assert [roles.claim_reporter(), roles.claim_reporter()] == [True, False]
+    roles._held[0].close()  # what the kernel does when the process exits
+    assert roles.claim_reporter() is True
+
+
+def test_outside_flashcall_worker_every_process_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(roles.ROLES_DIR, raising=False)
+
+    assert [roles.claim_reporter(), roles.claim_reporter()] == [True, True]

@@ -1,12 +1,15 @@
-"""A worker process whose boot fails ends before it has a consumer (worker/process/middleware/boot.py).
+"""A worker process whose boot fails ends before it has a consumer, and one that boots
+reads the routing state only if it consumes the verifications queue
+(worker/process/middleware/boot.py).
 
 Unit tests: Dramatiq's StubBroker with the router's boot middleware, and a Redis client
-that is never reached (the boot fails on its settings first).
+that is never reached (the boot fails on its settings first, or builds a stand-in runtime).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -16,7 +19,10 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO
 
 from worker.core import keys
+from worker.process.middleware import boot
 from worker.process.middleware.boot import EXIT_CONFIGURATION, RuntimeBoot
+from worker.process.runtime import Runtime
+from worker.process.settings import Settings
 
 
 @pytest.fixture
@@ -62,3 +68,31 @@ def test_a_process_whose_boot_fails_stops_its_event_loop_so_that_it_can_exit(
     thread = get_event_loop_thread()
     assert thread is not None
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("queues", "routes"),
+    [(None, True), ({keys.VERIFY_QUEUE}, True), ({keys.CHECK_QUEUE}, False)],
+    ids=["every queue", "verifications", "checks only"],
+)
+def test_only_a_process_that_consumes_the_verifications_queue_reads_the_routing_state(
+    broker: StubBroker, monkeypatch: pytest.MonkeyPatch, queues: set[str] | None, routes: bool
+) -> None:
+    broker.declare_queue(keys.CHECK_QUEUE)
+    booted: list[bool] = []
+
+    async def runtime_start(settings: Settings, environ: object = None, *, routes: bool) -> SimpleNamespace:
+        booted.append(routes)
+
+        async def stop() -> None:
+            return None
+
+        return SimpleNamespace(stop=stop)
+
+    monkeypatch.setenv("FLASHCALL_CODE_SECRET", "s" * 16)
+    monkeypatch.setattr(boot, "install", lambda client: None)
+    monkeypatch.setattr(Runtime, "start", runtime_start)
+
+    assert start(Worker(broker, worker_threads=1, queues=queues)) is None
+
+    assert booted == [routes]

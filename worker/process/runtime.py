@@ -2,8 +2,17 @@
 
 Built inside the process's event loop at worker boot (never at import, never before
 the fork), torn down at shutdown. The loops: deadlines (worker/process/timers.py), the routing
-file (reloaded when it changes), the routing state snapshot (once a second), and
-provider balances (one process each minute for the whole cluster).
+file (reloaded when it changes), provider balances (one process each minute for the whole
+cluster) and, in a process that routes (one that consumes the verifications queue), the
+routing state snapshot; in its `flashcall worker`'s reporter (worker/process/middleware/roles.py),
+the library's counts and the queue gauges.
+
+The snapshot is read every `state_interval` (1 s) while the process routes, and only every
+IDLE_STATE_INTERVAL while it does not, for the gauges drawn from it; the first routing
+decision after a quiet spell reads it first. Check processes never read it: they decide
+no routing. Each read costs a few commands per provider (flashcall_routing_state keeps
+running sums of health), so an idle process costs Redis a few commands a second in all:
+its timer passes, its consumers' waits and, rarely, these reads.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from worker.core.errors import FlashcallError, StoreUnavailable
 from worker.logs.structured import get_logger
 from worker.process.health import Heartbeat, health_dir
 from worker.process.metrics import Metrics
+from worker.process.middleware import roles
 from worker.process.settings import Settings
 from worker.process.timers import run_timers
 from worker.providers.base import Provider, TransportFailure
@@ -39,6 +49,12 @@ log = get_logger(__name__)
 
 #: A retired provider is closed this long after a reload, when its calls are over.
 RETIRE_AFTER = 60.0
+#: Seconds between reads of the routing state while the process does not route: the gauges
+#: drawn from it (breakers, money, learned conversion) stay as fresh as a scrape needs.
+IDLE_STATE_INTERVAL = 15.0
+#: Seconds between the reporter's drains of the library's counts and reads of the queues:
+#: what the metrics scrape (every 15 s) and KEDA, which scales on flashcall_backlog, need.
+REPORT_INTERVAL = 5.0
 
 _current: Runtime | None = None
 
@@ -52,8 +68,15 @@ class Runtime:
         holder: RoutingHolder,
         metrics: Metrics,
         client: redis.Redis,
+        routes: bool = True,
+        reports: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.routes = routes
+        """Whether this process makes attempts (consumes the verifications queue)."""
+        self.reports = reports
+        """Whether this process drains the library's counts and reads the queue gauges."""
         self.store = store
         self.checks = CodeChecks(
             client, settings.code_secret, previous_secrets=settings.previous_code_secrets
@@ -61,10 +84,16 @@ class Runtime:
         self.holder = holder
         self.metrics = metrics
         self.state = RoutingState()
+        self._monotonic = monotonic
+        self._state_read_at: float | None = None
+        """When (on `monotonic`) the snapshot in `state` was read; None before the first read."""
+        self._state_wanted = False
+        self._state_read: asyncio.Task[None] | None = None
         self.verifier = Verifier(
             store=store,
             routing=lambda: self.holder.current,
             state=lambda: self.state,
+            fresh_state=self.fresh_state,
             code_secret=settings.code_secret,
             previous_code_secrets=settings.previous_code_secrets,
             callback_base_url=settings.callback_base_url,
@@ -78,7 +107,10 @@ class Runtime:
         return self.holder.current
 
     @classmethod
-    async def start(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> Runtime:
+    async def start(
+        cls, settings: Settings, environ: Mapping[str, str] | None = None, *, routes: bool = True
+    ) -> Runtime:
+        """`routes`: whether this process consumes the verifications queue."""
         global _current
         env = os.environ if environ is None else environ
         # For what worker threads do themselves: breakers (pybreaker is synchronous) and checks.
@@ -88,26 +120,42 @@ class Runtime:
         store = Store.connect(
             settings.redis_url, pool_size=settings.redis_pool_size, replica_wait_ms=settings.replica_wait_ms
         )
-        runtime = cls(settings=settings, store=store, holder=holder, metrics=Metrics(), client=client)
+        runtime = cls(
+            settings=settings,
+            store=store,
+            holder=holder,
+            metrics=Metrics(),
+            client=client,
+            routes=routes,
+            reports=roles.claim_reporter(env),
+        )
         # Refused by the ACL stops the process here, saying what to allow, before any claim.
         await store.replicas.mode()
         await runtime._publish()
-        await runtime._refresh_state()
+        if runtime.routes:
+            await runtime._read_state()
+        if runtime.reports:
+            await runtime._report()
         # `flashcall health`: touched from this loop, so that a wedged loop stops it.
         runtime.heartbeat = Heartbeat(health_dir(env))
         runtime._tasks = [
             asyncio.create_task(runtime.heartbeat.run()),
             asyncio.create_task(run_timers(store, interval=settings.timer_interval)),
             asyncio.create_task(_every(settings.reload_interval, runtime._reload)),
-            asyncio.create_task(_every(settings.state_interval, runtime._refresh_state)),
             asyncio.create_task(_every(settings.balance_interval, runtime._poll_balances)),
         ]
+        if runtime.routes:
+            runtime._tasks.append(asyncio.create_task(_every(settings.state_interval, runtime._keep_state)))
+        if runtime.reports:
+            runtime._tasks.append(asyncio.create_task(_every(REPORT_INTERVAL, runtime._report)))
         _current = runtime
         config = runtime.routing.config
         log.info(
             "worker process ready",
             providers=sorted(runtime.routing.providers),
             policies=sorted(config.policies),
+            routes=runtime.routes,
+            reports=runtime.reports,
         )
         return runtime
 
@@ -128,10 +176,44 @@ class Runtime:
         for provider in retired:
             self._tasks.append(asyncio.create_task(_close_later(provider)))
 
+    async def fresh_state(self) -> None:
+        """Before a routing decision: read the routing state first when the last read is older
+        than two state intervals (the process did not route meanwhile, so nothing kept it
+        fresh); on a failed read, the decision is made on the last one (each claim is decided
+        in Redis anyway)."""
+        self._state_wanted = True
+        read_at = self._state_read_at
+        if read_at is not None and self._monotonic() - read_at <= 2 * self.settings.state_interval:
+            return
+        try:
+            await self._read_state()
+        except (StoreUnavailable, redis.RedisError) as error:
+            log.warning("routing on the last routing state: it could not be read", error=str(error))
+
+    async def _keep_state(self) -> None:
+        """Each state interval: read the routing state again if the process routed since the
+        last read, or if the last is IDLE_STATE_INTERVAL old."""
+        wanted, self._state_wanted = self._state_wanted, False
+        read_at = self._state_read_at
+        age = None if read_at is None else self._monotonic() - read_at
+        if age is None or age >= IDLE_STATE_INTERVAL or (wanted and age >= self.settings.state_interval):
+            await self._read_state()
+
+    async def _read_state(self) -> None:
+        """One read at a time: callers that come while one runs wait for it."""
+        if self._state_read is None or self._state_read.done():
+            self._state_read = asyncio.create_task(self._refresh_state())
+        await asyncio.shield(self._state_read)
+
     async def _refresh_state(self) -> None:
         config = self.routing.config
+        began = self._monotonic()
         self.state = await refresh_state(self.store, config, now_ms=int(time.time() * 1000))
+        self._state_read_at = began
         self.metrics.observe_state(self.state, config.providers)
+
+    async def _report(self) -> None:
+        """The library's counts into this process's counters; the queues into its gauges."""
         self.metrics.count(await self.store.drain_metrics())
         stats = await self.store.queue_stats(now_ms=int(time.time() * 1000))
         self.metrics.observe_queues(stats["queued"], stats["dead"], stats["timers"], stats.get("backlog", {}))

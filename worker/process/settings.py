@@ -30,6 +30,8 @@ class Settings:
     routing_path: Path
     redis_pool_size: int = 64
     timer_interval: float = 0.2
+    """The shortest time between two passes of the timer loop (worker/process/timers.py),
+    which otherwise sleeps until the next timer falls due, a second at most."""
     reload_interval: float = 2.0
     """How often the routing file is compared with the one in force."""
     state_interval: float = 1.0

@@ -8,10 +8,15 @@ processed goes to the dead-letter queue (`<queue>.XQ`) under its id, with its re
 logged, and the consumer carries on. A consumer that closes puts its prefetched
 messages back on the queue.
 
-Idle latency. An idle Dramatiq consumer polls with a growing sleep of up to a second,
-which a user typing a code would feel. The flashcall functions push a token onto
-`flashcall:wake:<queue>` with every message they enqueue; an idle consumer blocks on
-that list (BLPOP) for as long as it would have slept, and so wakes at once.
+Idle latency and idle cost. An idle Dramatiq consumer polls with a growing sleep of up to
+a second, which a user typing a code would feel, and each poll is a fetch (a script of
+three commands). The flashcall functions push a token onto `flashcall:wake:<queue>` with
+every message they enqueue, and so does this broker with every message Dramatiq enqueues
+here (retries into the delay queue, delayed messages coming due) or a consumer hands back.
+An idle consumer blocks on that list (BLPOP) for up to a second, and so wakes at once; when
+the wait ends without a token, it fetches only if the queue holds anything (LLEN: a
+producer may enqueue without a token, docs/protocol.md) or a maintenance pass just ran.
+An idle consumer so costs two commands a second.
 
 Codes. A dead letter of a check keeps no typed code: before a message of an actor with
 secret arguments is stored in the dead-letter queue, by either path (refused here, or
@@ -46,8 +51,12 @@ __all__ = ["MAINTENANCE_INTERVAL", "FlashcallBroker"]
 
 log = get_logger(__name__)
 
-#: Seconds between maintenance passes of each consumer (Dramatiq's are random).
+#: Seconds between maintenance passes of each consumer (Dramatiq's are random). A pass
+#: also renews the process's heartbeat, which an idle consumer's fetches no longer do
+#: every second: it must come well within Dramatiq's heartbeat timeout (60 s).
 MAINTENANCE_INTERVAL = 15.0
+#: Wake tokens kept per queue, as the library keeps them (flashcall.lua's WAKE_TOKENS).
+WAKE_TOKENS = 16
 
 _MESSAGE_FIELDS: dict[str, type] = {
     "queue_name": str,
@@ -130,7 +139,10 @@ class _Consumer(_RedisConsumer):
 
     def __init__(self, broker: FlashcallBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
-        self._wake_key = None if queue_name.endswith(".DQ") else keys.wake(queue_name)
+        self._wake_key = keys.wake(queue_name)
+        self._quiet = False
+        """Set when a wait for a wake token ended without one: no fetch until something says
+        the queue may hold messages."""
         self._next_maintenance = 0.0
         self._acks: list[str] = []
         self._acks_lock = threading.Lock()
@@ -194,26 +206,35 @@ class _Consumer(_RedisConsumer):
 
                 self._maintain()
                 room = self.prefetch - self.outstanding_message_count
-                if room > 0:
+                if room > 0 and (not self._quiet or self.broker.client.llen(keys.queue(self.queue_name))):
                     self.message_cache = self.broker.fetch(self.queue_name, room)
+                    self._quiet = False
                 if not self.message_cache:
                     self._flush_acks(force=True)
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    if room > 0 and self._wake_key is not None:
-                        self.broker.client.blpop([self._wake_key], backoff_ms / 1000)
-                    else:
-                        time.sleep(backoff_ms / 1000)
+                    self._wait(room)
                     return None
         except (redis.ConnectionError, redis.TimeoutError) as e:
             # Both mean Redis is away (redis-py's sockets time out after 5 s by default, as
             # when Redis is frozen): Dramatiq restarts the consumer instead of losing its thread.
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
 
+    def _wait(self, room: int) -> None:
+        """Wait for work: with room for messages, on the queue's wake tokens, for as long as
+        Dramatiq's idle timeout (a second); with none, for Dramatiq's growing backoff (a token
+        taken now would be lost to the consumers that have room)."""
+        if room > 0:
+            self._quiet = self.broker.client.blpop([self._wake_key], self.timeout / 1000) is None
+            return
+        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+        time.sleep(backoff_ms / 1000)
+
     def _maintain(self) -> None:
         now = time.monotonic()
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_INTERVAL
             self.broker.maintain(self.queue_name)
+            # It may have returned a dead worker's messages to the queue, without a token.
+            self._quiet = False
 
     def _decode(self, message_id: str, data: bytes | None) -> Message[Any] | None:
         if data is None:
@@ -244,6 +265,7 @@ class _Consumer(_RedisConsumer):
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         try:
             super().requeue(messages)  # type: ignore[no-untyped-call]
+            self.broker.wake(self.queue_name)
         except redis.RedisError as error:
             # As a connection error, which Dramatiq's consumer thread survives; any other
             # exception while it closes a consumer ends the thread, and with it the queue.
@@ -264,6 +286,7 @@ class _Consumer(_RedisConsumer):
         if cached:
             try:
                 self.broker.do_requeue(self.queue_name, *[message_id for message_id, _ in cached])
+                self.broker.wake(self.queue_name)
             except redis.RedisError:
                 log.warning(
                     "prefetched messages not returned; they come back once this worker's heartbeat times out",
@@ -287,6 +310,21 @@ class FlashcallBroker(RedisBroker):
     @property
     def consumer_class(self) -> type[_Consumer]:
         return _Consumer
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Dramatiq's enqueue, and a wake token for the consumers of the queue it went to (the
+        delay queue, with a delay)."""
+        enqueued: Message[Any] = super().enqueue(message, delay=delay)
+        self.wake(enqueued.queue_name)
+        return enqueued
+
+    def wake(self, queue_name: str) -> None:
+        """Push a wake token for the idle consumers of a queue, as the library does."""
+        key = keys.wake(queue_name)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, "1")
+            pipe.ltrim(key, 0, WAKE_TOKENS - 1)
+            pipe.execute()
 
     def fetch(self, queue_name: str, count: int) -> list[tuple[str, bytes | None]]:
         """Up to `count` messages as (id, body); a body is None when the id has none."""

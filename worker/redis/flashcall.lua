@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '10'
+local VERSION = '11'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -59,6 +59,10 @@ local DEFAULT_LIMITS = {{1, 120000}, {10, 86400000}}
 -- Health is counted in buckets of this many milliseconds, kept for an hour.
 local HEALTH_BUCKET_MS = 10000
 local HEALTH_TTL = 3600
+-- How far workers' clocks may run from Redis's and from each other's: the running sums of
+-- health (health_window) are rebuilt before a bucket they hold could have expired, with
+-- this much to spare.
+local HEALTH_SKEW_MS = 60000
 
 local FINAL = {approved = true, failed = true, expired = true, canceled = true, max_attempts = true}
 local CHANNELS = {flashcall = true, voice = true, sms = true}
@@ -766,13 +770,32 @@ local function begin_attempt(_, args)
     return {'ok', admission}
 end
 
+-- Health per provider, channel and bucket ('ok', 'fail', 'ms': API milliseconds).
+local function health_key(provider, channel, bucket)
+    return PREFIX .. 'health:' .. provider .. ':' .. channel .. ':' .. fmt_int(bucket)
+end
+
+-- The running sums of a provider's health, per channel (health_window says what they hold).
+local function health_sums_key(provider) return PREFIX .. 'health:' .. provider end
+
 -- One attempt's result in its provider's health window: delivered or failed, and how
--- long the API took.
+-- long the API took; and in the running sums, once routing_state has built them, when
+-- the bucket is one they include.
 local function count_health(provider, channel, now, succeeded, latency_ms)
-    local key = PREFIX .. 'health:' .. provider .. ':' .. channel .. ':' .. fmt_int(math.floor(now / HEALTH_BUCKET_MS))
-    redis.call('HINCRBY', key, succeeded and 'ok' or 'fail', 1)
+    local bucket = math.floor(now / HEALTH_BUCKET_MS)
+    local key = health_key(provider, channel, bucket)
+    local outcome = succeeded and 'ok' or 'fail'
+    redis.call('HINCRBY', key, outcome, 1)
     redis.call('HINCRBY', key, 'ms', latency_ms)
     redis.call('EXPIRE', key, HEALTH_TTL)
+    local sums = health_sums_key(provider)
+    local marks = redis.call('HMGET', sums, channel .. ':from', channel .. ':top')
+    local from = tonumber(marks[1])
+    if from and bucket >= from then
+        redis.call('HINCRBY', sums, channel .. ':' .. outcome, 1)
+        redis.call('HINCRBY', sums, channel .. ':ms', latency_ms)
+        if bucket > (tonumber(marks[2]) or bucket) then redis.call('HSET', sums, channel .. ':top', bucket) end
+    end
 end
 
 local function release_probe(provider, member)
@@ -1052,12 +1075,35 @@ local function apply_check(_, args)
     return result
 end
 
+-- The timers of one set due at `now`, at most `limit`, oldest first; without any due, when
+-- the first falls due (nil: none waits). One command for a set with none due.
+local function due_timers(key, now, limit)
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #first == 0 then return {}, nil end
+    if tonumber(first[2]) > now then return {}, tonumber(first[2]) end
+    return redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, limit), nil
+end
+
+-- When the first timer of a set falls due, after its due ones were taken (nil: none waits).
+local function next_due(key, taken, due_at)
+    if #taken == 0 then return due_at end
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return first[2] and tonumber(first[2]) or nil
+end
+
+local function earliest(a, b)
+    if a == nil or (b ~= nil and b < a) then return b end
+    return a
+end
+
 -- Fire due timers: a step deadline enqueues an `advance` of the current attempt; an
--- expiry ends the verification here.
+-- expiry ends the verification here. Answers how many fired and when the next timer of
+-- any kind falls due (nil: none waits; at or before `now`: a full batch left more due),
+-- so that the timer loop sleeps until then instead of polling.
 local function fire_timers(_, args)
     local now, limit = tonumber(args[1]), tonumber(args[2])
     local fired = 0
-    local due = redis.call('ZRANGEBYSCORE', K_STEP_TIMERS, '-inf', now, 'LIMIT', 0, limit)
+    local due, due_at = due_timers(K_STEP_TIMERS, now, limit)
     for _, id in ipairs(due) do
         redis.call('ZREM', K_STEP_TIMERS, id)
         local v = redis.call('HMGET', vkey(id), 'status', 'attempt')
@@ -1066,7 +1112,8 @@ local function fire_timers(_, args)
             fired = fired + 1
         end
     end
-    due = redis.call('ZRANGEBYSCORE', K_POLL_TIMERS, '-inf', now, 'LIMIT', 0, limit)
+    local next_at = next_due(K_STEP_TIMERS, due, due_at)
+    due, due_at = due_timers(K_POLL_TIMERS, now, limit)
     for _, id in ipairs(due) do
         redis.call('ZREM', K_POLL_TIMERS, id)
         local v = redis.call('HMGET', vkey(id), 'status', 'attempt', 'attempt_state')
@@ -1075,7 +1122,8 @@ local function fire_timers(_, args)
             fired = fired + 1
         end
     end
-    due = redis.call('ZRANGEBYSCORE', K_EXPIRY_TIMERS, '-inf', now, 'LIMIT', 0, limit)
+    next_at = earliest(next_at, next_due(K_POLL_TIMERS, due, due_at))
+    due, due_at = due_timers(K_EXPIRY_TIMERS, now, limit)
     for _, id in ipairs(due) do
         redis.call('ZREM', K_EXPIRY_TIMERS, id)
         local v = hgetall(vkey(id))
@@ -1084,7 +1132,8 @@ local function fire_timers(_, args)
             fired = fired + 1
         end
     end
-    return fired
+    next_at = earliest(next_at, next_due(K_EXPIRY_TIMERS, due, due_at))
+    return {fired, next_at or false}
 end
 
 -- Where a callback's token points: {id, attempt, provider, type}, or nil when the token
@@ -1253,8 +1302,72 @@ local function provider_balance(_, args)
     return 'ok'
 end
 
+local function bucket_health(provider, channel, bucket)
+    local h = redis.call('HMGET', health_key(provider, channel, bucket), 'ok', 'fail', 'ms')
+    return tonumber(h[1] or '0'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
+end
+
+-- A provider's health on one channel over the buckets first..last, from its running sums
+-- (`sums`, the fields of health_sums_key as read): <channel>:ok, :fail and :ms add up every
+-- bucket from <channel>:from on, and no bucket after <channel>:top holds anything. Buckets
+-- that left the window since the last read are subtracted (at most a few per call, the
+-- buckets are 10 s), those a wider window or an earlier clock takes in again are added,
+-- and any after `last` (a writer's clock ahead of this caller's) are left out of the
+-- answer. The sums are rebuilt from the buckets when there are none yet (the first read
+-- after an upgrade, or after two hours unread), when rebuilding costs fewer reads than
+-- moving them, and about once an hour (<channel>:built), before a bucket they hold could
+-- expire, which also mends sums that missed writes. Answers ok, fail, ms (always what
+-- reading every bucket of the window gives), the fields to write back (nil when
+-- unchanged), and whether the sums were rebuilt.
+local function health_window(provider, channel, sums, first, last, now)
+    local p = channel .. ':'
+    local from, top, built = tonumber(sums[p .. 'from']), tonumber(sums[p .. 'top']), tonumber(sums[p .. 'built'])
+    local ok, fail, ms = tonumber(sums[p .. 'ok'] or '0'), tonumber(sums[p .. 'fail'] or '0'),
+        tonumber(sums[p .. 'ms'] or '0')
+    local span = last - first + 1
+    local expiring = math.floor((now - HEALTH_TTL * 1000 + HEALTH_SKEW_MS) / HEALTH_BUCKET_MS)
+    if not (from and top and built) or math.min(from, built) <= expiring
+        or math.abs(first - from) > span or top - last > span then
+        -- The next bucket too: a writer whose clock is a little ahead may have filled it.
+        local upto = math.max(last + 1, math.min(top or last, last + span))
+        local seen_ok, seen_fail, seen_ms = 0, 0, 0
+        ok, fail, ms, top = 0, 0, 0, last
+        for bucket = first, upto do
+            local o, f, m = bucket_health(provider, channel, bucket)
+            ok, fail, ms = ok + o, fail + f, ms + m
+            if bucket <= last then
+                seen_ok, seen_fail, seen_ms = seen_ok + o, seen_fail + f, seen_ms + m
+            elseif o + f > 0 then
+                top = bucket
+            end
+        end
+        return seen_ok, seen_fail, seen_ms, {p .. 'from', first, p .. 'top', top, p .. 'built', first,
+            p .. 'ok', ok, p .. 'fail', fail, p .. 'ms', ms}, true
+    end
+    local moved = first ~= from
+    if first > from and ok + fail > 0 then
+        -- Every bucket adds one to ok or fail: with none, every bucket from `from` on is empty.
+        for bucket = from, first - 1 do
+            local o, f, m = bucket_health(provider, channel, bucket)
+            ok, fail, ms = ok - o, fail - f, ms - m
+        end
+    elseif first < from then
+        for bucket = first, from - 1 do
+            local o, f, m = bucket_health(provider, channel, bucket)
+            ok, fail, ms = ok + o, fail + f, ms + m
+        end
+    end
+    local changes = moved and {p .. 'from', first, p .. 'ok', ok, p .. 'fail', fail, p .. 'ms', ms} or nil
+    for bucket = last + 1, top do
+        local o, f, m = bucket_health(provider, channel, bucket)
+        ok, fail, ms = ok - o, fail - f, ms - m
+    end
+    return ok, fail, ms, changes, false
+end
+
 -- Everything routing weighs, for every provider named, in one read: breaker, money,
--- spend today, and health per channel over the window.
+-- spend today, and health per channel over the window (from running sums it keeps up to
+-- date, the only thing it writes).
 local function routing_state(_, args)
     local now, window_ms, day = tonumber(args[1]), tonumber(args[2]), args[3]
     local out = {}
@@ -1264,15 +1377,23 @@ local function routing_state(_, args)
         local name = args[i]
         local b = redis.call('HMGET', breaker_key(name), 'state', 'failures', 'opened_at')
         local p = redis.call('HMGET', provider_key(name), 'balance', 'balance_at')
-        local health = {}
+        local sums_key = health_sums_key(name)
+        local sums = hgetall(sums_key) or {}
+        local health, writes, rebuilt = {}, {}, false
         for channel, _ in pairs(CHANNELS) do
-            local ok, fail, ms = 0, 0, 0
-            for bucket = first_bucket, last_bucket do
-                local h = redis.call('HMGET', PREFIX .. 'health:' .. name .. ':' .. channel .. ':' .. fmt_int(bucket),
-                    'ok', 'fail', 'ms')
-                ok, fail, ms = ok + tonumber(h[1] or '0'), fail + tonumber(h[2] or '0'), ms + tonumber(h[3] or '0')
-            end
+            local ok, fail, ms, changes, built = health_window(name, channel, sums, first_bucket, last_bucket, now)
             health[channel] = {ok = ok, fail = fail, ms = ms}
+            rebuilt = rebuilt or built
+            if changes then
+                for _, value in ipairs(changes) do
+                    writes[#writes + 1] = type(value) == 'number' and fmt_int(value) or value
+                end
+            end
+        end
+        if #writes > 0 then
+            redis.call('HSET', sums_key, unpack(writes))
+            -- Read at least hourly, they are rebuilt (and kept) long before this.
+            if rebuilt then redis.call('EXPIRE', sums_key, 2 * HEALTH_TTL) end
         end
         out[name] = {
             breaker = b[1] or 'closed',
@@ -1327,5 +1448,7 @@ redis.register_function('flashcall_breaker_fail', breaker_fail)
 redis.register_function('flashcall_breaker_set', breaker_set)
 redis.register_function('flashcall_breaker_reset', breaker_reset)
 redis.register_function('flashcall_provider_balance', provider_balance)
-redis.register_function{function_name = 'flashcall_routing_state', callback = routing_state, flags = {'no-writes'}}
+-- Writes nothing but the running sums of health, a few fields per provider: it answers at
+-- maxmemory too, as it did when it only read.
+redis.register_function{function_name = 'flashcall_routing_state', callback = routing_state, flags = {'allow-oom'}}
 redis.register_function{function_name = 'flashcall_learning_state', callback = learning_state, flags = {'no-writes'}}

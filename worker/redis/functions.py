@@ -28,6 +28,7 @@ __all__ = [
     "CallbackTarget",
     "Claim",
     "PublishedConfig",
+    "TimerPass",
     "apply_check",
     "attempt_delivered",
     "attempt_failed",
@@ -309,9 +310,23 @@ def apply_check(verification_id: str, *, proof: str, reply_key: str, now_ms: int
     return Call("flashcall_apply_check", (verification_id, proof, reply_key, now_ms), _text)
 
 
-def fire_timers(*, now_ms: int, limit: int) -> Call[int]:
-    """Act on the step, poll and expiry timers due at `now_ms`: how many fired."""
-    return Call("flashcall_fire_timers", (now_ms, limit), _int)
+class TimerPass(NamedTuple):
+    """flashcall_fire_timers's answer."""
+
+    fired: int
+    next_due_ms: int | None
+    """When the next timer of any kind falls due, None when none waits; at or before the
+    pass's `now_ms` when `limit` timers fired and more are due."""
+
+
+def _timer_pass(answer: Any) -> TimerPass:
+    fired, next_due = answer
+    return TimerPass(int(fired), None if next_due is None else int(next_due))
+
+
+def fire_timers(*, now_ms: int, limit: int) -> Call[TimerPass]:
+    """Act on the step, poll and expiry timers due at `now_ms`, at most `limit` of each kind."""
+    return Call("flashcall_fire_timers", (now_ms, limit), _timer_pass)
 
 
 def schedule_poll(verification_id: str, *, attempt: int, due_ms: int) -> Call[bool]:
@@ -426,7 +441,8 @@ def provider_balance(provider: str, *, balance: Decimal, now_ms: int) -> Call[st
 
 
 def routing_state(*, now_ms: int, window_ms: int, day: str, providers: Sequence[str]) -> Call[dict[str, Any]]:
-    """Breakers, money, spend on `day` and health over the window of these providers."""
+    """Breakers, money, spend on `day` and health over the window of these providers. It
+    keeps running sums of health up to date as it reads them, so it is no FCALL_RO."""
     return Call("flashcall_routing_state", (now_ms, window_ms, day, *providers), _document)
 
 

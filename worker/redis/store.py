@@ -30,6 +30,7 @@ from worker.redis.functions import (
     CallbackTarget,
     Claim,
     PublishedConfig,
+    TimerPass,
 )
 from worker.redis.library import install_async
 from worker.redis.replication import DEFAULT_WAIT_MS, ReplicaWatch
@@ -42,6 +43,7 @@ __all__ = [
     "Claim",
     "PublishedConfig",
     "Store",
+    "TimerPass",
 ]
 
 T = TypeVar("T")
@@ -279,7 +281,8 @@ class Store:
             functions.apply_check(verification_id, proof=proof, reply_key=reply_key, now_ms=now_ms)
         )
 
-    async def fire_timers(self, *, now_ms: int, limit: int) -> int:
+    async def fire_timers(self, *, now_ms: int, limit: int) -> TimerPass:
+        """Act on the timers due at `now_ms`: how many fired, and when the next falls due."""
         return await self._call(functions.fire_timers(now_ms=now_ms, limit=limit))
 
     async def publish_config(self, config: PublishedConfig) -> None:

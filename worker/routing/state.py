@@ -1,11 +1,12 @@
 """What routing knows of each provider right now: breaker, money, spend, health, and the
 conversion learned from verifications' outcomes.
 
-All of it lives in Redis, written by every process as calls are made; each process reads
-it (`flashcall_routing_state`, and `flashcall_learning_state` when routing learns) about
-once a second and ranks candidates from that snapshot. The library's admission check,
-made when an attempt is claimed, is the authority: the snapshot only saves asking about
-providers that would refuse.
+All of it lives in Redis, written by every process as calls are made; each process that
+routes reads it (`flashcall_routing_state`, and `flashcall_learning_state` when routing
+learns) about once a second while it routes, before its first decision after a quiet
+spell, and every 15 s while idle (worker/process/runtime.py), and ranks candidates from
+that snapshot. The library's admission check, made when an attempt is claimed, is the
+authority: the snapshot only saves asking about providers that would refuse.
 """
 
 from __future__ import annotations

@@ -105,6 +105,7 @@ class Verifier:
         routing: Callable[[], Routing],
         state: Callable[[], RoutingState],
         code_secret: bytes,
+        fresh_state: Callable[[], Awaitable[None]] | None = None,
         previous_code_secrets: Sequence[bytes] = (),
         callback_base_url: str | None = None,
         observer: Observer | None = None,
@@ -116,6 +117,8 @@ class Verifier:
         self._store = store
         self._routing = routing
         self._state = state
+        # Awaited before a routing decision: brings `state` up to date if it went stale.
+        self._fresh_state = fresh_state
         self._secret = code_secret
         # Checks also accept codes hashed before a rotation of the secret (docs/operations.md).
         self._check_secrets = (code_secret, *previous_code_secrets)
@@ -139,6 +142,8 @@ class Verifier:
         v = await self._awaiting_attempt(verification_id, attempt, cause, start)
         if v is None:
             return
+        if self._fresh_state is not None:
+            await self._fresh_state()
         snapshot = self._routing()
         policy = _policy(snapshot.config, v)
         # Providers that refused this attempt when it was claimed (breaker, money, budget):

@@ -9,6 +9,7 @@ import dramatiq
 import redis
 from dramatiq.asyncio import get_event_loop_thread
 
+from worker.core import keys
 from worker.core.errors import ConfigurationError, FlashcallError
 from worker.logs.structured import get_logger
 from worker.process.runtime import Runtime
@@ -39,9 +40,12 @@ class RuntimeBoot(dramatiq.Middleware):
             settings = Settings.from_env()
             # Before any consumer starts: the first message may already call a function.
             install(self._client)
-            self._runtime = asyncio.run_coroutine_threadsafe(Runtime.start(settings), _loop()).result(
-                _BOOT_TIMEOUT
-            )
+            # Set by ProcessRoles, or Dramatiq's --queues: None for every queue.
+            queues = worker.consumer_whitelist
+            routes = not queues or keys.VERIFY_QUEUE in queues
+            self._runtime = asyncio.run_coroutine_threadsafe(
+                Runtime.start(settings, routes=routes), _loop()
+            ).result(_BOOT_TIMEOUT)
         except Exception as error:  # noqa: BLE001 - whatever it is, the process must not consume
             _end_process(error)
 

@@ -10,12 +10,18 @@ arrives, and a check is answered in milliseconds whatever the load.
 
 All of them stay ordinary Dramatiq worker processes: if one dies, Dramatiq's main
 process stops the rest and the worker exits for its supervisor to restart.
+
+One process of each `flashcall worker`, the first to ask (claim_reporter), also reports
+what every process of it would read alike: the queue gauges and the library's counts
+(worker/process/runtime.py). Its exposition then shows them fresh, once, at a fraction of
+the Redis commands.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,7 +31,7 @@ from worker.core import keys
 from worker.core.errors import ConfigurationError
 from worker.logs.structured import get_logger
 
-__all__ = ["CHECK_PROCESSES", "CHECK_THREADS", "ROLES_DIR", "WORKER_NICE", "ProcessRoles"]
+__all__ = ["CHECK_PROCESSES", "CHECK_THREADS", "ROLES_DIR", "WORKER_NICE", "ProcessRoles", "claim_reporter"]
 
 CHECK_PROCESSES = "FLASHCALL_CHECK_PROCESSES"
 WORKER_NICE = "FLASHCALL_WORKER_NICE"
@@ -37,6 +43,9 @@ CHECK_THREADS = 32
 judges (Telphin) wait for its API."""
 
 log = get_logger(__name__)
+
+#: The reporter's lock, held for the life of the process that took it.
+_held: list[IO[str]] = []
 
 
 class ProcessRoles(dramatiq.Middleware):
@@ -66,17 +75,38 @@ class ProcessRoles(dramatiq.Middleware):
         os.nice(_whole_number(WORKER_NICE, 0, 19))
 
 
+def claim_reporter(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process reports for its `flashcall worker`: the first to ask does, until
+    it exits. Run otherwise than by `flashcall worker` (no roles directory), every process does."""
+    directory = (os.environ if environ is None else environ).get(ROLES_DIR)
+    if not directory:
+        return True
+    handle = _lock(Path(directory) / "reporter.lock")
+    if handle is None:
+        return False
+    _held.append(handle)
+    return True
+
+
 def _claim_slot(directory: Path, slots: int) -> IO[str] | None:
     """A check slot's lock, held until this process exits; None when all are taken."""
     for slot in range(slots):
-        handle = (directory / f"check-{slot}.lock").open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        return handle
+        handle = _lock(directory / f"check-{slot}.lock")
+        if handle is not None:
+            return handle
     return None
+
+
+def _lock(path: Path) -> IO[str] | None:
+    """The file, locked until it is closed (by the kernel, when the process exits); None
+    when another holds it."""
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def _whole_number(name: str, low: int, high: int) -> int:
