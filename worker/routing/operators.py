@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import phonenumbers
 
+from worker.core.phone import Parsed, parse
 from worker.routing import carriers
 
 __all__ = ["carrier_name", "operator_of"]
@@ -34,13 +35,14 @@ def operator_of(phone: str, named: Mapping[str, tuple[str, ...]]) -> str:
     return best or _by_carrier(phone)
 
 
-@functools.lru_cache(maxsize=65536)
+# A verification's later attempts come within minutes, thousands of other numbers later
+# at a busy worker's pace; every entry holds a little memory for the process's life.
+@functools.lru_cache(maxsize=4096)
 def _by_carrier(phone: str) -> str:
-    try:
-        number = phonenumbers.parse("+" + phone)
-    except phonenumbers.NumberParseException:
+    parsed = parse(phone)
+    if parsed is None:
         return "other"
-    name = carrier_name(number).strip().lower()
+    name = carrier_name(parsed).strip().lower()
     if not name and phone[1:4] in _MTS_DEF:
         return "mts"
     return _CARRIERS.get(name, "other")
@@ -56,12 +58,12 @@ _MOBILE = frozenset(
 )
 
 
-def carrier_name(number: phonenumbers.PhoneNumber) -> str:
+def carrier_name(parsed: Parsed) -> str:
     """phonenumbers.carrier.name_for_number(number, "en") for a +7 number, from the +7 part
     of its table (worker/routing/carriers.py): the longest prefix of a mobile number's."""
-    if phonenumbers.number_type(number) not in _MOBILE:
+    if parsed.kind not in _MOBILE:
         return ""
-    digits = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    digits = phonenumbers.format_number(parsed.number, phonenumbers.PhoneNumberFormat.E164)[1:]
     for length in range(carriers.LONGEST_PREFIX, 0, -1):
         name = carriers.RANGES.get(digits[:length])
         if name is not None:
