@@ -8,6 +8,10 @@ UV := $(UV_HOME)/bin/uv
 # The venv is the one uv.lock describes, on this machine's Python, never one uv downloads.
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
+# Bytecode compiled at install, as the image does (deploy/Dockerfile): a process that compiles
+# its imports from source (PYTHONDONTWRITEBYTECODE, a read-only venv) keeps the compiler's
+# memory (worker.actors: 107 MB RSS instead of 70) and starts 2 s later (2.5 s instead of 0.5).
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: run test unit lint lock-check lock lock-uv install bench chaos simulate soak capacity clean up down
 

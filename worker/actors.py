@@ -26,6 +26,7 @@ from worker.logs.structured import configure_from_env
 from worker.process import runtime
 from worker.process.middleware.chain import build_broker
 from worker.providers.base import CallStatus
+from worker.verification.checks import ASK_PROVIDER
 
 __all__ = ["advance", "broker", "call_status", "check_code", "poll", "start"]
 
@@ -100,7 +101,10 @@ def check_code(verification_id: str, code: str, reply_key: str) -> None:
     if not reply_key.startswith(keys.PREFIX + "reply:"):
         raise BadMessage("reply_key must be a key returned by flashcall_check")
     current = runtime.current()
-    if current.checks.check(verification_id, code, reply_key) is None:
+    answered = current.checks.check(verification_id, code, reply_key)
+    if answered == ASK_PROVIDER:
+        _on_loop(current.verifier.check_with_provider(verification_id, code, reply_key))
+    elif answered is None:
         _on_loop(current.verifier.check(verification_id, code, reply_key))
 
 

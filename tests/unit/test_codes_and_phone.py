@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 
+import phonenumbers
 import pytest
 
 from worker.core.codes import code_hash, generate
@@ -96,6 +98,15 @@ def test_assigned_russian_number_is_valid(phone: str) -> None:
 )
 def test_number_that_is_not_an_assigned_russian_one_is_invalid(phone: str) -> None:
     assert is_valid_russian(phone) is False
+
+
+def test_validity_is_phonenumbers_own() -> None:
+    rng = random.Random(8)
+    for _ in range(3000):
+        phone = "7" + "".join(rng.choices("0123456789", k=10))
+        number = phonenumbers.parse("+" + phone)
+        russian = phonenumbers.region_code_for_number(number) == "RU"
+        assert is_valid_russian(phone) is (russian and phonenumbers.is_valid_number(number)), phone
 
 
 # --- mask -----------------------------------------------------------------------------

@@ -76,6 +76,12 @@ def test_numbers_that_are_not_phones_are_left_alone(text: str) -> None:
     assert masked({"event": text}) == {"event": text}
 
 
+def test_phone_written_as_an_integer_is_masked_and_other_integers_are_left_alone() -> None:
+    event = masked({"phone": 79991234567, "other": 89997654321, "attempt": 2, "at": 1795786427068})
+
+    assert event == {"phone": "7999*****67", "other": "8999*****21", "attempt": 2, "at": 1795786427068}
+
+
 def test_phones_are_masked_at_any_depth() -> None:
     event = masked({"event": "sent", "request": {"body": {"number": "79991234567"}, "to": ["+79991234567"]}})
 

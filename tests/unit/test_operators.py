@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import random
+import subprocess
+import sys
 
-from worker.routing.operators import operator_of
+import phonenumbers
+import pytest
+from phonenumbers import carrier
+
+from flashcall_dev.carriers import russian_ranges
+from worker.core.phone import parse
+from worker.routing import carriers
+from worker.routing.operators import carrier_name, operator_of
 
 
 @pytest.mark.parametrize(
@@ -31,3 +40,32 @@ def test_a_named_range_wins_over_the_carrier() -> None:
 
 def test_the_longest_named_prefix_wins() -> None:
     assert operator_of("79031234567", {"wide": ("790",), "narrow": ("79031",)}) == "narrow"
+
+
+def test_the_carrier_table_is_phonenumbers_own_for_plus_7() -> None:
+    assert russian_ranges() == carriers.RANGES, (
+        "worker/routing/carriers.py differs from the installed phonenumbers: "
+        "run python -m flashcall_dev.carriers"
+    )
+    assert max(len(prefix) for prefix in carriers.RANGES) == carriers.LONGEST_PREFIX
+
+
+def test_a_carrier_is_looked_up_as_phonenumbers_looks_it_up() -> None:
+    # A number in every range of the table, and random ones between them.
+    rng = random.Random(7)
+    phones = [prefix + "".join(rng.choices("0123456789", k=11 - len(prefix))) for prefix in carriers.RANGES]
+    phones += ["7" + "".join(rng.choices("0123456789", k=10)) for _ in range(3000)]
+    for phone in phones:
+        parsed = parse(phone)
+        assert parsed is not None
+        assert carrier_name(parsed) == carrier.name_for_number(phonenumbers.parse("+" + phone), "en"), phone
+
+
+def test_a_worker_process_loads_no_other_country_s_carriers() -> None:
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, worker.actors; print('phonenumbers.carrierdata' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip() == "False"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 
 import phonenumbers
 
-__all__ = ["is_valid_russian", "mask", "normalise"]
+__all__ = ["Parsed", "is_valid_russian", "mask", "normalise", "parse"]
 
 # The library's rule, character for character (tests/cases/phones.json holds the cases both
 # pass): only the ASCII space, '-', '(' and ')' are dropped, and only ASCII digits count, where
@@ -23,17 +25,41 @@ def normalise(raw: str) -> str:
     return "7" + found.group(1)
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A number as phonenumbers reads it."""
+
+    number: phonenumbers.PhoneNumber
+    region: str | None
+    kind: int
+    """Its phonenumbers.PhoneNumberType: UNKNOWN for a number of no assigned range."""
+
+
+@functools.lru_cache(maxsize=256)
+def parse(phone: str) -> Parsed | None:
+    """A normalised number (7XXXXXXXXXX) as phonenumbers reads it; None when it cannot.
+
+    Routing asks about a number twice as it chooses its first attempt (is it Russian, which
+    operator's range is it in) and phonenumbers' answers are the dearest part of that
+    choice: the last numbers' readings are kept. Never change the number it answers."""
+    try:
+        number = phonenumbers.parse("+" + phone)
+    except phonenumbers.NumberParseException:
+        return None
+    return Parsed(number, phonenumbers.region_code_for_number(number), phonenumbers.number_type(number))
+
+
 def is_valid_russian(phone: str) -> bool:
     """Whether a normalised number (7XXXXXXXXXX) is an assigned Russian number.
 
     The producer function accepts any +7 number of the right length; +7 also covers
     Kazakhstan and ranges that are not assigned, and calling those costs money for nothing.
     """
-    try:
-        parsed = phonenumbers.parse("+" + phone)
-    except phonenumbers.NumberParseException:
+    parsed = parse(phone)
+    if parsed is None or parsed.region != "RU":
         return False
-    return phonenumbers.region_code_for_number(parsed) == "RU" and phonenumbers.is_valid_number(parsed)
+    # phonenumbers.is_valid_number, for a number of RU: a type other than UNKNOWN.
+    return parsed.kind != phonenumbers.PhoneNumberType.UNKNOWN
 
 
 def mask(phone: str) -> str:

@@ -129,6 +129,7 @@ class Runtime:
             routes=routes,
             reports=roles.claim_reporter(env),
         )
+        runtime._prepare_providers()
         # Refused by the ACL stops the process here, saying what to allow, before any claim.
         await store.replicas.mode()
         await runtime._publish()
@@ -168,10 +169,15 @@ class Runtime:
             )
         )
 
+    def _prepare_providers(self) -> None:
+        for provider in self.routing.providers.values():
+            provider.prepare()
+
     async def _reload(self) -> None:
         retired = await asyncio.to_thread(self.holder.reload_if_changed)
         if retired is None:
             return
+        self._prepare_providers()
         await self._publish()
         for provider in retired:
             self._tasks.append(asyncio.create_task(_close_later(provider)))

@@ -1,9 +1,10 @@
 """Which mobile operator's range a number is in: what conversion is learned per.
 
 routing.yaml's `operators` name ranges by prefix and win; other numbers go by the carrier
-their range was allocated to, from phonenumbers' carrier data, whose Russian table misses
-most of MTS's DEF codes: those are filled in here. A number ported to another operator
-keeps its range's operator: the estimate is for the range, which is what can be routed on.
+their range was allocated to, from phonenumbers' carrier data (its +7 part, kept in
+worker/routing/carriers.py), whose Russian table misses most of MTS's DEF codes: those are
+filled in here. A number ported to another operator keeps its range's operator: the
+estimate is for the range, which is what can be routed on.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import functools
 from collections.abc import Mapping
 
 import phonenumbers
-from phonenumbers import carrier
 
-__all__ = ["operator_of"]
+from worker.core.phone import Parsed, parse
+from worker.routing import carriers
+
+__all__ = ["carrier_name", "operator_of"]
 
 _CARRIERS = {"mts": "mts", "megafon": "megafon", "beeline": "beeline", "t2": "t2", "tele2": "t2"}
 #: MTS's DEF codes, absent from phonenumbers' data for Russia.
@@ -32,13 +35,37 @@ def operator_of(phone: str, named: Mapping[str, tuple[str, ...]]) -> str:
     return best or _by_carrier(phone)
 
 
-@functools.lru_cache(maxsize=65536)
+# A verification's later attempts come within minutes, thousands of other numbers later
+# at a busy worker's pace; every entry holds a little memory for the process's life.
+@functools.lru_cache(maxsize=4096)
 def _by_carrier(phone: str) -> str:
-    try:
-        number = phonenumbers.parse("+" + phone)
-    except phonenumbers.NumberParseException:
+    parsed = parse(phone)
+    if parsed is None:
         return "other"
-    name = carrier.name_for_number(number, "en").strip().lower()
+    name = carrier_name(parsed).strip().lower()
     if not name and phone[1:4] in _MTS_DEF:
         return "mts"
     return _CARRIERS.get(name, "other")
+
+
+#: The number types phonenumbers gives a carrier for (its carrier._is_mobile).
+_MOBILE = frozenset(
+    {
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        phonenumbers.PhoneNumberType.PAGER,
+    }
+)
+
+
+def carrier_name(parsed: Parsed) -> str:
+    """phonenumbers.carrier.name_for_number(number, "en") for a +7 number, from the +7 part
+    of its table (worker/routing/carriers.py): the longest prefix of a mobile number's."""
+    if parsed.kind not in _MOBILE:
+        return ""
+    digits = phonenumbers.format_number(parsed.number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    for length in range(carriers.LONGEST_PREFIX, 0, -1):
+        name = carriers.RANGES.get(digits[:length])
+        if name is not None:
+            return name
+    return ""

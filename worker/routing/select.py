@@ -279,7 +279,11 @@ def learned(
         found = estimate(state, learning, candidate.name, channel, operator, prior=prior)
         per_approval = through(_price(candidate, latency_cost), found.rate, after).per_approval
         score = Decimal("Infinity") if math.isinf(per_approval) else Decimal(f"{per_approval:.4f}")
-        scored.append(replace(candidate, score=score, estimate=found))
+        # Not dataclasses.replace, which inspects the class on every call: this runs for every
+        # candidate of every step weighed for every attempt.
+        scored.append(
+            Candidate(candidate.name, candidate.cost, score, candidate.health, candidate.dropped, found)
+        )
     scored.sort(key=lambda c: (c.dropped is not None, c.score, c.name))
     return scored
 

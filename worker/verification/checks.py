@@ -5,7 +5,8 @@ providers are slow; a check queued behind them there waited up to a quarter of a
 under load. The common check needs no provider: the typed code's keyed hash goes to
 `flashcall_apply_check`, which compares it with the codes delivered and answers the
 producer, in one round trip from this thread. Only a code a provider keeps (Telphin), or
-a Redis that lost the library, sends the check on to the event loop (Verifier.check).
+a Redis that lost the library, sends the check on to the event loop: the first to ask the
+provider (Verifier.check_with_provider), the second to check again (Verifier.check).
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ class CodeChecks:
         self._now = now
 
     def check(self, verification_id: str, code: str, reply_key: str) -> str | None:
-        """The check's result, already answered on the reply key; None when the event loop
-        must finish it (a provider's code, or a library to reinstall)."""
+        """The check's result, already answered on the reply key; ASK_PROVIDER, unanswered,
+        when only the provider can judge the code (Verifier.check_with_provider); None when
+        the event loop must make the whole check (a library to reinstall)."""
         proof = hash_proof(self._secrets, verification_id, code)
         try:
             result = functions.apply_check(
@@ -71,7 +73,6 @@ class CodeChecks:
             raise
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
-        if result == ASK_PROVIDER:
-            return None
-        log.info("code checked", result=result)
+        if result != ASK_PROVIDER:
+            log.info("code checked", result=result)
         return result

@@ -558,12 +558,19 @@ class Verifier:
             verification_id, proof=proof, reply_key=reply_key, now_ms=now_ms
         )
         if result == checks.ASK_PROVIDER:
-            material = await self._store.check_material(verification_id)
-            checker = material.provider_checks
-            matched = checker is not None and await self._ask_provider(checker, material.phone, code)
-            result = await self._store.apply_check(
-                verification_id, proof=checks.verdict(matched), reply_key=reply_key, now_ms=self._now_ms()
-            )
+            return await self.check_with_provider(verification_id, code, reply_key)
+        log.info("code checked", result=result)
+        return result
+
+    async def check_with_provider(self, verification_id: str, code: str, reply_key: str) -> str:
+        """Finish a check that flashcall_apply_check answered ASK_PROVIDER: the provider that
+        keeps the verification's code judges it, and its verdict is applied and answered."""
+        material = await self._store.check_material(verification_id)
+        checker = material.provider_checks
+        matched = checker is not None and await self._ask_provider(checker, material.phone, code)
+        result = await self._store.apply_check(
+            verification_id, proof=checks.verdict(matched), reply_key=reply_key, now_ms=self._now_ms()
+        )
         log.info("code checked", result=result)
         return result
 
