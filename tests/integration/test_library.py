@@ -411,6 +411,29 @@ class TestCheck:
         assert library.zscore(keys.PREFIX + "timers:expire", "order-42") is None
         assert library.zscore(keys.PREFIX + "timers:step", "order-42") is None
 
+    def test_approval_clears_a_poll_timer_the_delivery_set(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        functions.attempt_delivered(
+            "order-42", attempt=1, now_ms=now, provider="vp", channel="flashcall", step=0, ref="ref-1",
+            price_e4=3500, code_hash="", provider_checks=False, step_deadline_ms=0, latency_ms=100, day=DAY,
+            poll_at_ms=now + 5_000,
+        ).run(library)  # fmt: skip
+        assert library.zscore(keys.PREFIX + "timers:poll", "order-42") == now + 5_000
+        self.apply_check(library, "1", self.check(library))
+        assert library.zscore(keys.PREFIX + "timers:poll", "order-42") is None
+
+    def test_approval_clears_the_poll_timer_of_a_verification_from_library_11(
+        self, library: redis.Redis
+    ) -> None:
+        # Library 11 kept no mark of whether a poll timer was set: one may be.
+        start(library)
+        library.hdel(keys.verification("order-42"), "poll_timer")
+        library.zadd(keys.PREFIX + "timers:poll", {"order-42": now_ms(library) + 5_000})
+        self.apply_check(library, "1", self.check(library))
+        assert library.zscore(keys.PREFIX + "timers:poll", "order-42") is None
+
     def test_a_wrong_code_is_rejected_with_the_attempts_left(self, library: redis.Redis) -> None:
         start(library)
         reply_key = self.check(library)
