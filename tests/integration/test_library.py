@@ -192,6 +192,13 @@ class TestStart:
         assert message["queue_name"] == keys.VERIFY_QUEUE
         assert message["options"]["redis_message_id"] == library.lindex(keys.queue(keys.VERIFY_QUEUE), 0)
 
+    def test_the_wake_list_is_trimmed_back_to_16_tokens_past_32(self, library: redis.Redis) -> None:
+        for number in range(32):
+            start(library, id=f"order-{number}", phone=f"+7999000{number:04d}")
+        assert library.llen(keys.wake(keys.VERIFY_QUEUE)) == 32
+        start(library, id="order-32", phone="+79990000032")
+        assert library.llen(keys.wake(keys.VERIFY_QUEUE)) == 16
+
     def test_a_start_wakes_idle_workers(self, library: redis.Redis) -> None:
         start(library)
         assert library.llen(keys.wake(keys.VERIFY_QUEUE)) == 1

@@ -118,9 +118,10 @@ local function enqueue(queue, actor, args_json, now, seq, at)
     redis.call('HSET', NAMESPACE .. queue .. '.msgs', mid, message)
     redis.call('RPUSH', NAMESPACE .. queue, mid)
     -- Idle consumers block on this list instead of polling (see worker/redis/broker.py); they
-    -- take the tokens, so that the list seldom needs trimming.
+    -- take the tokens, and busy ones leave them: trimmed back to WAKE_TOKENS once there are
+    -- twice as many, it costs a command in WAKE_TOKENS enqueues at most.
     local wake = PREFIX .. 'wake:' .. queue
-    if redis.call('RPUSH', wake, '1') > WAKE_TOKENS then redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1) end
+    if redis.call('RPUSH', wake, '1') > 2 * WAKE_TOKENS then redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1) end
     return mid
 end
 
