@@ -105,31 +105,15 @@ class TestFetch:
         assert unacknowledged(client, broker) == {"m3"}
         assert bodies(client) == {"m3"}
 
-    def test_the_first_fetch_writes_the_heartbeat(self, client: redis.Redis, broker: FlashcallBroker) -> None:
-        broker.fetch(QUEUE, 1)
-
-        assert client.zscore(keys.heartbeats(), broker.broker_id) is not None
-
-    def test_fetches_within_a_heartbeat_interval_write_no_heartbeat(
-        self, client: redis.Redis, broker: FlashcallBroker
-    ) -> None:
-        broker.fetch(QUEUE, 1)
+    def test_a_fetch_writes_no_heartbeat(self, client: redis.Redis, broker: FlashcallBroker) -> None:
+        broker.fetch(QUEUE, 1)  # loads the script
+        enqueue(client, "m1")
         before = calls(client)
 
         broker.fetch(QUEUE, 1)
 
-        assert since(before, client) == {"evalsha": 1, "lpop": 1}
-
-    def test_a_fetch_after_the_interval_writes_the_heartbeat(
-        self, client: redis.Redis, broker: FlashcallBroker, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setattr(broker_module, "HEARTBEAT_INTERVAL", 0.0)
-        broker.fetch(QUEUE, 1)
-        before = calls(client)
-
-        broker.fetch(QUEUE, 1)
-
-        assert since(before, client)["zadd"] == 1
+        assert since(before, client) == {"evalsha": 1, "lpop": 1, "sadd": 1, "hmget": 1}
+        assert client.zscore(keys.heartbeats(), broker.broker_id) is None
 
 
 class TestAcknowledgements:
@@ -170,6 +154,13 @@ class TestConsumer:
     @pytest.fixture
     def consumer(self, broker: FlashcallBroker) -> Any:
         return broker.consume(QUEUE, prefetch=4, timeout=100)
+
+    def test_its_maintenance_writes_the_heartbeat(
+        self, client: redis.Redis, broker: FlashcallBroker, consumer: Any
+    ) -> None:
+        next(consumer)
+
+        assert client.zscore(keys.heartbeats(), broker.broker_id) is not None
 
     def test_after_a_fetch_that_emptied_the_queue_the_consumer_waits_on_the_wake_list(
         self, client: redis.Redis, consumer: Any

@@ -21,8 +21,8 @@ An idle consumer so costs two commands a second.
 Round trips. A fetch that found fewer messages than it had room for emptied the queue: the
 consumer waits on the wake list next instead of asking again. Acknowledgements travel
 with the next fetch (in a batch of their own only while the consumer hands out prefetched
-messages, or when it has no room); a fetch pops with one LPOP and a count; a process's
-fetches write its heartbeat at most once a second.
+messages, or when it has no room); a fetch pops with one LPOP and a count, and writes no
+heartbeat (the maintenance passes do).
 
 Codes. A dead letter of a check keeps no typed code: before a message of an actor with
 secret arguments is stored in the dead-letter queue, by either path (refused here, or
@@ -53,19 +53,17 @@ from worker.core import keys
 from worker.logs import redaction
 from worker.logs.structured import get_logger
 
-__all__ = ["HEARTBEAT_INTERVAL", "MAINTENANCE_INTERVAL", "FlashcallBroker"]
+__all__ = ["MAINTENANCE_INTERVAL", "FlashcallBroker"]
 
 log = get_logger(__name__)
 
 #: Seconds between maintenance passes of each consumer (Dramatiq's are random). A pass
-#: also renews the process's heartbeat, which an idle consumer's fetches no longer do
-#: every second: it must come well within Dramatiq's heartbeat timeout (60 s).
+#: also renews the process's heartbeat, which fetches no longer write (Dramatiq's write
+#: one each): it must come well within Dramatiq's heartbeat timeout (60 s). Every fetch
+#: follows a check that a pass is due.
 MAINTENANCE_INTERVAL = 15.0
 #: Wake tokens kept per queue, as the library keeps them (flashcall.lua's WAKE_TOKENS).
 WAKE_TOKENS = 16
-#: Seconds between the heartbeats a process's fetches write (Dramatiq's fetches write one
-#: each).
-HEARTBEAT_INTERVAL = 1.0
 
 _MESSAGE_FIELDS: dict[str, type] = {
     "queue_name": str,
@@ -99,16 +97,14 @@ local function ack(acks, messages, first)
 end
 """
 
-# The acks of ARGV[4] onwards, then Dramatiq's fetch: heartbeat (when ARGV[3], the worker's
-# id, is not empty), pop up to ARGV[1], remember as unacknowledged; answers ids with bodies.
+# The acks of ARGV[2] onwards, then Dramatiq's fetch without its heartbeat: pop up to ARGV[1],
+# remember as unacknowledged; answers ids with bodies.
 _FETCH = (
     _ACK_FUNCTION
     + """
-local queue, messages, acks, heartbeats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local count, now, worker_id = ARGV[1], ARGV[2], ARGV[3]
-ack(acks, messages, 4)
-if worker_id ~= '' then redis.call('ZADD', heartbeats, now, worker_id) end
-local out, ids = {}, redis.call('LPOP', queue, count)
+local queue, messages, acks = KEYS[1], KEYS[2], KEYS[3]
+ack(acks, messages, 2)
+local out, ids = {}, redis.call('LPOP', queue, ARGV[1])
 if ids then
     redis.call('SADD', acks, unpack(ids))
     local bodies = redis.call('HMGET', messages, unpack(ids))
@@ -378,7 +374,6 @@ class FlashcallBroker(RedisBroker):
         self._fetch = client.register_script(_FETCH)
         self._ack_many = client.register_script(_ACK_MANY)
         self._nack = client.register_script(_NACK)
-        self._next_heartbeat = 0.0
 
     @property
     def consumer_class(self) -> type[_Consumer]:
@@ -409,20 +404,10 @@ class FlashcallBroker(RedisBroker):
                 keys.queue(queue_name),
                 keys.queue_messages(queue_name),
                 keys.consumer_acks(self.broker_id, queue_name),
-                keys.heartbeats(),
             ],
-            args=[count, current_millis(), self.broker_id if self._heartbeat_due() else "", *acks],
+            args=[count, *acks],
         )
         return [(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)]
-
-    def _heartbeat_due(self) -> bool:
-        """Whether this fetch writes the process's heartbeat (at most once a HEARTBEAT_INTERVAL;
-        the consumers of a process race for it harmlessly)."""
-        now = time.monotonic()
-        if now < self._next_heartbeat:
-            return False
-        self._next_heartbeat = now + HEARTBEAT_INTERVAL
-        return True
 
     def ack_many(self, queue_name: str, message_ids: list[str]) -> None:
         """Dramatiq's ack, for many messages in one round trip."""
