@@ -192,6 +192,13 @@ class TestStart:
         assert message["queue_name"] == keys.VERIFY_QUEUE
         assert message["options"]["redis_message_id"] == library.lindex(keys.queue(keys.VERIFY_QUEUE), 0)
 
+    def test_the_wake_list_is_trimmed_back_to_16_tokens_past_32(self, library: redis.Redis) -> None:
+        for number in range(32):
+            start(library, id=f"order-{number}", phone=f"+7999000{number:04d}")
+        assert library.llen(keys.wake(keys.VERIFY_QUEUE)) == 32
+        start(library, id="order-32", phone="+79990000032")
+        assert library.llen(keys.wake(keys.VERIFY_QUEUE)) == 16
+
     def test_a_start_wakes_idle_workers(self, library: redis.Redis) -> None:
         start(library)
         assert library.llen(keys.wake(keys.VERIFY_QUEUE)) == 1
@@ -410,6 +417,29 @@ class TestCheck:
         self.apply_check(library, "1", self.check(library))
         assert library.zscore(keys.PREFIX + "timers:expire", "order-42") is None
         assert library.zscore(keys.PREFIX + "timers:step", "order-42") is None
+
+    def test_approval_clears_a_poll_timer_the_delivery_set(self, library: redis.Redis) -> None:
+        start(library)
+        now = now_ms(library)
+        begin(library, now=now)
+        functions.attempt_delivered(
+            "order-42", attempt=1, now_ms=now, provider="vp", channel="flashcall", step=0, ref="ref-1",
+            price_e4=3500, code_hash="", provider_checks=False, step_deadline_ms=0, latency_ms=100, day=DAY,
+            poll_at_ms=now + 5_000,
+        ).run(library)  # fmt: skip
+        assert library.zscore(keys.PREFIX + "timers:poll", "order-42") == now + 5_000
+        self.apply_check(library, "1", self.check(library))
+        assert library.zscore(keys.PREFIX + "timers:poll", "order-42") is None
+
+    def test_approval_clears_the_poll_timer_of_a_verification_from_library_11(
+        self, library: redis.Redis
+    ) -> None:
+        # Library 11 kept no mark of whether a poll timer was set: one may be.
+        start(library)
+        library.hdel(keys.verification("order-42"), "poll_timer")
+        library.zadd(keys.PREFIX + "timers:poll", {"order-42": now_ms(library) + 5_000})
+        self.apply_check(library, "1", self.check(library))
+        assert library.zscore(keys.PREFIX + "timers:poll", "order-42") is None
 
     def test_a_wrong_code_is_rejected_with_the_attempts_left(self, library: redis.Redis) -> None:
         start(library)

@@ -482,6 +482,15 @@ class TestDailyBudget:
 
         assert library.get(f"{keys.PREFIX}spent:{PROVIDER}:{DAY}") == "3700"
 
+    def test_a_days_spend_is_kept_two_days_from_its_first_call(self, library: redis.Redis) -> None:
+        v0, v1 = started(library, 2)
+        now = now_ms(library)
+        for verification_id in (v0, v1):
+            claim(library, verification_id, now=now)
+            deliver(library, verification_id, now=now)
+
+        assert 172_700 < library.ttl(f"{keys.PREFIX}spent:{PROVIDER}:{DAY}") <= 172_800
+
     def test_a_claim_that_would_overspend_the_budget_is_refused(self, library: redis.Redis) -> None:
         v0, v1, v2 = started(library, 3)
         now = now_ms(library)
@@ -686,6 +695,27 @@ class TestPerNumberLimits:
 
         assert answer["reason"] == "rate_limited"
         assert 3599 <= answer["retry_after"] <= 3600
+
+    def test_starts_older_than_the_longest_window_are_forgotten_at_the_next_start(
+        self, library: redis.Redis
+    ) -> None:
+        publish_limits(library, (1, 60_000), (2, 3_600_000))
+        seconds, _ = library.time()
+        library.zadd(keys.PREFIX + "phone:79991230000", {"long-ago": (int(seconds) - 3_700) * 1000})
+
+        assert start(library, "first")["status"] == "pending"
+        assert library.zrange(keys.PREFIX + "phone:79991230000", 0, -1) == ["first"]
+
+    def test_a_start_in_the_longest_window_still_counts(self, library: redis.Redis) -> None:
+        publish_limits(library, (1, 60_000), (2, 3_600_000))
+        seconds, _ = library.time()
+        library.zadd(keys.PREFIX + "phone:79991230000", {"an-hour-ago": (int(seconds) - 3_000) * 1000})
+        start(library, "first")
+
+        answer = start(library, "second", "+79991230000")
+
+        assert answer["reason"] == "rate_limited"
+        assert 590 <= answer["retry_after"] <= 600
 
     def test_a_repeated_start_of_the_same_id_is_not_counted(self, library: redis.Redis) -> None:
         publish_limits(library, (2, 60_000))

@@ -5,6 +5,8 @@ broker that records each command; no Redis is involved."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +40,13 @@ class Broker:
     def __init__(self) -> None:
         self.client = Client()
         self.messages: list[tuple[str, bytes | None]] = []
+        self.acknowledged: list[str] = []
 
-    def fetch(self, queue_name: str, count: int) -> list[tuple[str, bytes | None]]:
+    def fetch(
+        self, queue_name: str, count: int, *, acks: Sequence[str] = ()
+    ) -> list[tuple[str, bytes | None]]:
         self.client.sent.append(("fetch", queue_name))
+        self.acknowledged.extend(acks)
         taken, self.messages = self.messages[:count], self.messages[count:]
         return taken
 
@@ -52,6 +58,7 @@ class Broker:
 class Rig:
     consumer: _Consumer
     client: Client
+    broker: Broker
 
 
 @pytest.fixture
@@ -62,7 +69,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Rig:
     broker.client.sent.clear()
     # No maintenance pass due in the rounds the tests watch.
     monkeypatch.setattr(consumer, "_next_maintenance", float("inf"))
-    return Rig(consumer, broker.client)
+    return Rig(consumer, broker.client, broker)
 
 
 def test_an_idle_consumer_waits_a_second_for_a_token_then_reads_only_the_queue_length(rig: Rig) -> None:
@@ -110,3 +117,46 @@ def test_a_consumer_without_room_sleeps_instead_of_taking_tokens(
 
     assert rig.client.sent == []
     assert len(slept) == 1
+
+
+def message(message_id: str) -> tuple[str, bytes]:
+    body = {
+        "queue_name": QUEUE,
+        "actor_name": "advance",
+        "args": [message_id, 0, "start"],
+        "kwargs": {},
+        "options": {"redis_message_id": message_id},
+        "message_id": message_id,
+        "message_timestamp": 0,
+    }
+    return message_id, json.dumps(body).encode()
+
+
+def test_after_a_fetch_that_emptied_the_queue_the_consumer_waits_instead_of_fetching(rig: Rig) -> None:
+    rig.broker.messages = [message("m1")]
+    rig.client.tokens = 1
+    next(rig.consumer)  # the token
+    taken = next(rig.consumer)
+    assert taken is not None
+    assert taken.message_id == "m1"
+    rig.client.sent.clear()
+
+    next(rig.consumer)
+
+    assert rig.client.sent == [("blpop", keys.wake(QUEUE), 1.0)]
+
+
+def test_acknowledgements_to_send_go_with_a_fetch_instead_of_the_queue_length(rig: Rig) -> None:
+    rig.broker.messages = [message("m1")]
+    rig.client.tokens = 1
+    next(rig.consumer)  # the token
+    taken = next(rig.consumer)
+    assert taken is not None
+    rig.consumer.ack(taken)
+    next(rig.consumer)  # a wait that ends without a token
+    rig.client.sent.clear()
+
+    next(rig.consumer)
+
+    assert rig.client.sent[0] == ("fetch", QUEUE)
+    assert rig.broker.acknowledged == ["m1"]

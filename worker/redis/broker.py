@@ -18,6 +18,12 @@ the wait ends without a token, it fetches only if the queue holds anything (LLEN
 producer may enqueue without a token, docs/protocol.md) or a maintenance pass just ran.
 An idle consumer so costs two commands a second.
 
+Round trips. A fetch that found fewer messages than it had room for emptied the queue: the
+consumer waits on the wake list next instead of asking again. Acknowledgements travel
+with the next fetch (in a batch of their own only while the consumer hands out prefetched
+messages, or when it has no room); a fetch pops with one LPOP and a count, and writes no
+heartbeat (the maintenance passes do).
+
 Codes. A dead letter of a check keeps no typed code: before a message of an actor with
 secret arguments is stored in the dead-letter queue, by either path (refused here, or
 failed and nacked by Dramatiq), its secret argument is replaced (worker/logs/redaction.py).
@@ -52,8 +58,9 @@ __all__ = ["MAINTENANCE_INTERVAL", "FlashcallBroker"]
 log = get_logger(__name__)
 
 #: Seconds between maintenance passes of each consumer (Dramatiq's are random). A pass
-#: also renews the process's heartbeat, which an idle consumer's fetches no longer do
-#: every second: it must come well within Dramatiq's heartbeat timeout (60 s).
+#: also renews the process's heartbeat, which fetches no longer write (Dramatiq's write
+#: one each): it must come well within Dramatiq's heartbeat timeout (60 s). Every fetch
+#: follows a check that a pass is due.
 MAINTENANCE_INTERVAL = 15.0
 #: Wake tokens kept per queue, as the library keeps them (flashcall.lua's WAKE_TOKENS).
 WAKE_TOKENS = 16
@@ -68,31 +75,55 @@ _MESSAGE_FIELDS: dict[str, type] = {
     "message_timestamp": int,
 }
 
-# Dramatiq's fetch (heartbeat, pop, remember as unacknowledged), answering ids with bodies.
-_FETCH = """
-local queue, messages, acks, heartbeats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local count, now, worker_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-redis.call('ZADD', heartbeats, now, worker_id)
-local out = {}
-for _ = 1, count do
-    local id = redis.call('LPOP', queue)
-    if not id then break end
-    redis.call('SADD', acks, id)
-    out[#out + 1] = id
-    out[#out + 1] = redis.call('HGET', messages, id) or false
+# Dramatiq's ack (a message done: out of the consumer's unacknowledged set, its body gone) of
+# the ids ARGV[first] onwards. A message no longer in the set (returned to the queue meanwhile)
+# keeps its body; several are looked up in one command.
+_ACK_FUNCTION = """
+local function ack(acks, messages, first)
+    local ids = {}
+    for i = first, #ARGV do ids[#ids + 1] = ARGV[i] end
+    if #ids == 1 then
+        if redis.call('SREM', acks, ids[1]) > 0 then redis.call('HDEL', messages, ids[1]) end
+    elseif #ids > 1 then
+        local held, done = redis.call('SMISMEMBER', acks, unpack(ids)), {}
+        for i, id in ipairs(ids) do
+            if held[i] == 1 then done[#done + 1] = id end
+        end
+        if #done > 0 then
+            redis.call('SREM', acks, unpack(done))
+            redis.call('HDEL', messages, unpack(done))
+        end
+    end
+end
+"""
+
+# The acks of ARGV[2] onwards, then Dramatiq's fetch without its heartbeat: pop up to ARGV[1],
+# remember as unacknowledged; answers ids with bodies.
+_FETCH = (
+    _ACK_FUNCTION
+    + """
+local queue, messages, acks = KEYS[1], KEYS[2], KEYS[3]
+ack(acks, messages, 2)
+local out, ids = {}, redis.call('LPOP', queue, ARGV[1])
+if ids then
+    redis.call('SADD', acks, unpack(ids))
+    local bodies = redis.call('HMGET', messages, unpack(ids))
+    for i, id in ipairs(ids) do
+        out[#out + 1] = id
+        out[#out + 1] = bodies[i]
+    end
 end
 return out
 """
+)
 
-
-# Dramatiq's ack (a message done: out of the consumer's unacknowledged set, its body gone), for many.
-_ACK_MANY = """
-local acks, messages = KEYS[1], KEYS[2]
-for _, id in ipairs(ARGV) do
-    if redis.call('SREM', acks, id) > 0 then redis.call('HDEL', messages, id) end
-end
+_ACK_MANY = (
+    _ACK_FUNCTION
+    + """
+ack(KEYS[1], KEYS[2], 1)
 return #ARGV
 """
+)
 
 # Dramatiq's nack (a failed message out of the consumer's unacknowledged set, into the
 # dead-letter queue), with the body to keep given instead of copied from the queue.
@@ -143,6 +174,8 @@ class _Consumer(_RedisConsumer):
         self._quiet = False
         """Set when a wait for a wake token ended without one: no fetch until something says
         the queue may hold messages."""
+        self._emptied = False
+        """The last fetch emptied the queue: wait on the wake list before fetching again."""
         self._next_maintenance = 0.0
         self._acks: list[str] = []
         self._acks_lock = threading.Lock()
@@ -150,9 +183,10 @@ class _Consumer(_RedisConsumer):
 
     def ack(self, message: MessageProxy) -> None:
         """Acknowledge later, with others: a worker thread does not wait a round trip to
-        Redis per message. Until flushed (at most ACK_DELAY later, or at close) a message
-        that was processed is still unacknowledged; were the process to die then, it would
-        be processed again, which every actor is made to bear."""
+        Redis per message. Until sent (with the consumer's next fetch, at most its idle
+        timeout later; in a batch at most ACK_DELAY later while it hands out prefetched
+        messages; or at close) a message that was processed is still unacknowledged; were the
+        process to die then, it would be processed again, which every actor is made to bear."""
         with self._acks_lock:
             if not self._acks:
                 self._acks_due = time.monotonic() + ACK_DELAY
@@ -176,26 +210,57 @@ class _Consumer(_RedisConsumer):
         finally:
             self.queued_message_ids.discard(message.message_id)
 
-    def _flush_acks(self, *, force: bool = False) -> None:
+    def _take_acks(self, *, force: bool = False) -> list[str]:
+        """The acknowledgements to send now (all of them with `force`, else a batch when due)."""
         with self._acks_lock:
             if not self._acks or (
                 not force and len(self._acks) < ACK_BATCH and time.monotonic() < self._acks_due
             ):
-                return
+                return []
             taken, self._acks = self._acks, []
+            return taken
+
+    def _return_acks(self, taken: list[str]) -> None:
+        """Kept for the next flush: Redis being away must not strand them unacknowledged."""
+        with self._acks_lock:
+            self._acks[:0] = taken
+
+    def _flush_acks(self, *, force: bool = False) -> None:
+        taken = self._take_acks(force=force)
+        if not taken:
+            return
         try:
             self.broker.ack_many(self.queue_name, taken)
         except redis.RedisError:
-            # Kept for the next flush: Redis being away must not strand them unacknowledged.
-            with self._acks_lock:
-                self._acks[:0] = taken
+            self._return_acks(taken)
             raise
+
+    def _fetch(self, room: int) -> None:
+        """Fetch up to `room` messages, with every acknowledgement not yet sent."""
+        taken = self._take_acks(force=True)
+        try:
+            self.message_cache = self.broker.fetch(self.queue_name, room, acks=taken)
+        except redis.RedisError:
+            self._return_acks(taken)
+            raise
+        self._emptied = len(self.message_cache) < room
+        self._quiet = False
+
+    def _worth_fetching(self) -> bool:
+        """After a wait that ended without a token: acknowledgements to send go with a fetch;
+        else a fetch only if the queue holds anything."""
+        if not self._quiet:
+            return True
+        with self._acks_lock:
+            if self._acks:
+                return True
+        return bool(self.broker.client.llen(keys.queue(self.queue_name)))
 
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
-                self._flush_acks()
                 if self.message_cache:
+                    self._flush_acks()
                     message_id, data = self.message_cache.pop(0)
                     message = self._decode(message_id, data)
                     if message is None:
@@ -206,13 +271,16 @@ class _Consumer(_RedisConsumer):
 
                 self._maintain()
                 room = self.prefetch - self.outstanding_message_count
-                if room > 0 and (not self._quiet or self.broker.client.llen(keys.queue(self.queue_name))):
-                    self.message_cache = self.broker.fetch(self.queue_name, room)
-                    self._quiet = False
-                if not self.message_cache:
-                    self._flush_acks(force=True)
-                    self._wait(room)
-                    return None
+                if room > 0 and not self._emptied and self._worth_fetching():
+                    self._fetch(room)
+                    if self.message_cache:
+                        continue
+                self._emptied = False
+                # Waiting on the wake list, the acknowledgements not yet due go with the fetch
+                # that follows; without room, that fetch may be a while.
+                self._flush_acks(force=room <= 0)
+                self._wait(room)
+                return None
         except (redis.ConnectionError, redis.TimeoutError) as e:
             # Both mean Redis is away (redis-py's sockets time out after 5 s by default, as
             # when Redis is frozen): Dramatiq restarts the consumer instead of losing its thread.
@@ -326,16 +394,18 @@ class FlashcallBroker(RedisBroker):
             pipe.ltrim(key, 0, WAKE_TOKENS - 1)
             pipe.execute()
 
-    def fetch(self, queue_name: str, count: int) -> list[tuple[str, bytes | None]]:
-        """Up to `count` messages as (id, body); a body is None when the id has none."""
+    def fetch(
+        self, queue_name: str, count: int, *, acks: Iterable[str] = ()
+    ) -> list[tuple[str, bytes | None]]:
+        """Acknowledge `acks`, then up to `count` messages as (id, body); a body is None when
+        the id has none."""
         flat = self._fetch(
             keys=[
                 keys.queue(queue_name),
                 keys.queue_messages(queue_name),
                 keys.consumer_acks(self.broker_id, queue_name),
-                keys.heartbeats(),
             ],
-            args=[count, current_millis(), self.broker_id],
+            args=[count, *acks],
         )
         return [(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)]
 

@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '11'
+local VERSION = '12'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -44,13 +44,14 @@ local MIN_CODE_LENGTH, MAX_CODE_LENGTH = 4, 6
 local DEFAULT_TTL = 600
 local MIN_TTL, MAX_TTL = 30, 86400
 local MAX_CHECKS = 3
+local MAX_CHECKS_TEXT = MAX_CHECKS .. ''
 -- A verification stays readable (status, idempotent start) this long after its lifetime.
 local RETENTION_MS = 86400 * 1000
 -- A refused start (rate_limited) is remembered this long, and at most this many at once
 -- (the oldest forgotten first), in K_REFUSED's order: a flood of refused ids stays bounded.
 local REFUSED_RETENTION_MS = 3600 * 1000
 local REFUSED_MAX = 100000
-local REPLY_TTL = 60
+local REPLY_TTL = '60'
 -- A start whose first message was lost is picked up again after this long.
 local START_RECOVERY_MS = 30000
 local WAKE_TOKENS = 16
@@ -63,6 +64,8 @@ local HEALTH_TTL = 3600
 -- health (health_window) are rebuilt before a bucket they hold could have expired, with
 -- this much to spare.
 local HEALTH_SKEW_MS = 60000
+-- A day's spend (flashcall:spent:<provider>:<day>) is kept two days.
+local SPENT_TTL = '172800'
 
 local FINAL = {approved = true, failed = true, expired = true, canceled = true, max_attempts = true}
 local CHANNELS = {flashcall = true, voice = true, sms = true}
@@ -87,7 +90,9 @@ end
 
 local function fmt_int(n) return string.format('%d', n) end
 
-local function count(field) redis.call('HINCRBY', K_METRICS, field, 1) end
+-- Numbers handed to redis.call are formatted with %.17g, which costs more than the command:
+-- what the functions write is text already (arguments as they came, or formatted once).
+local function count(field) redis.call('HINCRBY', K_METRICS, field, '1') end
 
 local function refuse(message)
     return redis.error_reply('ERR flashcall: ' .. message)
@@ -95,30 +100,37 @@ end
 
 local function json_string(value) return cjson.encode(value) end
 
--- Dramatiq's Redis broker: message data in <queue>.msgs, its id pushed on <queue>.
-local function enqueue(queue, actor, args_json, now)
-    local seq = redis.call('INCR', K_SEQ)
-    local mid = 'fc-' .. fmt_int(now) .. '-' .. fmt_int(seq)
-    local message = '{"queue_name":' .. json_string(queue)
-        .. ',"actor_name":' .. json_string(actor)
-        .. ',"args":' .. args_json
+-- A JSON string of text that needs no escaping: a verification id (valid_id), a phone, a
+-- policy, channel, queue or actor name, a code, a reply key.
+local function quoted(text) return '"' .. text .. '"' end
+
+-- Dramatiq's Redis broker: message data in <queue>.msgs, its id pushed on <queue>. `seq`, a
+-- number the caller took from K_SEQ for something else of the same call (as text), names the
+-- message too; `at` is `now` as text, when the caller has it.
+local function enqueue(queue, actor, args_json, now, seq, at)
+    seq = seq or fmt_int(redis.call('INCR', K_SEQ))
+    at = at or fmt_int(now)
+    local mid = 'fc-' .. at .. '-' .. seq
+    local message = '{"queue_name":"' .. queue .. '","actor_name":"' .. actor
+        .. '","args":' .. args_json
         .. ',"kwargs":{},"options":{"redis_message_id":"' .. mid .. '"}'
-        .. ',"message_id":"' .. mid .. '","message_timestamp":' .. fmt_int(now) .. '}'
+        .. ',"message_id":"' .. mid .. '","message_timestamp":' .. at .. '}'
     redis.call('HSET', NAMESPACE .. queue .. '.msgs', mid, message)
     redis.call('RPUSH', NAMESPACE .. queue, mid)
-    -- Idle consumers block on this list instead of polling (see worker/redis/broker.py).
+    -- Idle consumers block on this list instead of polling (see worker/redis/broker.py); they
+    -- take the tokens, and busy ones leave them: trimmed back to WAKE_TOKENS once there are
+    -- twice as many, it costs a command in WAKE_TOKENS enqueues at most.
     local wake = PREFIX .. 'wake:' .. queue
-    redis.call('RPUSH', wake, '1')
-    redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1)
+    if redis.call('RPUSH', wake, '1') > 2 * WAKE_TOKENS then redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1) end
     return mid
 end
 
 -- `first`, for a verification's first attempt, carries what the worker needs to make it,
 -- so that the worker need not read the verification back first.
-local function enqueue_advance(id, attempt, cause, now, first)
+local function enqueue_advance(id, attempt, cause, now, first, at)
     return enqueue(VERIFY_QUEUE, 'advance',
-        '[' .. json_string(id) .. ',' .. fmt_int(attempt) .. ',' .. json_string(cause)
-        .. (first and (',' .. first) or '') .. ']', now)
+        '[' .. quoted(id) .. ',' .. fmt_int(attempt) .. ',' .. quoted(cause)
+        .. (first and (',' .. first) or '') .. ']', now, nil, at)
 end
 
 local function hgetall(key)
@@ -129,9 +141,68 @@ local function hgetall(key)
     return v
 end
 
--- One entry on the event stream; fields left nil are left out.
-local function emit(event, v, now, extra)
-    local fields = {'event', event, 'id', v.id, 'status', v.status or '', 'at', fmt_int(now)}
+-- Reads the fields `names` (then `extra`) of verification v.id into v. Each function reads
+-- what its common path needs, and more only on the paths that need it: a field read costs
+-- about as much as a command (HMGET searches the hash's listpack for each), and an HGETALL
+-- of the thirty and more fields a verification holds cost a third of a transition.
+local function read(v, names, extra)
+    local asked = names
+    if extra then
+        asked = {unpack(names)}
+        for _, name in ipairs(extra) do asked[#asked + 1] = name end
+    end
+    local values = redis.call('HMGET', vkey(v.id), unpack(asked))
+    for i, name in ipairs(asked) do v[name] = values[i] or nil end
+    return v
+end
+
+-- A verification with the fields `names` (then `extra`), or nil when there is none. `names`
+-- starts with 'status', which every record (a refused start's too) has.
+local function load(id, names, extra)
+    local v = read({id = id}, names, extra)
+    if not v.status then return nil end
+    return v
+end
+
+-- The names of both lists, each once, in their order. (Built as the library loads, when
+-- Redis offers no ipairs.)
+local function fields_of(first, second)
+    local out, seen = {}, {}
+    local function add(name)
+        if not seen[name] then
+            seen[name] = true
+            out[#out + 1] = name
+        end
+    end
+    for i = 1, #first do add(first[i]) end
+    for i = 1, #second do add(second[i]) end
+    return out
+end
+
+-- The names of `list` that `taken` lacks.
+local function fields_besides(list, taken)
+    local out, skip = {}, {}
+    for i = 1, #taken do skip[taken[i]] = true end
+    for i = 1, #list do
+        if not skip[list[i]] then out[#out + 1] = list[i] end
+    end
+    return out
+end
+
+-- What ending a verification reads of it (expire_if_due, finish, learn_miss, emit).
+local ENDING = {'status', 'expires_at', 'attempt', 'attempt_state', 'step', 'channel', 'provider',
+                'metadata', 'learn', 'operator', 'poll_timer'}
+-- What flashcall_status shows.
+local SHOWN = {'status', 'expires_at', 'phone', 'policy', 'attempt', 'checks', 'max_checks', 'cost_e4',
+               'created_at', 'updated_at', 'reason', 'channel', 'step', 'provider', 'metadata'}
+
+local EXTRA_EVENT_FIELDS = {'reason', 'error_code', 'from_provider', 'from_channel', 'from_step',
+                            'attempts_left', 'cost', 'client_ip'}
+
+-- One entry on the event stream; fields left nil are left out. `at` is `now` as text, when
+-- the caller has it.
+local function emit(event, v, now, extra, at)
+    local fields = {'event', event, 'id', v.id, 'status', v.status or '', 'at', at or fmt_int(now)}
     local function add(name, value)
         if value ~= nil and value ~= '' then
             fields[#fields + 1] = name
@@ -143,10 +214,7 @@ local function emit(event, v, now, extra)
     add('provider', v.provider)
     add('attempt', v.attempt)
     if extra then
-        for _, name in ipairs({'reason', 'error_code', 'from_provider', 'from_channel', 'from_step',
-                               'attempts_left', 'cost', 'client_ip'}) do
-            add(name, extra[name])
-        end
+        for _, name in ipairs(EXTRA_EVENT_FIELDS) do add(name, extra[name]) end
     end
     add('metadata', v.metadata ~= '{}' and v.metadata or nil)
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(fields))
@@ -190,26 +258,32 @@ local function learn_miss(v, now)
     end
 end
 
-local function clear_timers(id)
-    redis.call('ZREM', K_STEP_TIMERS, id)
-    redis.call('ZREM', K_EXPIRY_TIMERS, id)
-    redis.call('ZREM', K_POLL_TIMERS, id)
+-- `poll_timer` is '0' until a poll timer is set (start writes it, attempt_delivered sets '1');
+-- a verification started by a library before version 12 lacks it, and may have one.
+local function clear_timers(v)
+    redis.call('ZREM', K_STEP_TIMERS, v.id)
+    redis.call('ZREM', K_EXPIRY_TIMERS, v.id)
+    if v.poll_timer ~= '0' then redis.call('ZREM', K_POLL_TIMERS, v.id) end
 end
 
-local function finish(v, status, reason, now, event, extra)
+-- `at` is `now` as text, when the caller has it.
+local function finish(v, status, reason, now, event, extra, at)
+    at = at or fmt_int(now)
     if status == 'expired' or status == 'max_attempts' then learn_miss(v, now) end
-    v.status, v.reason, v.updated_at = status, reason or '', fmt_int(now)
+    v.status, v.reason, v.updated_at = status, reason or '', at
     count('finished|' .. status .. '|' .. (status == 'failed' and (reason or '') or ''))
-    redis.call('HSET', vkey(v.id), 'status', status, 'reason', reason or '', 'updated_at', fmt_int(now),
-        'finished_at', fmt_int(now))
-    clear_timers(v.id)
-    emit(event, v, now, extra)
+    redis.call('HSET', vkey(v.id), 'status', status, 'reason', reason or '', 'updated_at', at, 'finished_at', at)
+    clear_timers(v)
+    emit(event, v, now, extra, at)
 end
 
-local function expire_if_due(v, now)
-    if not FINAL[v.status] and now >= tonumber(v.expires_at) then
-        finish(v, 'expired', 'ttl', now, 'expired')
-    end
+-- Ends a verification past its lifetime; `rest`, the fields of ENDING its caller has not
+-- read, are read first. Answers whether it ended it.
+local function expire_if_due(v, now, at, rest)
+    if FINAL[v.status] or now < tonumber(v.expires_at) then return false end
+    if rest then read(v, rest) end
+    finish(v, 'expired', 'ttl', now, 'expired', nil, at)
+    return true
 end
 
 local function format_cost(e4)
@@ -476,35 +550,47 @@ end
 -- Producer functions
 ---------------------------------------------------------------------------
 
--- Milliseconds until this number may start another verification, or nil if it may now.
--- Counts each start in every window of the published limits.
-local function phone_limited(phone, now)
+-- A number's starts ('flashcall:phone:<number>', scored by when) and the published limits,
+-- each read once: {key, limits, longest window, scores oldest first}. The record holds no
+-- more than the limits allow in the longest window, and what aged out of it since the last
+-- start.
+local function phone_starts(phone)
     local published = redis.call('GET', K_LIMITS)
     local limits = published and cjson.decode(published) or DEFAULT_LIMITS
+    local longest = 0
+    for _, rule in ipairs(limits) do longest = math.max(longest, rule[2]) end
     local key = PREFIX .. 'phone:' .. phone
-    local wait
-    for _, rule in ipairs(limits) do
+    local flat = redis.call('ZRANGEBYSCORE', key, '-inf', '+inf', 'WITHSCORES')
+    local scores = {}
+    for i = 2, #flat, 2 do scores[#scores + 1] = tonumber(flat[i]) end
+    return {key = key, limits = limits, longest = longest, scores = scores}
+end
+
+-- Milliseconds until this number may start another verification, or nil if it may now.
+-- Counts each start in every window of the published limits.
+local function phone_limited(starts, now)
+    local scores, wait = starts.scores, nil
+    for _, rule in ipairs(starts.limits) do
         local limit, per = rule[1], rule[2]
-        local recent = redis.call('ZRANGEBYSCORE', key, now - per, '+inf', 'WITHSCORES')
-        local count = #recent / 2
+        local first = #scores + 1
+        while first > 1 and scores[first - 1] >= now - per do first = first - 1 end
+        local count = #scores - first + 1
         if count >= limit then
             -- The window frees up when the oldest start that still counts leaves it.
-            local until_free = tonumber(recent[2 * (count - limit) + 2]) + per - now
+            local until_free = scores[first + count - limit] + per - now
             if not wait or until_free > wait then wait = until_free end
         end
     end
     return wait
 end
 
-local function remember_start(phone, id, now)
-    local published = redis.call('GET', K_LIMITS)
-    local limits = published and cjson.decode(published) or DEFAULT_LIMITS
-    local longest = 0
-    for _, rule in ipairs(limits) do longest = math.max(longest, rule[2]) end
-    local key = PREFIX .. 'phone:' .. phone
-    redis.call('ZADD', key, now, id)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - longest)
-    redis.call('PEXPIRE', key, longest)
+local function remember_start(starts, id, now, at)
+    local key, longest = starts.key, starts.longest
+    redis.call('ZADD', key, at, id)
+    if #starts.scores > 0 and starts.scores[1] <= now - longest then
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt_int(now - longest))
+    end
+    redis.call('PEXPIRE', key, fmt_int(longest))
 end
 
 -- A start refused for its number's limits keeps only what the contract needs: the status
@@ -555,40 +641,59 @@ local function start(_, args)
                              reason = existing[4] == 'rate_limited' and 'rate_limited' or nil})
     end
 
-    local retry_after = phone_limited(request.phone, now)
+    local starts = phone_starts(request.phone)
+    local retry_after = phone_limited(starts, now)
     if retry_after then
         refuse_start(request, now)
         return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', created = true,
                              retry_after = math.ceil(retry_after / 1000)})
     end
-    local expires_at = now + request.ttl * 1000
-    redis.call('HSET', key,
-        'id', request.id, 'phone', request.phone, 'policy', request.policy, 'channels', request.channels,
-        'code_length', request.code_length, 'ttl', request.ttl, 'client_ip', request.client_ip,
-        'metadata', request.metadata, 'status', 'pending', 'reason', '',
-        'created_at', fmt_int(now), 'updated_at', fmt_int(now), 'expires_at', fmt_int(expires_at),
-        'attempt', 0, 'attempt_state', '', 'step', '', 'channel', '', 'provider', '', 'provider_ref', '',
-        'tried', '', 'delivered', 0, 'codes', '', 'checks', 0, 'max_checks', MAX_CHECKS, 'cost_e4', 0)
-    redis.call('PEXPIREAT', key, expires_at + RETENTION_MS)
-    remember_start(request.phone, request.id, now)
+    local at = fmt_int(now)
+    local expires_at = fmt_int(now + request.ttl * 1000)
+    local code_length = fmt_int(request.code_length)
+    -- The fields the transitions read most come first: HMGET finds a field by walking the
+    -- hash's listpack from its start. Each field written costs a walk too: those the readers
+    -- take as empty when missing (provider_ref, cost_e4, client_ip) are written when set.
+    local fields = {
+        'status', 'pending', 'expires_at', expires_at, 'attempt', '0', 'attempt_state', '', 'step', '',
+        'channel', '', 'provider', '', 'metadata', request.metadata, 'codes', '', 'checks', '0',
+        'max_checks', MAX_CHECKS_TEXT, 'tried', '', 'poll_timer', '0', 'delivered', '0', 'reason', '',
+        'updated_at', at, 'id', request.id, 'phone', request.phone, 'policy', request.policy,
+        'channels', request.channels, 'code_length', code_length, 'ttl', fmt_int(request.ttl), 'created_at', at}
+    if request.client_ip ~= '' then
+        fields[#fields + 1] = 'client_ip'
+        fields[#fields + 1] = request.client_ip
+    end
+    redis.call('HSET', key, unpack(fields))
+    redis.call('PEXPIREAT', key, fmt_int(now + request.ttl * 1000 + RETENTION_MS))
+    remember_start(starts, request.id, now, at)
     count('started|' .. request.policy)
     redis.call('ZADD', K_EXPIRY_TIMERS, expires_at, request.id)
-    redis.call('ZADD', K_STEP_TIMERS, now + START_RECOVERY_MS, request.id)
+    redis.call('ZADD', K_STEP_TIMERS, fmt_int(now + START_RECOVERY_MS), request.id)
     emit('created', {id = request.id, status = 'pending', metadata = request.metadata}, now,
-        {client_ip = request.client_ip})
-    enqueue_advance(request.id, 0, 'start', now, cjson.encode({
-        phone = request.phone, policy = request.policy, channels = request.channels,
-        code_length = request.code_length, expires_at = expires_at}))
-    return cjson.encode({id = request.id, status = 'pending', created = true})
+        {client_ip = request.client_ip}, at)
+    -- The names and the phone need no escaping (validate_start).
+    enqueue_advance(request.id, 0, 'start', now,
+        '{"code_length":' .. code_length .. ',"channels":' .. quoted(request.channels)
+        .. ',"phone":' .. quoted(request.phone) .. ',"policy":' .. quoted(request.policy)
+        .. ',"expires_at":' .. expires_at .. '}', at)
+    return '{"id":' .. quoted(request.id) .. ',"status":"pending","created":true}'
 end
 
 local CHECK_FIELDS = {id = true, code = true}
+local CHECKED = {'status', 'expires_at', 'checks', 'max_checks'}
+local CHECKED_REST = fields_besides(ENDING, CHECKED)
+local CANCELED = fields_of(SHOWN, ENDING)
 
-local function reply(key, id, result, extra)
+-- A check's answer on its reply key: {"id", "attempts_left", "result", "status"}, without
+-- the fields left nil.
+local function reply(key, id, result, status, attempts_left)
     count('checks|' .. result)
-    local body = {id = id, result = result}
-    if extra then for k, value in pairs(extra) do body[k] = value end end
-    redis.call('LPUSH', key, cjson.encode(body))
+    local body = '{"id":' .. json_string(id)
+    if attempts_left then body = body .. ',"attempts_left":' .. fmt_int(attempts_left) end
+    body = body .. ',"result":"' .. result .. '"'
+    if status then body = body .. ',"status":"' .. status .. '"' end
+    redis.call('LPUSH', key, body .. '}')
     redis.call('EXPIRE', key, REPLY_TTL)
 end
 
@@ -604,32 +709,35 @@ local function check(_, args)
     end
 
     local now = now_ms()
-    local reply_key = PREFIX .. 'reply:' .. fmt_int(redis.call('INCR', K_SEQ))
-    local v = hgetall(vkey(id))
+    local at = fmt_int(now)
+    -- One number names both the reply key and the message.
+    local seq = fmt_int(redis.call('INCR', K_SEQ))
+    local reply_key = PREFIX .. 'reply:' .. seq
+    local v = load(id, CHECKED)
     if not v then
         reply(reply_key, id, 'not_found')
         return reply_key
     end
-    expire_if_due(v, now)
+    expire_if_due(v, now, at, CHECKED_REST)
     local status = v.status
     if status == 'expired' or status == 'canceled' or status == 'max_attempts' then
-        reply(reply_key, id, status, {status = status})
+        reply(reply_key, id, status, status)
         return reply_key
     end
     local checks, max_checks = tonumber(v.checks) or 0, tonumber(v.max_checks) or MAX_CHECKS
     if status == 'failed' then
-        reply(reply_key, id, 'rejected', {status = status, attempts_left = math.max(0, max_checks - checks)})
+        reply(reply_key, id, 'rejected', status, math.max(0, max_checks - checks))
         return reply_key
     end
     if checks >= max_checks then
-        reply(reply_key, id, 'max_attempts', {status = status})
+        reply(reply_key, id, 'max_attempts', status)
         return reply_key
     end
     -- Reserved now, so that checks racing each other can never compare more than max_checks
     -- codes; an approved verification counts too, or its code could be guessed afterwards.
-    redis.call('HINCRBY', vkey(id), 'checks', 1)
-    enqueue(CHECK_QUEUE, 'check_code',
-        '[' .. json_string(id) .. ',' .. json_string(code) .. ',' .. json_string(reply_key) .. ']', now)
+    redis.call('HINCRBY', vkey(id), 'checks', '1')
+    enqueue(CHECK_QUEUE, 'check_code', '[' .. quoted(id) .. ',' .. quoted(code) .. ',' .. quoted(reply_key) .. ']',
+        now, seq, at)
     return reply_key
 end
 
@@ -644,17 +752,18 @@ local BAD_ID = 'expected one argument: a verification id (1 to 128 characters of
 local function status(_, args)
     local id = one_id(args)
     if not id then return refuse(BAD_ID) end
-    return public_status(id, hgetall(vkey(id)), now_ms())
+    return public_status(id, load(id, SHOWN), now_ms())
 end
 
 local function cancel(_, args)
     local id = one_id(args)
     if not id then return refuse(BAD_ID) end
     local now = now_ms()
-    local v = hgetall(vkey(id))
+    local at = fmt_int(now)
+    local v = load(id, CANCELED)
     if v then
-        expire_if_due(v, now)
-        if not FINAL[v.status] then finish(v, 'canceled', 'canceled by the producer', now, 'canceled') end
+        expire_if_due(v, now, at)
+        if not FINAL[v.status] then finish(v, 'canceled', 'canceled by the producer', now, 'canceled', nil, at) end
     end
     return public_status(id, v, now)
 end
@@ -667,8 +776,8 @@ end
 -- message finds the attempt taken and calls nobody.
 -- May this provider take a call now? Its breaker (shared by every process), the calls it
 -- has in flight while failing, its money and its daily budget decide. Answers the
--- admission ('closed', 'probe' or 'trial') or why not.
-local function admit(provider, member, now, guard)
+-- admission ('closed', 'probe' or 'trial') or why not. `at` is `now` as text.
+local function admit(provider, member, now, at, guard)
     if redis.call('EXISTS', provider_key(provider) .. ':no_money') == 1 then return nil, 'no_money' end
     if guard.budget_e4 > 0 then
         local spent = tonumber(redis.call('GET', spent_key(provider, guard.day)) or '0')
@@ -681,43 +790,61 @@ local function admit(provider, member, now, guard)
     if state ~= 'closed' then
         -- Reset timeout over: exactly one trial call cluster-wide, under a lease that
         -- lapses if the process making it dies.
-        if not redis.call('SET', bkey .. ':trial', member, 'NX', 'PX', guard.lease_ms) then
+        if not redis.call('SET', bkey .. ':trial', member, 'NX', 'PX', guard.lease) then
             return nil, 'breaker_open'
         end
         redis.call('HSET', bkey, 'state', 'half-open')
         return 'trial'
     end
-    -- Every call in flight, by when it began (a dead process's lapse with their lease).
+    -- Every call in flight, by when it began (a dead process's lapse with their lease; one
+    -- unanswered for slow_ms is overdue). Those older than the nearer of the two bounds are
+    -- counted first: in the common case there are none, and nothing needs trimming.
     local probing = bkey .. ':probing'
-    redis.call('ZREMRANGEBYSCORE', probing, '-inf', now - guard.lease_ms)
-    local overdue = guard.slow_ms > 0 and redis.call('ZCOUNT', probing, '-inf', now - guard.slow_ms) or 0
+    local nearer = guard.lease_ms
+    if guard.slow_ms > 0 then nearer = math.min(guard.slow_ms, guard.lease_ms) end
+    local old = redis.call('ZCOUNT', probing, '-inf', fmt_int(now - nearer))
+    local overdue = 0
+    if old > 0 then
+        local lapsed = redis.call('ZREMRANGEBYSCORE', probing, '-inf', fmt_int(now - guard.lease_ms))
+        if guard.slow_ms > 0 and guard.slow_ms <= guard.lease_ms then overdue = old - lapsed end
+    end
     if failures > 0 or overdue > 0 then
         -- Failing, or a call unanswered for slow_ms (a provider that hangs fails only at its
         -- timeout): calls in flight count as failures to come, so that the provider costs
         -- at most fail_max calls from here before its breaker opens.
         if failures + redis.call('ZCARD', probing) >= guard.fail_max then return nil, 'breaker_open' end
     end
-    redis.call('ZADD', probing, now, member)
-    redis.call('PEXPIRE', probing, guard.lease_ms)
+    redis.call('ZADD', probing, at, member)
+    redis.call('PEXPIRE', probing, guard.lease)
     if failures > 0 then return 'probe' end
     return 'closed'
 end
 
+local CLAIMED = {'status', 'expires_at', 'attempt', 'attempt_state', 'step', 'tried', 'metadata'}
+local CLAIMED_REST = fields_besides(ENDING, CLAIMED)
+-- Read besides: with a code of the router's, the codes delivered before; for a fallback, what
+-- the attempt before did.
+local CLAIMED_CODES = {'codes'}
+local CLAIMED_AFTER = {'provider', 'channel', 'reason'}
+local CLAIMED_AFTER_CODES = {'provider', 'channel', 'reason', 'codes'}
+
 local function begin_attempt(_, args)
-    local id, expected, now = args[1], tonumber(args[2]), tonumber(args[3])
+    local id, expected, now, at = args[1], tonumber(args[2]), tonumber(args[3]), args[3]
     local step, channel, provider, code_hash = args[4], args[5], args[6], args[7]
-    local deadline = tonumber(args[8])
-    local guard = {reset_ms = tonumber(args[9]), lease_ms = tonumber(args[10]), fail_max = tonumber(args[11]),
-                   cost_e4 = tonumber(args[12]), budget_e4 = tonumber(args[13]), day = args[14],
-                   slow_ms = tonumber(args[17] or '0')}
-    local v = hgetall(vkey(id))
+    local deadline = args[8]
+    local guard = {reset_ms = tonumber(args[9]), lease_ms = tonumber(args[10]), lease = args[10],
+                   fail_max = tonumber(args[11]), cost_e4 = tonumber(args[12]), budget_e4 = tonumber(args[13]),
+                   day = args[14], slow_ms = tonumber(args[17] or '0')}
+    local v = load(id, CLAIMED, expected > 0 and (code_hash ~= '' and CLAIMED_AFTER_CODES or CLAIMED_AFTER)
+        or (code_hash ~= '' and CLAIMED_CODES or nil))
     if not v then return {'not_found'} end
-    expire_if_due(v, now)
+    expire_if_due(v, now, at, CLAIMED_REST)
     if FINAL[v.status] then return {'final'} end
     if tonumber(v.attempt) ~= expected then return {'stale'} end
     if IN_FLIGHT[v.attempt_state] then return {'in_flight'} end
     if v.attempt_state == 'exhausted' then return {'final'} end
-    local admission, refusal = admit(provider, id .. ':' .. fmt_int(expected + 1), now, guard)
+    local attempt = fmt_int(expected + 1)
+    local admission, refusal = admit(provider, id .. ':' .. attempt, now, at, guard)
     if not admission then return {refusal} end
     local token, provider_type = args[15], args[16]
     if token and token ~= '' then
@@ -726,7 +853,7 @@ local function begin_attempt(_, args)
         -- that late callbacks are still recognised (and recorded, and ignored).
         redis.call('SET', callback_key(token),
             cjson.encode({id = id, attempt = expected + 1, provider = provider, type = provider_type}),
-            'PX', math.max(tonumber(v.expires_at) - now, 0) + RETENTION_MS)
+            'PX', fmt_int(math.max(tonumber(v.expires_at) - now, 0) + RETENTION_MS))
     end
     local digest = (token and token ~= '') and token_digest(token) or ''
 
@@ -734,25 +861,31 @@ local function begin_attempt(_, args)
     local operator, learn_spec = args[18] or '', args[19] or ''
     local tried = provider
     if v.step == step and v.tried ~= '' then tried = v.tried .. ',' .. provider end
-    local codes = v.codes
-    if code_hash ~= '' then codes = (codes == '' and code_hash) or (codes .. ' ' .. code_hash) end
-    v.attempt = fmt_int(expected + 1)
+    v.attempt = attempt
     v.status, v.step, v.channel, v.provider = 'sending', step, channel, provider
-    redis.call('HSET', vkey(id), 'attempt', v.attempt, 'attempt_state', 'calling', 'status', 'sending',
+    -- 'a:<attempt>' and 'origin:<code hash>' say which attempt a typed code came from, and
+    -- what made that attempt: an approval is credited to the call that carried the code,
+    -- not to whichever came last.
+    local fields = {'attempt', v.attempt, 'attempt_state', 'calling', 'status', 'sending',
         'step', step, 'channel', channel, 'provider', provider, 'provider_ref', '', 'callback', digest,
-        'tried', tried, 'codes', codes, 'pending_code', code_hash, 'reason', '', 'updated_at', fmt_int(now),
-        'claimed_at', fmt_int(now), 'operator', operator, 'learn', learn_spec,
-        -- Which attempt a typed code came from, and what made that attempt: an approval
-        -- is credited to the call that carried the code, not to whichever came last.
-        'a:' .. v.attempt, provider .. ' ' .. channel)
-    if code_hash ~= '' then redis.call('HSET', vkey(id), 'origin:' .. code_hash, v.attempt) end
+        'tried', tried, 'pending_code', code_hash, 'reason', '', 'updated_at', at,
+        'claimed_at', at, 'operator', operator, 'learn', learn_spec,
+        'a:' .. v.attempt, provider .. ' ' .. channel}
+    if code_hash ~= '' then
+        local codes = v.codes or ''
+        fields[#fields + 1] = 'codes'
+        fields[#fields + 1] = (codes == '' and code_hash) or (codes .. ' ' .. code_hash)
+        fields[#fields + 1] = 'origin:' .. code_hash
+        fields[#fields + 1] = v.attempt
+    end
+    redis.call('HSET', vkey(id), unpack(fields))
     redis.call('ZADD', K_STEP_TIMERS, deadline, id)
     if expected > 0 then
         count('fallback|' .. (previous.provider or '') .. '|' .. provider .. '|' .. (previous.reason or ''))
         emit('fallback', v, now, {reason = previous.reason, from_provider = previous.provider,
-                                  from_channel = previous.channel, from_step = previous.step})
+                                  from_channel = previous.channel, from_step = previous.step}, at)
     end
-    emit('attempt_started', v, now)
+    emit('attempt_started', v, now, nil, at)
     local lead_key, lead_from, lead_to = args[20] or '', args[21] or '', args[22] or ''
     if lead_key ~= '' and (redis.call('HGET', K_LEADERS, lead_key) or '') == lead_from then
         -- The learned ranking moved past the leading choice: one process records it and
@@ -763,7 +896,7 @@ local function begin_attempt(_, args)
             count('demoted|' .. lead_from .. '|' .. channel .. '|' .. operator)
             redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', 'demoted',
                 'provider', lead_from, 'to_provider', lead_to, 'policy', policy, 'channel', channel,
-                'operator', operator, 'reason', 'learned', 'at', fmt_int(now))
+                'operator', operator, 'reason', 'learned', 'at', at)
             return {'ok', admission, 'demoted'}
         end
     end
@@ -857,31 +990,39 @@ local function callback_closed(digest)
     save_callback(key, record)
 end
 
+local DELIVERED = {'status', 'expires_at', 'attempt', 'attempt_state', 'callback', 'metadata', 'cost_e4',
+                   'delivered'}
+
 local function attempt_delivered(_, args)
     local id, attempt, now = args[1], tonumber(args[2]), tonumber(args[3])
+    local attempt_text, at = args[2], args[3]
     local provider, channel, step, ref = args[4], args[5], args[6], args[7]
-    local price_e4, code_hash, provider_checks, deadline = tonumber(args[8]), args[9], args[10], tonumber(args[11])
+    local price_e4, code_hash, provider_checks, deadline = tonumber(args[8]), args[9], args[10], args[11]
     local latency_ms, day = tonumber(args[12]), args[13]
     local key = vkey(id)
-    local v = hgetall(key)
+    -- A delivery is settled once: the first call to record it sets this field.
+    local settled = 'settled:' .. attempt_text
+    local v = load(id, DELIVERED, code_hash ~= '' and {settled, 'codes'} or {settled})
     if not v then return 'not_found' end
-    if redis.call('HSETNX', key, 'settled:' .. fmt_int(attempt), '1') == 0 then return 'duplicate' end
+    if v[settled] then return 'duplicate' end
     count_health(provider, channel, now, true, latency_ms)
-    release_probe(provider, id .. ':' .. fmt_int(attempt))
-    local spent = spent_key(provider, day)
-    redis.call('INCRBY', spent, price_e4)
-    redis.call('EXPIRE', spent, 2 * 86400)
+    release_probe(provider, id .. ':' .. attempt_text)
+    if price_e4 > 0 then
+        -- A day's spend expires two days after its first call.
+        local spent = spent_key(provider, day)
+        if redis.call('INCRBY', spent, args[8]) == price_e4 then redis.call('EXPIRE', spent, SPENT_TTL) end
+    end
     -- The call happened, whatever became of the verification meanwhile: what it cost and
     -- the code it carried count even when it arrives late.
-    redis.call('HINCRBY', key, 'cost_e4', price_e4)
-    redis.call('HINCRBY', key, 'delivered', 1)
-    local fields = {'updated_at', fmt_int(now)}
+    local fields = {settled, '1', 'updated_at', at,
+                    'cost_e4', fmt_int(tonumber(v.cost_e4 or '0') + price_e4),
+                    'delivered', fmt_int(tonumber(v.delivered or '0') + 1)}
     if code_hash ~= '' then
-        local codes = redis.call('HGET', key, 'codes')
+        local codes = v.codes or ''
         fields[#fields + 1] = 'codes'
         fields[#fields + 1] = (codes == '' and code_hash) or (codes .. ' ' .. code_hash)
         fields[#fields + 1] = 'origin:' .. code_hash
-        fields[#fields + 1] = fmt_int(attempt)
+        fields[#fields + 1] = attempt_text
     end
     if provider_checks == '1' then
         fields[#fields + 1] = 'provider_checks'
@@ -905,9 +1046,13 @@ local function attempt_delivered(_, args)
             v.status = 'sent'
             fields[#fields + 1] = 'status'
             fields[#fields + 1] = 'sent'
-            local poll_at = tonumber(args[14] or '0')
-            if poll_at > 0 then redis.call('ZADD', K_POLL_TIMERS, poll_at, id) end
-            if deadline > 0 then
+            local poll_at = args[14] or '0'
+            if tonumber(poll_at) > 0 then
+                redis.call('ZADD', K_POLL_TIMERS, poll_at, id)
+                fields[#fields + 1] = 'poll_timer'
+                fields[#fields + 1] = '1'
+            end
+            if tonumber(deadline) > 0 then
                 redis.call('ZADD', K_STEP_TIMERS, deadline, id)
             else
                 redis.call('ZREM', K_STEP_TIMERS, id)
@@ -915,21 +1060,27 @@ local function attempt_delivered(_, args)
         end
     end
     redis.call('HSET', key, unpack(fields))
-    v.attempt, v.provider, v.channel, v.step = fmt_int(attempt), provider, channel, step
-    emit('delivered', v, now, {cost = format_cost(price_e4), reason = (not current) and 'late' or nil})
+    v.attempt, v.provider, v.channel, v.step = attempt_text, provider, channel, step
+    emit('delivered', v, now, {cost = format_cost(price_e4), reason = (not current) and 'late' or nil}, at)
     return current and 'ok' or 'late'
 end
 
 -- The attempt failed (state 'failed') or timed out after delivery ('timed_out'). The
 -- caller goes on to the next attempt; the recovery timer picks the verification up if
 -- it cannot.
+local FAILED = {'status', 'attempt', 'attempt_state', 'step', 'channel', 'provider', 'metadata', 'callback',
+                'pending_code'}
+-- Read besides: where a delivered attempt's miss is learned; the codes, to drop one.
+local LEARNING = {'learn', 'operator'}
+local CODES = {'codes'}
+
 local function attempt_failed(_, args)
-    local id, attempt, now = args[1], tonumber(args[2]), tonumber(args[3])
-    local outcome, error_code, state, recovery_at = args[4], args[5], args[6], tonumber(args[7])
+    local id, attempt, now, at = args[1], tonumber(args[2]), tonumber(args[3]), args[3]
+    local outcome, error_code, state, recovery_at = args[4], args[5], args[6], args[7]
     local discard_code = args[8] == '1'
-    local provider_fault, latency_ms, no_money_ms = args[9] == '1', tonumber(args[10]), tonumber(args[11])
+    local provider_fault, latency_ms, no_money_ms = args[9] == '1', tonumber(args[10]), args[11]
     local key = vkey(id)
-    local v = hgetall(key)
+    local v = load(id, FAILED)
     if not v then return 'not_found' end
     if tonumber(v.attempt) ~= attempt or not IN_FLIGHT[v.attempt_state] then
         return 'stale'
@@ -937,18 +1088,21 @@ local function attempt_failed(_, args)
     if latency_ms >= 0 then
         -- The provider answered this call (not a step timing out later): its health and,
         -- when its money ran out, its rotation (until a balance is seen again).
-        release_probe(v.provider, id .. ':' .. fmt_int(attempt))
+        release_probe(v.provider, id .. ':' .. args[2])
         count_health(v.provider, v.channel, now, not provider_fault, latency_ms)
         if outcome == 'not_enough_money' then
             redis.call('SET', provider_key(v.provider) .. ':no_money', '1', 'PX', no_money_ms)
         end
     end
-    if not FINAL[v.status] then learn_miss(v, now) end
+    if not FINAL[v.status] and v.attempt_state == 'delivered' then
+        learn_miss(read(v, LEARNING), now)
+    end
     callback_closed(v.callback)
-    local fields = {'attempt_state', state, 'updated_at', fmt_int(now), 'pending_code', ''}
+    local fields = {'attempt_state', state, 'updated_at', at, 'pending_code', ''}
     if discard_code and v.pending_code and v.pending_code ~= '' then
         -- The provider answered that it placed no call: its code reached nobody. Only its
         -- own entry goes: an earlier call may have delivered the same digits.
+        read(v, CODES)
         local kept = {}
         for code in v.codes:gmatch('%S+') do kept[#kept + 1] = code end
         for i = #kept, 1, -1 do
@@ -963,28 +1117,31 @@ local function attempt_failed(_, args)
         redis.call('ZADD', K_STEP_TIMERS, recovery_at, id)
     end
     redis.call('HSET', key, unpack(fields))
-    emit('attempt_failed', v, now, {reason = outcome, error_code = error_code})
+    emit('attempt_failed', v, now, {reason = outcome, error_code = error_code}, at)
     return 'ok'
 end
 
 -- No further attempt: the verification fails, unless a code already reached the user,
 -- who may still type it until the verification expires.
+local GIVEN_UP = fields_of(ENDING, {'delivered'})
+
 local function give_up(_, args)
     local id, attempt, now, reason, hard = args[1], tonumber(args[2]), tonumber(args[3]), args[4], args[5]
-    local v = hgetall(vkey(id))
+    local at = args[3]
+    local v = load(id, GIVEN_UP)
     if not v then return 'not_found' end
-    expire_if_due(v, now)
+    expire_if_due(v, now, at)
     if FINAL[v.status] then return 'final' end
     if tonumber(v.attempt) ~= attempt or v.attempt_state == 'calling' or v.attempt_state == 'delivered' then
         return 'stale'
     end
     if hard ~= '1' and tonumber(v.delivered) > 0 then
         redis.call('HSET', vkey(id), 'status', 'sent', 'attempt_state', 'exhausted', 'reason', reason,
-            'updated_at', fmt_int(now))
+            'updated_at', at)
         redis.call('ZREM', K_STEP_TIMERS, id)
         return 'waiting'
     end
-    finish(v, 'failed', reason, now, 'failed', {reason = reason})
+    finish(v, 'failed', reason, now, 'failed', {reason = reason}, at)
     return 'failed'
 end
 
@@ -1002,7 +1159,7 @@ local function learn_approval(v, origin, now)
         return
     end
     if origin == current and v.attempt_state ~= 'timed_out' and v.attempt_state ~= 'exhausted' then return end
-    local made = v['a:' .. origin]
+    local made = redis.call('HGET', vkey(v.id), 'a:' .. origin)
     if not made then return end
     local provider, channel = string.match(made, '^(%S+) (%S+)$')
     learn(v.learn, provider, channel, operator, now, 0, 1, 0)
@@ -1014,20 +1171,39 @@ end
 -- a rotation), so that codes hashed before a rotation still match. A mismatch on a
 -- verification whose code a provider keeps (Telphin) answers 'ask_provider' and changes
 -- nothing: the worker asks the provider and calls again with its verdict.
+-- A typed code's hashes are compared first: most often they match, or only the provider
+-- can judge; the rest is read for a verdict.
+local COMPARED = {'status', 'expires_at', 'codes', 'provider_checks'}
+local JUDGED_REST = fields_besides(fields_of(ENDING, {'checks', 'max_checks', 'wrong', 'claimed_at'}), COMPARED)
+local JUDGED = fields_of({'status', 'expires_at'}, JUDGED_REST)
+
 local function apply_check(_, args)
-    local id, proof, reply_key, now = args[1], args[2], args[3], tonumber(args[4])
-    local v = hgetall(vkey(id))
+    local id, proof, reply_key, now, at = args[1], args[2], args[3], tonumber(args[4]), args[4]
+    -- Read with the rest: whether this check was compared before, and which attempt each
+    -- typed hash came from, were it delivered.
+    local compared = {'compared:' .. reply_key}
+    local origins, typed = {}, {}
+    local candidates = string.match(proof, '^hash:(%x+[%x,]*)$')
+    if candidates then
+        for candidate in string.gmatch(candidates, '[^,]+') do
+            typed[candidate] = true
+            origins[#origins + 1] = 'origin:' .. candidate
+        end
+    end
+    local v = candidates and load(id, COMPARED, origins) or load(id, JUDGED, compared)
     if not v then
         reply(reply_key, id, 'not_found')
         return 'not_found'
     end
-    expire_if_due(v, now)
+    local judged = not candidates
+    if not judged and not FINAL[v.status] and now >= tonumber(v.expires_at) then
+        read(v, JUDGED_REST, compared)
+        judged = true
+    end
+    expire_if_due(v, now, at)
     local matched = proof == '1'
     local origin = nil
-    local candidates = string.match(proof, '^hash:(%x+[%x,]*)$')
     if candidates then
-        local typed = {}
-        for candidate in string.gmatch(candidates, '[^,]+') do typed[candidate] = true end
         for stored in string.gmatch(v.codes or '', '%S+') do
             if typed[stored] then
                 matched = true
@@ -1040,12 +1216,13 @@ local function apply_check(_, args)
     elseif proof ~= '0' and proof ~= '1' then
         return redis.error_reply('ERR the verdict must be 1, 0 or hash:<hex>[,<hex>...]')
     end
+    if not judged then read(v, JUDGED_REST, compared) end
     local checks, max_checks = tonumber(v.checks), tonumber(v.max_checks)
     local left = math.max(0, max_checks - checks)
     local result
     if v.status == 'approved' then
         result = matched and 'approved' or 'rejected'
-        reply(reply_key, id, result, {status = v.status, attempts_left = left})
+        reply(reply_key, id, result, v.status, left)
         return result
     elseif v.status == 'failed' then
         result = 'rejected'
@@ -1054,24 +1231,25 @@ local function apply_check(_, args)
     elseif matched then
         count('approved|' .. v.provider .. '|' .. v.channel)
         learn_approval(v, origin, now)
-        finish(v, 'approved', '', now, 'approved')
+        finish(v, 'approved', '', now, 'approved', nil, at)
         result = 'approved'
     else
         -- Only the max_checks-th wrong code ends the verification: checks reserved after
         -- this one may still carry the right code. A check run twice counts once.
         local wrong = tonumber(v.wrong or '0')
-        if redis.call('HSETNX', vkey(id), 'compared:' .. reply_key, '1') == 1 then
-            wrong = redis.call('HINCRBY', vkey(id), 'wrong', 1)
+        if not v[compared[1]] then
+            wrong = wrong + 1
+            redis.call('HSET', vkey(id), compared[1], '1', 'wrong', fmt_int(wrong))
         end
         if wrong >= max_checks then
-            finish(v, 'max_attempts', 'too many wrong codes', now, 'rejected', {attempts_left = 0})
+            finish(v, 'max_attempts', 'too many wrong codes', now, 'rejected', {attempts_left = 0}, at)
             result = 'max_attempts'
         else
-            emit('rejected', v, now, {attempts_left = left})
+            emit('rejected', v, now, {attempts_left = left}, at)
             result = 'rejected'
         end
     end
-    reply(reply_key, id, result, {status = v.status, attempts_left = left})
+    reply(reply_key, id, result, v.status, left)
     return result
 end
 

@@ -214,7 +214,7 @@ def begin_attempt(
             guard.slow_ms,
             operator,
             learn,
-            *(lead or ("", "", "")),
+            *(lead or ()),
         ),
         _claim,
     )
