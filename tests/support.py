@@ -36,7 +36,17 @@ GUARD = AdmissionGuard(
 #: sandbox on a routing file of this text, for a module whose routing differs.
 OwnStack = Callable[[str], AbstractContextManager[LocalStack]]
 
-__all__ = ["CALLBACK", "GUARD", "OwnStack", "Sandbox", "cases", "deliver", "issue_token", "redis_now"]
+__all__ = [
+    "CALLBACK",
+    "GUARD",
+    "OwnStack",
+    "Sandbox",
+    "advance_message",
+    "cases",
+    "deliver",
+    "issue_token",
+    "redis_now",
+]
 
 
 class Sandbox:
@@ -133,3 +143,16 @@ def deliver(
         day=GUARD.day,
     ).run(client)
     assert answer == "ok"
+
+
+def advance_message(queue: str, message_id: str) -> dict[str, Any]:
+    """The body of an `advance` message as the library queues it on `queue`."""
+    return {
+        "queue_name": queue,
+        "actor_name": "advance",
+        "args": [message_id, 0, "start"],
+        "kwargs": {},
+        "options": {"redis_message_id": message_id},
+        "message_id": message_id,
+        "message_timestamp": 0,
+    }

@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 import redis
 
+from tests.support import advance_message
 from worker.core import keys
 from worker.redis import broker as broker_module
 from worker.redis.broker import FlashcallBroker
@@ -35,15 +36,7 @@ def broker(client: redis.Redis) -> FlashcallBroker:
 def enqueue(client: redis.Redis, *message_ids: str) -> None:
     """Messages as the library queues them: body, id on the list, a wake token each."""
     for message_id in message_ids:
-        body = {
-            "queue_name": QUEUE,
-            "actor_name": "advance",
-            "args": [message_id, 0, "start"],
-            "kwargs": {},
-            "options": {"redis_message_id": message_id},
-            "message_id": message_id,
-            "message_timestamp": 0,
-        }
+        body = advance_message(QUEUE, message_id)
         client.hset(keys.queue_messages(QUEUE), message_id, json.dumps(body))
         client.rpush(keys.queue(QUEUE), message_id)
         client.rpush(keys.wake(QUEUE), "1")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import advance_message
 from worker.core import keys
 from worker.redis.broker import _Consumer
 
@@ -120,15 +121,7 @@ def test_a_consumer_without_room_sleeps_instead_of_taking_tokens(
 
 
 def message(message_id: str) -> tuple[str, bytes]:
-    body = {
-        "queue_name": QUEUE,
-        "actor_name": "advance",
-        "args": [message_id, 0, "start"],
-        "kwargs": {},
-        "options": {"redis_message_id": message_id},
-        "message_id": message_id,
-        "message_timestamp": 0,
-    }
+    body = advance_message(QUEUE, message_id)
     return message_id, json.dumps(body).encode()
 
 
