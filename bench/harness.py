@@ -71,6 +71,9 @@ class Run:
     """How many were sent; more than `count` when some never finished (see STALL_S)."""
     sent: Counter[str] = field(default_factory=Counter)
     """The commands the benchmark sent Redis to follow the run: not the project's."""
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds per finished one, of the worker's processes, Redis and the sandbox
+    (baseline runs; the project's are measured around its run)."""
 
     @property
     def rate(self) -> float:
@@ -348,6 +351,7 @@ def drive_baseline(
         deadline = time.time() + 60
         while client.zcard("dramatiq:__heartbeats__") < processes and time.time() < deadline:
             time.sleep(0.05)
+        before = machine_cpu(started, worker_pids(worker))
         sender = subprocess.Popen(  # noqa: S603 - argv built here
             [
                 sys.executable,
@@ -365,12 +369,21 @@ def drive_baseline(
             if now > done:
                 done, last = now, time.time()
         seconds = last - began
+        used = machine_cpu(started, worker_pids(worker)).per(before, done)
         sender.wait()
     finally:
         worker.stop(timeout=5)
         client.flushdb()
         client.close()
-    return Run(f"{module} ({processes}x{threads})", latency_ms, processes, done, seconds, requested=count)
+    return Run(
+        f"{module} ({processes}x{threads})",
+        latency_ms,
+        processes,
+        done,
+        seconds,
+        requested=count,
+        cpu_ms=used,
+    )
 
 
 def check_round_trips(
@@ -523,6 +536,38 @@ def commands_ran(client: redis.Redis) -> Counter[str]:
     included). The INFO that reads them is not among them yet; a CONFIG RESETSTAT is."""
     stats = cast(dict[str, dict[str, int]], client.info("commandstats"))
     return Counter({name.removeprefix("cmdstat_"): values["calls"] for name, values in stats.items()})
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """CPU seconds used so far by a worker's processes, Redis and the sandbox."""
+
+    seconds: dict[str, float]
+
+    def per(self, before: MachineCpu, count: int) -> dict[str, float]:
+        """Milliseconds of each since `before`, per one of `count`."""
+        return {
+            name: round((used - before.seconds[name]) * 1000 / max(count, 1), 3)
+            for name, used in self.seconds.items()
+        }
+
+
+def machine_cpu(started: LocalStack, worker: Sequence[int]) -> MachineCpu:
+    """What a run shares the machine's cores with: the worker's processes (`worker`), Redis
+    (INFO cpu) and the sandbox."""
+    client = redis.Redis.from_url(started.redis_url)
+    try:
+        cpu = cast(dict[str, float], client.info("cpu"))
+    finally:
+        client.close()
+    sandbox = [started.sandbox.process.pid] if started.sandbox else []
+    return MachineCpu(
+        {
+            "worker": cpu_seconds(worker),
+            "redis": cpu["used_cpu_user"] + cpu["used_cpu_sys"],
+            "sandbox": cpu_seconds(sandbox),
+        }
+    )
 
 
 @dataclass(frozen=True)

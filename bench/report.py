@@ -262,6 +262,35 @@ def throughput_table(results: dict[str, Any]) -> str:
     return markdown_table(header, rows)
 
 
+_SHARED = ("worker", "redis", "sandbox")
+
+
+def cpu_table(results: dict[str, Any]) -> str:
+    """Against the instant sandbox the rate is a race for the machine's cores: what each
+    worker, and Redis and the sandbox on its behalf, spent per verification (or message)."""
+    run = _run(results, 0)
+    if run is None or "cpu_ms_per_verification" not in run:
+        return ""
+    entries = [("project", run["project"]["rate"], run["cpu_ms_per_verification"])]
+    entries += [
+        (baseline["label"], baseline["rate"], baseline["cpu_ms_per_verification"])
+        for baseline in run["baselines"]
+        if "cpu_ms_per_verification" in baseline
+    ]
+    rows = [
+        [f"**{label}**" if label == "project" else label, _fmt(rate)]
+        + [_fmt(used[name]) for name in _SHARED]
+        + [_fmt(round(sum(used[name] for name in _SHARED), 3))]
+        for label, rate, used in entries
+    ]
+    header = ["0 ms provider", "/s", "worker", "Redis", "sandbox", "together"]
+    return (
+        "CPU milliseconds per verification (a baseline's per message) against the instant "
+        f"sandbox, on {results['machine']['cpus']} cores: the rate above follows the total.\n\n"
+        + markdown_table(header, rows)
+    )
+
+
 def details(results: dict[str, Any]) -> str:
     parts = []
     if results.get("checks") or results.get("quiet_checks"):
@@ -599,6 +628,8 @@ Every target of issue 20, from this one run.
 
 {throughput_table(results)}
 
+{cpu_table(results)}
+
 {figure}
 
 ## Throughput, start to approval
@@ -626,6 +657,7 @@ def console(results: dict[str, Any]) -> str:
             targets_table(results),
             "Throughput, start to delivered",
             throughput_table(results),
+            cpu_table(results),
             "Throughput, start to approval",
             approval_table(results),
             details(results),

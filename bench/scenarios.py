@@ -37,6 +37,7 @@ from bench.harness import (
     drive_project,
     inbox,
     is_verification_process,
+    machine_cpu,
     median,
     open_verifications,
     peak_rss_mb,
@@ -118,6 +119,7 @@ def _summary(run: Run) -> dict[str, Any]:
         "rate": round(run.rate, 1),
         "p50_ms": run.percentile(50) if run.latencies_ms else None,
         "p99_ms": run.percentile(99) if run.latencies_ms else None,
+        **({"cpu_ms_per_verification": run.cpu_ms} if run.cpu_ms else {}),
     }
 
 
@@ -140,14 +142,16 @@ def throughput(
         extra: dict[str, Any] = {}
         helper = threading.Thread(target=lambda: extra.update(during() if during else {}))
         sandbox_pid = [bench.started.sandbox.process.pid] if bench.started.sandbox else []
-        workers_before, sandbox_before = cpu_seconds(worker_pids(worker)), cpu_seconds(sandbox_pid)
+        sandbox_before = cpu_seconds(sandbox_pid)
+        before = machine_cpu(bench.started, worker_pids(worker))
         helper.start()
         run = drive_project(bench.started, bench.phones.take(count), "tp", latency_ms, processes)
         helper.join()
         result["project"] = _summary(run)
-        result["worker_cpu_ms_per_verification"] = round(
-            (cpu_seconds(worker_pids(worker)) - workers_before) * 1000 / max(run.count, 1), 3
+        result["cpu_ms_per_verification"] = machine_cpu(bench.started, worker_pids(worker)).per(
+            before, run.count
         )
+        result["worker_cpu_ms_per_verification"] = result["cpu_ms_per_verification"]["worker"]
         result["sandbox_cpu_share"] = round((cpu_seconds(sandbox_pid) - sandbox_before) / run.seconds, 3)
         result["peak_rss_mb"] = [round(peak, 1) for peak in peak_rss_mb(worker)]
         result.update(extra)

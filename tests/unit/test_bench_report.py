@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.harness import LATENCIES
-from bench.report import TARGETS, Target, targets_table
+from bench.report import TARGETS, Target, cpu_table, targets_table
 from bench.scenarios import script_called
 from worker.redis import functions
 
@@ -123,6 +123,20 @@ def test_a_measurement_the_run_lacks_is_not_measured() -> None:
 def test_a_target_states_its_goal_with_its_direction() -> None:
     assert Target("x", 0.4, " ms", lambda results: None, "").goal == "≤ 0.4 ms"
     assert Target("x", 1700, "/s", lambda results: None, "", at_most=False).goal == "≥ 1,700/s"
+
+
+def test_the_cpu_table_adds_up_each_worker_with_redis_and_the_sandbox_beside_it() -> None:
+    results = _results()
+    instant = results["throughput"][0]
+    instant["cpu_ms_per_verification"] = {"worker": 1.5, "redis": 0.2, "sandbox": 0.2}
+    instant["baselines"][0]["cpu_ms_per_verification"] = {"worker": 1.4, "redis": 0.1, "sandbox": 0.15}
+    rows = [line for line in cpu_table(results).splitlines() if line.startswith("| ")][1:]
+    assert rows[0].split("|")[1:-1] == [" **project** ", " 600 ", " 1.5 ", " 0.2 ", " 0.2 ", " 1.9 "]
+    assert rows[1].split("|")[1:-1] == [" bare_actor (2x8) ", " 500 ", " 1.4 ", " 0.1 ", " 0.15 ", " 1.65 "]
+
+
+def test_a_run_without_cpu_figures_has_no_cpu_table() -> None:
+    assert cpu_table(_results()) == ""
 
 
 def test_monitor_and_slowlog_lines_name_the_function_or_script_they_call() -> None:
