@@ -349,7 +349,7 @@ class TestCheck:
     def check(self, client: redis.Redis, code: str = "1234", verification_id: str = "order-42") -> str:
         return functions.check(json.dumps({"id": verification_id, "code": code})).run(client)
 
-    def apply_check(self, client: redis.Redis, proof: str, reply_key: str) -> str:
+    def apply_check(self, client: redis.Redis, proof: str, reply_key: str) -> str | functions.AskProvider:
         """The worker's verdict (or the typed code's hashes) on the check answered on `reply_key`."""
         return functions.apply_check("order-42", proof=proof, reply_key=reply_key, now_ms=now_ms(client)).run(
             client
@@ -535,13 +535,13 @@ class TestCheck:
         answer = self.apply_check(library, "hash:aa11", reply_key)
         assert answer == "rejected"
 
-    def test_a_mismatch_where_a_provider_keeps_the_code_asks_for_the_provider(
+    def test_a_mismatch_where_a_provider_keeps_the_code_asks_that_provider_about_the_number(
         self, library: redis.Redis
     ) -> None:
         self.delivered(library, "", provider_checks=True)
         reply_key = self.check(library)
         answer = self.apply_check(library, "hash:aa11", reply_key)
-        assert answer == "ask_provider"
+        assert answer == functions.AskProvider("p0", PHONE)
         assert library.llen(reply_key) == 0
         assert state(library)["status"] == "sent"
 

@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '12'
+local VERSION = '13'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -1169,8 +1169,9 @@ end
 -- 'hash:<hmac>[,<hmac>...]' to compare with the codes delivered here, in the same call: one
 -- HMAC under each code secret the worker accepts (the current one, then the previous ones of
 -- a rotation), so that codes hashed before a rotation still match. A mismatch on a
--- verification whose code a provider keeps (Telphin) answers 'ask_provider' and changes
--- nothing: the worker asks the provider and calls again with its verdict.
+-- verification whose code a provider keeps (Telphin) answers 'ask_provider <provider>
+-- <phone>' and changes nothing: the worker asks that provider about that number and calls
+-- again with its verdict.
 -- A typed code's hashes are compared first: most often they match, or only the provider
 -- can judge; the rest is read for a verdict.
 local COMPARED = {'status', 'expires_at', 'codes', 'provider_checks'}
@@ -1211,7 +1212,7 @@ local function apply_check(_, args)
             end
         end
         if not matched and (v.provider_checks or '') ~= '' and (not FINAL[v.status] or v.status == 'approved') then
-            return 'ask_provider'
+            return 'ask_provider ' .. v.provider_checks .. ' ' .. redis.call('HGET', vkey(id), 'phone')
         end
     elseif proof ~= '0' and proof ~= '1' then
         return redis.error_reply('ERR the verdict must be 1, 0 or hash:<hex>[,<hex>...]')
