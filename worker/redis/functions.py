@@ -310,11 +310,14 @@ class AskProvider(NamedTuple):
     it (Telphin): which provider, about which number. Nothing was answered or changed."""
 
     provider: str
+    """'' (and no phone) from a library before version 13, which does not name them."""
     phone: str
 
 
 def _check_answer(answer: Any) -> str | AskProvider:
     text = _text(answer)
+    if text == "ask_provider":
+        return AskProvider("", "")
     if text.startswith("ask_provider "):
         _, provider, phone = text.split(" ")
         return AskProvider(provider, phone)
@@ -325,7 +328,7 @@ def apply_check(verification_id: str, *, proof: str, reply_key: str, now_ms: int
     """Answer a check on its reply key; `proof` is a verdict or the typed code's hashes
     (worker/verification/checks.py). The result answered, or AskProvider when only the
     provider can judge the hashes' code."""
-    return Call("flashcall_apply_check", (verification_id, proof, reply_key, now_ms), _check_answer)
+    return Call("flashcall_apply_check", (verification_id, proof, reply_key, now_ms, "named"), _check_answer)
 
 
 class TimerPass(NamedTuple):

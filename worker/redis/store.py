@@ -128,6 +128,18 @@ class Store:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
         return Verification.from_hash(fields) if fields else None
 
+    async def check_material(self, verification_id: str) -> functions.AskProvider:
+        """Which provider keeps a verification's code, and its number, read back: for a
+        library before version 13, whose flashcall_apply_check does not name them."""
+        try:
+            checker, phone = cast(
+                list[str | None],
+                await self._client.hmget(keys.verification(verification_id), ["provider_checks", "phone"]),
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
+        return functions.AskProvider(checker or "", phone or "")
+
     async def begin_attempt(
         self,
         verification_id: str,

@@ -568,7 +568,9 @@ class Verifier:
     ) -> str:
         """Finish a check that flashcall_apply_check answered with AskProvider: the provider
         that keeps the verification's code judges it, and its verdict is applied and answered."""
-        matched = await self._ask_provider(ask.provider, ask.phone, code)
+        if not ask.provider:
+            ask = await self._store.check_material(verification_id)
+        matched = bool(ask.provider) and await self._ask_provider(ask.provider, ask.phone, code)
         result = await self._store.apply_check(
             verification_id, proof=checks.verdict(matched), reply_key=reply_key, now_ms=self._now_ms()
         )
