@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '12'
+local VERSION = '13'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -28,6 +28,10 @@ local K_EXPIRY_TIMERS = PREFIX .. 'timers:expire'
 local K_POLL_TIMERS = PREFIX .. 'timers:poll'
 local K_POLICIES = PREFIX .. 'config:policies'
 local K_LIMITS = PREFIX .. 'config:limits'
+-- routing.yaml's limits on more than the number ({kind: [[limit, per ms], ...]}, only the
+-- kinds it sets), and the number ranges' operators (prefix -> operator) they count by.
+local K_KEYED_LIMITS = PREFIX .. 'config:keyed_limits'
+local K_OPERATORS = PREFIX .. 'config:operators'
 -- Refused starts, oldest first ('<ms> <id>'): what bounds them (refuse_start).
 local K_REFUSED = PREFIX .. 'refused'
 -- Counts of what the library does, drained into the workers' Prometheus counters.
@@ -196,7 +200,7 @@ local ENDING = {'status', 'expires_at', 'attempt', 'attempt_state', 'step', 'cha
 local SHOWN = {'status', 'expires_at', 'phone', 'policy', 'attempt', 'checks', 'max_checks', 'cost_e4',
                'created_at', 'updated_at', 'reason', 'channel', 'step', 'provider', 'metadata'}
 
-local EXTRA_EVENT_FIELDS = {'reason', 'error_code', 'from_provider', 'from_channel', 'from_step',
+local EXTRA_EVENT_FIELDS = {'reason', 'limit', 'error_code', 'from_provider', 'from_channel', 'from_step',
                             'attempts_left', 'cost', 'client_ip'}
 
 -- One entry on the event stream; fields left nil are left out. `at` is `now` as text, when
@@ -465,7 +469,7 @@ local function integer_in(value, name, low, high)
 end
 
 local START_FIELDS = {id = true, phone = true, policy = true, channels = true, code_length = true,
-                      ttl = true, client_ip = true, metadata = true}
+                      ttl = true, client_ip = true, limit_key = true, metadata = true}
 
 local function validate_start(args)
     local request, err = decode_request(args, START_FIELDS)
@@ -523,6 +527,15 @@ local function validate_start(args)
             return nil, "'client_ip' must be an IPv4 or IPv6 address"
         end
         out.client_ip = request.client_ip
+    end
+
+    out.limit_key = ''
+    if request.limit_key ~= nil then
+        if type(request.limit_key) ~= 'string' or #request.limit_key < 1 or #request.limit_key > 128
+            or not request.limit_key:match('^[%w%._:@/%-]+$') then
+            return nil, "'limit_key' must be 1 to 128 characters of letters, digits and . _ : @ / -"
+        end
+        out.limit_key = request.limit_key
     end
 
     out.metadata = '{}'
@@ -593,13 +606,159 @@ local function remember_start(starts, id, now, at)
     redis.call('PEXPIRE', key, fmt_int(longest))
 end
 
+-- Limits on more than the number (routing.yaml's limits.per_ip ... overall): each window
+-- counts a subject's accepted starts in buckets as long as the window, and weighs the
+-- previous bucket by the share of it still inside the window (a sliding window, two
+-- counts per subject and window, whatever the rate). Subjects and their order:
+local KEYED_KINDS = {'per_key', 'per_ip', 'per_network', 'per_range', 'per_operator', 'overall'}
+
+-- An address's groups as numbers: 4 octets of IPv4, 8 groups of IPv6 (valid_ip holds).
+local function ip_numbers(text)
+    local v4 = {text:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')}
+    if #v4 == 4 then
+        for i = 1, 4 do v4[i] = tonumber(v4[i]) end
+        return v4, 'v4'
+    end
+    local tail = {}
+    local quad = text:match(':(%d+%.%d+%.%d+%.%d+)$')
+    if quad then
+        local a, b, c, d = quad:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')
+        tail = {tonumber(a) * 256 + tonumber(b), tonumber(c) * 256 + tonumber(d)}
+        text = text:sub(1, #text - #quad)
+        if text:sub(-2) ~= '::' then text = text:sub(1, -2) end
+    end
+    local function groups(part)
+        local out = {}
+        if part == '' then return out end
+        for group in (part .. ':'):gmatch('([^:]*):') do out[#out + 1] = tonumber(group, 16) end
+        return out
+    end
+    local head, rest
+    local first, last = text:find('::', 1, true)
+    if first then
+        head, rest = groups(text:sub(1, first - 1)), groups(text:sub(last + 1))
+    else
+        head, rest = groups(text), {}
+    end
+    for _, group in ipairs(tail) do rest[#rest + 1] = group end
+    local out = {}
+    for _, group in ipairs(head) do out[#out + 1] = group end
+    for _ = 1, 8 - #head - #rest do out[#out + 1] = 0 end
+    for _, group in ipairs(rest) do out[#out + 1] = group end
+    -- An IPv4-mapped address (::ffff:a.b.c.d) is that IPv4 address.
+    if out[1] == 0 and out[2] == 0 and out[3] == 0 and out[4] == 0 and out[5] == 0 and out[6] == 0xffff then
+        return {math.floor(out[7] / 256), out[7] % 256, math.floor(out[8] / 256), out[8] % 256}, 'v4'
+    end
+    return out, 'v6'
+end
+
+-- One text per address, and per network (/24, /64): however the producer wrote it.
+local function ip_subjects(text)
+    local n, family = ip_numbers(text)
+    if family == 'v4' then
+        return string.format('%d.%d.%d.%d', n[1], n[2], n[3], n[4]),
+            string.format('%d.%d.%d.0/24', n[1], n[2], n[3])
+    end
+    return string.format('%x:%x:%x:%x:%x:%x:%x:%x', unpack(n)),
+        string.format('%x:%x:%x:%x::/64', n[1], n[2], n[3], n[4])
+end
+
+-- The operator of a number's range, as worker/routing/operators.py tells it, from the
+-- longest prefix the workers published (routing.yaml's `operators` win over carriers').
+local function operator_of(phone)
+    local asked = {}
+    for length = #phone, 1, -1 do asked[#asked + 1] = phone:sub(1, length) end
+    local found = redis.call('HMGET', K_OPERATORS, unpack(asked))
+    for i = 1, #asked do
+        if found[i] then return found[i] end
+    end
+    return 'other'
+end
+
+local function keyed_subject(kind, request)
+    if kind == 'per_key' then return request.limit_key ~= '' and request.limit_key or nil end
+    if kind == 'per_ip' or kind == 'per_network' then
+        if request.client_ip == '' then return nil end
+        local address, network = ip_subjects(request.client_ip)
+        return kind == 'per_ip' and address or network
+    end
+    if kind == 'per_range' then return request.phone:sub(1, #request.phone - 4) end
+    if kind == 'per_operator' then return operator_of(request.phone) end
+    return 'all'
+end
+
+-- Milliseconds until a window with `current` and `previous` counts admits a start, or nil.
+local function window_wait(current, previous, limit, per, now)
+    local into = now % per
+    if current + previous * (1 - into / per) < limit then return nil end
+    if current < limit then
+        -- The previous bucket's weight falls until the sum is below the limit.
+        return math.floor(per * (1 - (limit - current) / previous)) - into + 1
+    end
+    -- Only once this bucket is the previous one, and weighs little enough.
+    return per - into + math.floor(per * (1 - limit / current)) + 1
+end
+
+-- Each keyed limit the start is subject to: {kind, key, rules, fields, counts}; the
+-- counts read in one command per subject.
+local function keyed_limits(request, now)
+    local published = redis.call('GET', K_KEYED_LIMITS)
+    if not published then return {} end
+    local limits = cjson.decode(published)
+    local subjects = {}
+    for _, kind in ipairs(KEYED_KINDS) do
+        local rules = limits[kind]
+        local value = rules and keyed_subject(kind, request)
+        if value then
+            local fields = {}
+            for _, rule in ipairs(rules) do
+                local bucket = math.floor(now / rule[2])
+                fields[#fields + 1] = fmt_int(rule[2]) .. ':' .. fmt_int(bucket)
+                fields[#fields + 1] = fmt_int(rule[2]) .. ':' .. fmt_int(bucket - 1)
+            end
+            local key = PREFIX .. 'limit:' .. kind .. ':' .. value
+            subjects[#subjects + 1] = {kind = kind, key = key, rules = rules, fields = fields,
+                                       counts = redis.call('HMGET', key, unpack(fields))}
+        end
+    end
+    return subjects
+end
+
+-- The longest wait any keyed limit imposes, and its kind; nil when every one admits.
+local function keyed_limited(subjects, now)
+    local wait, kind = nil, nil
+    for _, subject in ipairs(subjects) do
+        for i, rule in ipairs(subject.rules) do
+            local current = tonumber(subject.counts[2 * i - 1]) or 0
+            local previous = tonumber(subject.counts[2 * i]) or 0
+            local until_free = window_wait(current, previous, rule[1], rule[2], now)
+            if until_free and (not wait or until_free > wait) then wait, kind = until_free, subject.kind end
+        end
+    end
+    return wait, kind
+end
+
+local function count_keyed(subjects, now)
+    for _, subject in ipairs(subjects) do
+        local longest = 0
+        for i, rule in ipairs(subject.rules) do
+            if redis.call('HINCRBY', subject.key, subject.fields[2 * i - 1], '1') == 1 then
+                -- A new bucket: the one before the previous counts no more.
+                redis.call('HDEL', subject.key, fmt_int(rule[2]) .. ':' .. fmt_int(math.floor(now / rule[2]) - 2))
+            end
+            longest = math.max(longest, rule[2])
+        end
+        redis.call('PEXPIRE', subject.key, fmt_int(2 * longest))
+    end
+end
+
 -- A start refused for its number's limits keeps only what the contract needs: the status
 -- (failed, rate_limited) and an idempotent repeat of the id (its phone), for an hour, and one
 -- small `failed` event; no metadata. Refused ids are forgotten oldest first past REFUSED_MAX.
-local function refuse_start(request, now)
+local function refuse_start(request, now, limit)
     local at = fmt_int(now)
     redis.call('HSET', vkey(request.id), 'phone', request.phone, 'policy', request.policy, 'status', 'failed',
-        'reason', 'rate_limited', 'created_at', at, 'updated_at', at, 'expires_at', at)
+        'reason', 'rate_limited', 'limit', limit, 'created_at', at, 'updated_at', at, 'expires_at', at)
     redis.call('PEXPIREAT', vkey(request.id), now + REFUSED_RETENTION_MS)
     local length = redis.call('RPUSH', K_REFUSED, at .. ' ' .. request.id)
     -- One over the cap at most, and a few that aged out: each call's work stays small.
@@ -622,7 +781,7 @@ local function refuse_start(request, now)
     count('started|' .. request.policy)
     count('finished|failed|rate_limited')
     emit('failed', {id = request.id, status = 'failed', attempt = 0}, now,
-        {reason = 'rate_limited', client_ip = request.client_ip})
+        {reason = 'rate_limited', limit = limit, client_ip = request.client_ip})
 end
 
 local function start(_, args)
@@ -642,11 +801,14 @@ local function start(_, args)
     end
 
     local starts = phone_starts(request.phone)
-    local retry_after = phone_limited(starts, now)
+    local keyed = keyed_limits(request, now)
+    local retry_after, limit = phone_limited(starts, now), 'per_phone'
+    local keyed_wait, keyed_kind = keyed_limited(keyed, now)
+    if keyed_wait and (not retry_after or keyed_wait > retry_after) then retry_after, limit = keyed_wait, keyed_kind end
     if retry_after then
-        refuse_start(request, now)
-        return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', created = true,
-                             retry_after = math.ceil(retry_after / 1000)})
+        refuse_start(request, now, limit)
+        return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', limit = limit,
+                             created = true, retry_after = math.ceil(retry_after / 1000)})
     end
     local at = fmt_int(now)
     local expires_at = fmt_int(now + request.ttl * 1000)
@@ -667,6 +829,7 @@ local function start(_, args)
     redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIREAT', key, fmt_int(now + request.ttl * 1000 + RETENTION_MS))
     remember_start(starts, request.id, now, at)
+    count_keyed(keyed, now)
     count('started|' .. request.policy)
     redis.call('ZADD', K_EXPIRY_TIMERS, expires_at, request.id)
     redis.call('ZADD', K_STEP_TIMERS, fmt_int(now + START_RECOVERY_MS), request.id)
@@ -1432,6 +1595,20 @@ local function publish_config(_, args)
     redis.call('DEL', K_POLICIES)
     if #config.policies > 0 then redis.call('SADD', K_POLICIES, unpack(config.policies)) end
     redis.call('SET', K_LIMITS, cjson.encode(config.per_phone))
+    if config.keyed and next(config.keyed) ~= nil then
+        redis.call('SET', K_KEYED_LIMITS, cjson.encode(config.keyed))
+    else
+        redis.call('DEL', K_KEYED_LIMITS)
+    end
+    redis.call('DEL', K_OPERATORS)
+    if config.operators and next(config.operators) ~= nil then
+        local flat = {}
+        for prefix, operator in pairs(config.operators) do
+            flat[#flat + 1] = prefix
+            flat[#flat + 1] = operator
+        end
+        redis.call('HSET', K_OPERATORS, unpack(flat))
+    end
     return 'ok'
 end
 

@@ -389,10 +389,19 @@ class PublishedConfig:
     policies: tuple[str, ...]
     per_phone: tuple[tuple[int, int], ...]
     """(limit, per milliseconds) for each per-number window."""
+    keyed: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    """The other limits (per_ip, per_range, ...: routing.yaml's names), each as per_phone."""
+    operators: Mapping[str, str] = field(default_factory=dict)
+    """The operator of every number range by prefix, the longest prefix deciding."""
 
     def to_json(self) -> str:
         return json.dumps(
-            {"policies": list(self.policies), "per_phone": [list(rule) for rule in self.per_phone]}
+            {
+                "policies": list(self.policies),
+                "per_phone": [list(rule) for rule in self.per_phone],
+                "keyed": {name: [list(rule) for rule in rules] for name, rules in self.keyed.items()},
+                "operators": dict(self.operators),
+            }
         )
 
 

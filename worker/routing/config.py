@@ -271,8 +271,33 @@ class RateLimit(_Frozen):
 
 
 class Limits(_Frozen):
+    """Verifications that may start per window, by what they have in common; a start beyond
+    any window of any of these is refused. Only `per_phone` holds by default."""
+
     per_phone: tuple[RateLimit, ...] = (RateLimit(limit=1, per=120.0), RateLimit(limit=10, per=86400.0))
-    """Verifications one number may start per window; a start beyond any is refused."""
+    """Per number."""
+    per_key: tuple[RateLimit, ...] = ()
+    """Per `limit_key` of the start request (a user account, say); starts without one are
+    not counted."""
+    per_ip: tuple[RateLimit, ...] = ()
+    """Per `client_ip`; starts without one are not counted."""
+    per_network: tuple[RateLimit, ...] = ()
+    """Per network of `client_ip`: its /24 (IPv4) or /64 (IPv6)."""
+    per_range: tuple[RateLimit, ...] = ()
+    """Per number range: the number less its last 4 digits."""
+    per_operator: tuple[RateLimit, ...] = ()
+    """Per operator range (see `operators`)."""
+    overall: tuple[RateLimit, ...] = ()
+    """Every start, whatever it is for."""
+
+    @property
+    def keyed(self) -> dict[str, tuple[RateLimit, ...]]:
+        """The limits set besides `per_phone`, by name."""
+        return {
+            name: rules
+            for name in ("per_key", "per_ip", "per_network", "per_range", "per_operator", "overall")
+            if (rules := getattr(self, name))
+        }
 
 
 class HealthConfig(_Frozen):
