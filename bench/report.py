@@ -476,10 +476,31 @@ def redis_section(commands: dict[str, Any]) -> str:
         "Per verification, each library function (FCALL) and broker script (EVALSHA), the "
         "costliest first: calls and the commands they ran themselves under MONITOR, the "
         "microseconds Redis spent in them from SLOWLOG (every command logged, in a second "
-        "sample as large):\n\n" + functions + "\n\n### Redis on an idle worker (routing.yaml)\n\n"
+        "sample as large):\n\n"
+        + functions
+        + _commands_share(commands)
+        + "\n\n### Redis on an idle worker (routing.yaml)\n\n"
         f"**{_fmt(commands['idle_commands_per_process_per_second'])}** commands/s per worker process "
         f"({_fmt(commands['idle_commands_per_second'])}/s from {commands['processes']} processes), by "
         "function and script:\n\n" + idle
+    )
+
+
+def _commands_share(commands: dict[str, Any]) -> str:
+    """What the commands inside the functions cost of the functions' time: how much fewer
+    of them could save."""
+    if "their_commands_usec_per_verification" not in commands:
+        return ""
+    whole = commands["functions_usec_per_verification"]
+    inner = commands["their_commands_usec_per_verification"]
+    share = f" ({inner / whole * 100:.0f}%)" if whole else ""
+    top = ", ".join(f"{name} {usec}" for name, usec in commands["their_commands_usec"])
+    return (
+        f"\n\nOf the {_fmt(whole)} µs per verification Redis spent in functions and scripts, "
+        f"the commands they ran took {_fmt(inner)}{share} by INFO commandstats over the same "
+        f"sample (the costliest, µs "
+        f"per verification: {top}); the rest is the functions' own Lua: parsing, checking "
+        "and building what they write."
     )
 
 

@@ -451,6 +451,14 @@ def redis_commands(bench: Bench, worker: ManagedProcess, count: int) -> dict[str
     commands = sum(ran.values())
     top = sorted(ran.items(), key=lambda item: -item[1])[:TOP]
     idle_rate = idle.commands.total() / idle.seconds
+    functions_usec = _beyond(idle_timed, timed, idle_timed.usec, timed.usec)
+    inner = idle.inner | busy.inner
+    inner_usec = _beyond(
+        idle_timed,
+        timed,
+        Counter({name: idle_timed.command_usec[name] for name in inner}),
+        Counter({name: timed.command_usec[name] for name in inner}),
+    )
     return {
         "verifications": count,
         "commands_per_verification": round(commands / count, 1),
@@ -462,6 +470,12 @@ def redis_commands(bench: Bench, worker: ManagedProcess, count: int) -> dict[str
         "idle_commands_per_process_per_second": round(idle_rate / processes, 1),
         "top_commands_per_verification": [(name, round(n / count, 2)) for name, n in top],
         "functions": _functions(count, (idle, busy), (idle_timed, timed)),
+        "functions_usec_per_verification": round(sum(functions_usec.values()) / count, 1),
+        "their_commands_usec_per_verification": round(sum(inner_usec.values()) / count, 1),
+        "their_commands_usec": [
+            (name, round(usec / count, 1))
+            for name, usec in sorted(inner_usec.items(), key=lambda item: -item[1])[:TOP]
+        ],
         "idle_functions": _idle_functions(idle, idle_timed),
     }
 
@@ -526,6 +540,11 @@ class _Observed:
     """Commands each of them ran itself (MONITOR)."""
     usec: Counter[str] = field(default_factory=Counter)
     """Microseconds each of them took (SLOWLOG)."""
+    inner: set[str] = field(default_factory=set)
+    """The names of the commands functions and scripts ran (MONITOR)."""
+    command_usec: Counter[str] = field(default_factory=Counter)
+    """Microseconds Redis spent in each command by name, functions' own included (INFO
+    commandstats)."""
 
 
 def _beyond(
@@ -608,6 +627,7 @@ def _monitored(client: redis.Redis, action: Callable[[], None]) -> _Observed:
                 if command["client_type"] == "lua":
                     if calling is not None:
                         seen.own[calling] += 1
+                    seen.inner.add(command["command"].split(" ", 1)[0].lower())
                     continue
                 seen.sent[f"{command['client_address']}:{command['client_port']}"] += 1
                 calling = script_called(command["command"])
@@ -627,6 +647,11 @@ def _monitored(client: redis.Redis, action: Callable[[], None]) -> _Observed:
     return seen
 
 
+def _command_usec(client: redis.Redis) -> Counter[str]:
+    stats = cast(dict[str, dict[str, int]], client.info("commandstats"))
+    return Counter({name.removeprefix("cmdstat_"): values["usec"] for name, values in stats.items()})
+
+
 def _slowlogged(client: redis.Redis, action: Callable[[], None]) -> _Observed:
     """The calls of functions and scripts during `action`, and how long each took, from
     SLOWLOG logging every command (what Redis times for INFO commandstats, per call)."""
@@ -636,12 +661,13 @@ def _slowlogged(client: redis.Redis, action: Callable[[], None]) -> _Observed:
     client.config_set("slowlog-max-len", SLOWLOG_LEN)
     client.slowlog_reset()
     client.config_set("slowlog-log-slower-than", 0)
+    spent = _command_usec(client)
     began = time.monotonic()
     try:
         action()
     finally:
         client.config_set("slowlog-log-slower-than", kept["slowlog-log-slower-than"])
-    seen = _Observed(time.monotonic() - began)
+    seen = _Observed(time.monotonic() - began, command_usec=_command_usec(client) - spent)
     # Raw: redis-py's SLOWLOG GET parser fails on a client that decodes responses.
     entries = cast(list[list[Any]], client.execute_command("SLOWLOG", "GET", "-1"))  # type: ignore[no-untyped-call]
     client.slowlog_reset()

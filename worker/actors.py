@@ -26,7 +26,7 @@ from worker.logs.structured import configure_from_env
 from worker.process import runtime
 from worker.process.middleware.chain import build_broker
 from worker.providers.base import CallStatus
-from worker.verification.checks import ASK_PROVIDER
+from worker.redis.functions import AskProvider
 
 __all__ = ["advance", "broker", "call_status", "check_code", "poll", "start"]
 
@@ -102,8 +102,8 @@ def check_code(verification_id: str, code: str, reply_key: str) -> None:
         raise BadMessage("reply_key must be a key returned by flashcall_check")
     current = runtime.current()
     answered = current.checks.check(verification_id, code, reply_key)
-    if answered == ASK_PROVIDER:
-        _on_loop(current.verifier.check_with_provider(verification_id, code, reply_key))
+    if isinstance(answered, AskProvider):
+        _on_loop(current.verifier.check_with_provider(verification_id, code, reply_key, answered))
     elif answered is None:
         _on_loop(current.verifier.check(verification_id, code, reply_key))
 

@@ -7,16 +7,20 @@ clock as an argument, so expiry and deadlines are tested without waiting.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
 import redis
+import redis.asyncio
 
 from worker.core import keys
 from worker.redis import functions
 from worker.redis.functions import AdmissionGuard, PublishedConfig
+from worker.redis.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -349,7 +353,7 @@ class TestCheck:
     def check(self, client: redis.Redis, code: str = "1234", verification_id: str = "order-42") -> str:
         return functions.check(json.dumps({"id": verification_id, "code": code})).run(client)
 
-    def apply_check(self, client: redis.Redis, proof: str, reply_key: str) -> str:
+    def apply_check(self, client: redis.Redis, proof: str, reply_key: str) -> str | functions.AskProvider:
         """The worker's verdict (or the typed code's hashes) on the check answered on `reply_key`."""
         return functions.apply_check("order-42", proof=proof, reply_key=reply_key, now_ms=now_ms(client)).run(
             client
@@ -535,15 +539,41 @@ class TestCheck:
         answer = self.apply_check(library, "hash:aa11", reply_key)
         assert answer == "rejected"
 
-    def test_a_mismatch_where_a_provider_keeps_the_code_asks_for_the_provider(
+    def test_a_mismatch_where_a_provider_keeps_the_code_asks_that_provider_about_the_number(
         self, library: redis.Redis
     ) -> None:
         self.delivered(library, "", provider_checks=True)
         reply_key = self.check(library)
         answer = self.apply_check(library, "hash:aa11", reply_key)
-        assert answer == "ask_provider"
+        assert answer == functions.AskProvider("p0", PHONE)
         assert library.llen(reply_key) == 0
         assert state(library)["status"] == "sent"
+
+    def test_a_worker_before_version_13_is_answered_ask_provider_as_it_expects(
+        self, library: redis.Redis
+    ) -> None:
+        self.delivered(library, "", provider_checks=True)
+        reply_key = self.check(library)
+        named = functions.apply_check(
+            "order-42", proof="hash:aa11", reply_key=reply_key, now_ms=now_ms(library)
+        )
+
+        # Such a worker sends no fifth argument, and compares the answer with this text.
+        assert replace(named, args=named.args[:4]).send(library) == "ask_provider"
+
+    def test_who_keeps_a_code_reads_back_for_a_library_that_does_not_name_them(
+        self, library: redis.Redis, library_url: str
+    ) -> None:
+        self.delivered(library, "", provider_checks=True)
+
+        async def read() -> functions.AskProvider:
+            client = redis.asyncio.Redis.from_url(library_url, decode_responses=True)
+            try:
+                return await Store(client).check_material("order-42")
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(read()) == functions.AskProvider("p0", PHONE)
 
     def test_a_verdict_other_than_1_0_or_a_hash_is_refused(self, library: redis.Redis) -> None:
         start(library)

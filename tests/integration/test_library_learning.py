@@ -124,7 +124,7 @@ def fail(client: redis.Redis, attempt: int, *, now: int) -> str:
     ).run(client)
 
 
-def check(client: redis.Redis, code_hash: str, *, now: int) -> str:
+def check(client: redis.Redis, code_hash: str, *, now: int) -> str | functions.AskProvider:
     return functions.apply_check("order-1", proof=f"hash:{code_hash}", reply_key="reply:1", now_ms=now).run(
         client
     )

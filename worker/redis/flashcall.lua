@@ -1333,7 +1333,10 @@ end
 -- HMAC under each code secret the worker accepts (the current one, then the previous ones of
 -- a rotation), so that codes hashed before a rotation still match. A mismatch on a
 -- verification whose code a provider keeps (Telphin) answers 'ask_provider' and changes
--- nothing: the worker asks the provider and calls again with its verdict.
+-- nothing: the worker asks the provider and calls again with its verdict. Given a fifth
+-- argument ('named'), the answer is 'ask_provider <provider> <phone>', which saves the worker
+-- reading them back; without it the answer stays what workers before version 13 expect,
+-- which may still be running while a deployment replaces them.
 -- A typed code's hashes are compared first: most often they match, or only the provider
 -- can judge; the rest is read for a verdict.
 local COMPARED = {'status', 'expires_at', 'codes', 'provider_checks'}
@@ -1342,6 +1345,7 @@ local JUDGED = fields_of({'status', 'expires_at'}, JUDGED_REST)
 
 local function apply_check(_, args)
     local id, proof, reply_key, now, at = args[1], args[2], args[3], tonumber(args[4]), args[4]
+    local named = args[5] == 'named'
     -- Read with the rest: whether this check was compared before, and which attempt each
     -- typed hash came from, were it delivered.
     local compared = {'compared:' .. reply_key}
@@ -1374,7 +1378,8 @@ local function apply_check(_, args)
             end
         end
         if not matched and (v.provider_checks or '') ~= '' and (not FINAL[v.status] or v.status == 'approved') then
-            return 'ask_provider'
+            if not named then return 'ask_provider' end
+            return 'ask_provider ' .. v.provider_checks .. ' ' .. redis.call('HGET', vkey(id), 'phone')
         end
     elseif proof ~= '0' and proof ~= '1' then
         return redis.error_reply('ERR the verdict must be 1, 0 or hash:<hex>[,<hex>...]')

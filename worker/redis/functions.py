@@ -23,6 +23,7 @@ import redis.client
 
 __all__ = [
     "AdmissionGuard",
+    "AskProvider",
     "Call",
     "CallbackAnswer",
     "CallbackTarget",
@@ -304,10 +305,30 @@ def give_up(verification_id: str, *, attempt: int, now_ms: int, reason: str, har
     return Call("flashcall_give_up", (verification_id, attempt, now_ms, reason, _flag(hard)), _text)
 
 
-def apply_check(verification_id: str, *, proof: str, reply_key: str, now_ms: int) -> Call[str]:
+class AskProvider(NamedTuple):
+    """flashcall_apply_check's answer when only the provider that keeps the code can judge
+    it (Telphin): which provider, about which number. Nothing was answered or changed."""
+
+    provider: str
+    """'' (and no phone) from a library before version 13, which does not name them."""
+    phone: str
+
+
+def _check_answer(answer: Any) -> str | AskProvider:
+    text = _text(answer)
+    if text == "ask_provider":
+        return AskProvider("", "")
+    if text.startswith("ask_provider "):
+        _, provider, phone = text.split(" ")
+        return AskProvider(provider, phone)
+    return text
+
+
+def apply_check(verification_id: str, *, proof: str, reply_key: str, now_ms: int) -> Call[str | AskProvider]:
     """Answer a check on its reply key; `proof` is a verdict or the typed code's hashes
-    (worker/verification/checks.py), and the answer 'ask_provider' when only the provider can judge."""
-    return Call("flashcall_apply_check", (verification_id, proof, reply_key, now_ms), _text)
+    (worker/verification/checks.py). The result answered, or AskProvider when only the
+    provider can judge the hashes' code."""
+    return Call("flashcall_apply_check", (verification_id, proof, reply_key, now_ms, "named"), _check_answer)
 
 
 class TimerPass(NamedTuple):

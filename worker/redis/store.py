@@ -11,7 +11,6 @@ is settled once). A claim also waits for a replica while the primary has one
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -39,7 +38,6 @@ __all__ = [
     "AdmissionGuard",
     "CallbackAnswer",
     "CallbackTarget",
-    "CheckMaterial",
     "Claim",
     "PublishedConfig",
     "Store",
@@ -47,13 +45,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class CheckMaterial:
-    provider_checks: str | None
-    """A provider that delivered a code of its own, which only it can check (Telphin)."""
-    phone: str
 
 
 class Store:
@@ -137,8 +128,9 @@ class Store:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
         return Verification.from_hash(fields) if fields else None
 
-    async def check_material(self, verification_id: str) -> CheckMaterial:
-        """What a check compares the typed code with."""
+    async def check_material(self, verification_id: str) -> functions.AskProvider:
+        """Which provider keeps a verification's code, and its number, read back: for a
+        library before version 13, whose flashcall_apply_check does not name them."""
         try:
             checker, phone = cast(
                 list[str | None],
@@ -146,7 +138,7 @@ class Store:
             )
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
-        return CheckMaterial(provider_checks=checker or None, phone=phone or "")
+        return functions.AskProvider(checker or "", phone or "")
 
     async def begin_attempt(
         self,
@@ -275,7 +267,9 @@ class Store:
             functions.give_up(verification_id, attempt=attempt, now_ms=now_ms, reason=reason, hard=hard)
         )
 
-    async def apply_check(self, verification_id: str, *, proof: str, reply_key: str, now_ms: int) -> str:
+    async def apply_check(
+        self, verification_id: str, *, proof: str, reply_key: str, now_ms: int
+    ) -> str | functions.AskProvider:
         """Answer a check on its reply key (functions.apply_check)."""
         return await self._call(
             functions.apply_check(verification_id, proof=proof, reply_key=reply_key, now_ms=now_ms)

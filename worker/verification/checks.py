@@ -21,11 +21,7 @@ from worker.core.errors import ConfigurationError, StoreUnavailable
 from worker.logs.structured import get_logger
 from worker.redis import functions
 
-__all__ = ["ASK_PROVIDER", "CodeChecks", "hash_proof", "verdict"]
-
-ASK_PROVIDER = "ask_provider"
-"""flashcall_apply_check's answer when the code did not match one the router delivered,
-but a provider keeps a code of its own for the verification."""
+__all__ = ["CodeChecks", "hash_proof", "verdict"]
 
 log = get_logger(__name__)
 
@@ -58,8 +54,8 @@ class CodeChecks:
         self._secrets = (secret, *previous_secrets)
         self._now = now
 
-    def check(self, verification_id: str, code: str, reply_key: str) -> str | None:
-        """The check's result, already answered on the reply key; ASK_PROVIDER, unanswered,
+    def check(self, verification_id: str, code: str, reply_key: str) -> str | functions.AskProvider | None:
+        """The check's result, already answered on the reply key; AskProvider, unanswered,
         when only the provider can judge the code (Verifier.check_with_provider); None when
         the event loop must make the whole check (a library to reinstall)."""
         proof = hash_proof(self._secrets, verification_id, code)
@@ -73,6 +69,6 @@ class CodeChecks:
             raise
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"Redis is unreachable ({error}); the message will be retried") from error
-        if result != ASK_PROVIDER:
+        if not isinstance(result, functions.AskProvider):
             log.info("code checked", result=result)
         return result

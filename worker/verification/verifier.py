@@ -25,6 +25,7 @@ from worker.core.verification import CallState, Channel, Outcome, Verification, 
 from worker.logs import redaction
 from worker.logs.structured import get_logger
 from worker.providers.base import CallStatus, Provider, SendRequest, SendResult, TransportFailure
+from worker.redis.functions import AskProvider
 from worker.redis.store import AdmissionGuard, Store
 from worker.routing.config import LearningConfig, Policy, ProviderConfig, RoutingConfig, Step
 from worker.routing.reload import Routing
@@ -557,20 +558,24 @@ class Verifier:
         result = await self._store.apply_check(
             verification_id, proof=proof, reply_key=reply_key, now_ms=now_ms
         )
-        if result == checks.ASK_PROVIDER:
-            return await self.check_with_provider(verification_id, code, reply_key)
+        if isinstance(result, AskProvider):
+            return await self.check_with_provider(verification_id, code, reply_key, result)
         log.info("code checked", result=result)
         return result
 
-    async def check_with_provider(self, verification_id: str, code: str, reply_key: str) -> str:
-        """Finish a check that flashcall_apply_check answered ASK_PROVIDER: the provider that
-        keeps the verification's code judges it, and its verdict is applied and answered."""
-        material = await self._store.check_material(verification_id)
-        checker = material.provider_checks
-        matched = checker is not None and await self._ask_provider(checker, material.phone, code)
+    async def check_with_provider(
+        self, verification_id: str, code: str, reply_key: str, ask: AskProvider
+    ) -> str:
+        """Finish a check that flashcall_apply_check answered with AskProvider: the provider
+        that keeps the verification's code judges it, and its verdict is applied and answered."""
+        if not ask.provider:
+            ask = await self._store.check_material(verification_id)
+        matched = bool(ask.provider) and await self._ask_provider(ask.provider, ask.phone, code)
         result = await self._store.apply_check(
             verification_id, proof=checks.verdict(matched), reply_key=reply_key, now_ms=self._now_ms()
         )
+        if isinstance(result, AskProvider):
+            raise RuntimeError("flashcall_apply_check asked for the provider again, given its verdict")
         log.info("code checked", result=result)
         return result
 
