@@ -198,7 +198,7 @@ def test_a_producer_meets_a_limit_on_what_starts_share(acl_server: AclServer, as
             "shared-2", "+79161230002", channels=["flashcall"], client_ip="198.51.100.9"
         )
     finally:
-        admin.delete(keys.PREFIX + "config:keyed_limits", keys.PREFIX + "config:operators")
+        admin.delete(keys.PREFIX + "config:guards", keys.PREFIX + "config:operators")
         admin.close()
 
     assert (answer["reason"], answer["limit"]) == ("rate_limited", "per_ip")

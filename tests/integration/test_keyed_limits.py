@@ -267,7 +267,7 @@ def test_nothing_is_published_for_limits_routing_yaml_does_not_set(library: redi
     config = routing()
     functions.publish_config(published(config)).run(library)
 
-    assert not library.exists(keys.PREFIX + "config:keyed_limits", keys.PREFIX + "config:operators")
+    assert not library.exists(keys.PREFIX + "config:guards", keys.PREFIX + "config:operators")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -290,3 +290,70 @@ def test_a_limit_per_operator_publishes_the_operator_table() -> None:
     config = routing(per_operator=[{"limit": 100, "per": "1m"}])
 
     assert published(config).operators == prefix_table({})
+
+
+# --- safe and block lists -----------------------------------------------------------------
+
+
+def listed(client: redis.Redis, lists: dict[str, str], **keyed: tuple[tuple[int, int], ...]) -> None:
+    config = PublishedConfig(policies=("default",), per_phone=((1, MINUTE_MS),), keyed=keyed, lists=lists)
+    functions.publish_config(config).run(client)
+
+
+def start_number(client: redis.Redis, verification_id: str, number: str) -> dict[str, Any]:
+    return functions.start(json.dumps({"id": verification_id, "phone": "+" + number})).run(client)
+
+
+def test_a_number_of_a_blocked_range_is_refused_and_never_called(library: redis.Redis) -> None:
+    listed(library, {"7900555": "blocked"})
+
+    answer = start_number(library, "a", "79005551234")
+
+    assert (answer["status"], answer["reason"], answer["created"]) == ("failed", "blocked", True)
+    assert "retry_after" not in answer
+    assert library.llen(keys.queue(keys.VERIFY_QUEUE)) == 0
+
+
+def test_a_blocked_start_is_remembered_like_a_rate_limited_one(library: redis.Redis) -> None:
+    listed(library, {"79005551234": "blocked"})
+    start_number(library, "a", "79005551234")
+
+    again = start_number(library, "a", "79005551234")
+
+    assert (again["status"], again["reason"], again["created"]) == ("failed", "blocked", False)
+    assert functions.status("a").run(library)["reason"] == "blocked"
+
+
+def test_a_safe_number_inside_a_blocked_range_is_called(library: redis.Redis) -> None:
+    listed(library, {"7900555": "blocked", "79005551234": "safe"})
+
+    assert start_number(library, "a", "79005551234")["status"] == "pending"
+    assert start_number(library, "b", "79005559999")["reason"] == "blocked"
+
+
+def test_a_safe_range_passes_the_limits_on_what_starts_share(library: redis.Redis) -> None:
+    listed(library, {"7999": "safe"}, overall=((1, MINUTE_MS),))
+
+    assert [start(library, f"v-{n}")["status"] for n in range(3)] == ["pending"] * 3
+
+
+def test_a_safe_number_is_still_held_by_its_own_numbers_limit(library: redis.Redis) -> None:
+    listed(library, {"79991234567": "safe"})
+    start_number(library, "a", "79991234567")
+
+    assert start_number(library, "b", "79991234567")["limit"] == "per_phone"
+
+
+def test_routing_yaml_refuses_a_prefix_that_is_both_safe_and_blocked() -> None:
+    with pytest.raises(ValueError, match="7900 is both safe and blocked"):
+        RoutingConfig.model_validate(
+            {**routing().model_dump(mode="json"), "fraud": {"safe": ["7900"], "blocked": ["7900"]}}
+        )
+
+
+def test_the_fraud_lists_of_routing_yaml_are_published_with_their_lists() -> None:
+    config = RoutingConfig.model_validate(
+        {**routing().model_dump(mode="json"), "fraud": {"safe": ["79991234567"], "blocked": ["7900"]}}
+    )
+
+    assert published(config).lists == {"79991234567": "safe", "7900": "blocked"}

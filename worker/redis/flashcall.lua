@@ -28,10 +28,15 @@ local K_EXPIRY_TIMERS = PREFIX .. 'timers:expire'
 local K_POLL_TIMERS = PREFIX .. 'timers:poll'
 local K_POLICIES = PREFIX .. 'config:policies'
 local K_LIMITS = PREFIX .. 'config:limits'
--- routing.yaml's limits on more than the number ({kind: [[limit, per ms], ...]}, only the
--- kinds it sets), and the number ranges' operators (prefix -> operator) they count by.
-local K_KEYED_LIMITS = PREFIX .. 'config:keyed_limits'
+-- What else routing.yaml has a start checked against, when it sets any: {limits = {kind:
+-- [[limit, per ms], ...]} (the limits on more than the number), lists = true (K_LISTS
+-- holds entries)}; and the number ranges' operators (prefix -> operator) limits count by.
+local K_GUARDS = PREFIX .. 'config:guards'
 local K_OPERATORS = PREFIX .. 'config:operators'
+-- routing.yaml's fraud lists: number prefixes (a whole number is one) -> 'safe' or 'blocked'.
+local K_LISTS = PREFIX .. 'config:lists'
+-- A refused start's reasons: what its record and the forgetting of refused ids know it by.
+local REFUSALS = {rate_limited = true, blocked = true}
 -- Refused starts, oldest first ('<ms> <id>'): what bounds them (refuse_start).
 local K_REFUSED = PREFIX .. 'refused'
 -- Counts of what the library does, drained into the workers' Prometheus counters.
@@ -663,16 +668,21 @@ local function ip_subjects(text)
         string.format('%x:%x:%x:%x::/64', n[1], n[2], n[3], n[4])
 end
 
--- The operator of a number's range, as worker/routing/operators.py tells it, from the
--- longest prefix the workers published (routing.yaml's `operators` win over carriers').
-local function operator_of(phone)
+-- The value of a number's longest prefix in a published prefix table, or nil.
+local function longest_prefix(key, phone)
     local asked = {}
     for length = #phone, 1, -1 do asked[#asked + 1] = phone:sub(1, length) end
-    local found = redis.call('HMGET', K_OPERATORS, unpack(asked))
+    local found = redis.call('HMGET', key, unpack(asked))
     for i = 1, #asked do
         if found[i] then return found[i] end
     end
-    return 'other'
+    return nil
+end
+
+-- The operator of a number's range, as worker/routing/operators.py tells it, from the
+-- longest prefix the workers published (routing.yaml's `operators` win over carriers').
+local function operator_of(phone)
+    return longest_prefix(K_OPERATORS, phone) or 'other'
 end
 
 local function keyed_subject(kind, request)
@@ -701,11 +711,9 @@ end
 
 -- Each keyed limit the start is subject to: {kind, key, rules, fields, counts}; the
 -- counts read in one command per subject.
-local function keyed_limits(request, now)
-    local published = redis.call('GET', K_KEYED_LIMITS)
-    if not published then return {} end
-    local limits = cjson.decode(published)
+local function keyed_limits(request, now, limits)
     local subjects = {}
+    if not limits then return subjects end
     for _, kind in ipairs(KEYED_KINDS) do
         local rules = limits[kind]
         local value = rules and keyed_subject(kind, request)
@@ -755,10 +763,15 @@ end
 -- A start refused for its number's limits keeps only what the contract needs: the status
 -- (failed, rate_limited) and an idempotent repeat of the id (its phone), for an hour, and one
 -- small `failed` event; no metadata. Refused ids are forgotten oldest first past REFUSED_MAX.
-local function refuse_start(request, now, limit)
+local function refuse_start(request, now, reason, limit)
     local at = fmt_int(now)
-    redis.call('HSET', vkey(request.id), 'phone', request.phone, 'policy', request.policy, 'status', 'failed',
-        'reason', 'rate_limited', 'limit', limit, 'created_at', at, 'updated_at', at, 'expires_at', at)
+    local fields = {'phone', request.phone, 'policy', request.policy, 'status', 'failed', 'reason', reason,
+                    'created_at', at, 'updated_at', at, 'expires_at', at}
+    if limit then
+        fields[#fields + 1] = 'limit'
+        fields[#fields + 1] = limit
+    end
+    redis.call('HSET', vkey(request.id), unpack(fields))
     redis.call('PEXPIREAT', vkey(request.id), now + REFUSED_RETENTION_MS)
     local length = redis.call('RPUSH', K_REFUSED, at .. ' ' .. request.id)
     -- One over the cap at most, and a few that aged out: each call's work stays small.
@@ -775,13 +788,13 @@ local function refuse_start(request, now, limit)
         -- Only the refused record itself (the id may have started for real since), and with
         -- the producer's own rights: an expiry in the past deletes the key at once.
         local record = since and redis.call('HMGET', vkey(id), 'reason', 'created_at') or {}
-        if record[1] == 'rate_limited' and record[2] == since then redis.call('PEXPIREAT', vkey(id), 1) end
+        if REFUSALS[record[1]] and record[2] == since then redis.call('PEXPIREAT', vkey(id), 1) end
     end
     redis.call('PEXPIRE', K_REFUSED, REFUSED_RETENTION_MS)
     count('started|' .. request.policy)
-    count('finished|failed|rate_limited')
+    count('finished|failed|' .. reason)
     emit('failed', {id = request.id, status = 'failed', attempt = 0}, now,
-        {reason = 'rate_limited', limit = limit, client_ip = request.client_ip})
+        {reason = reason, limit = limit, client_ip = request.client_ip})
 end
 
 local function start(_, args)
@@ -797,16 +810,25 @@ local function start(_, args)
         local current = existing[2]
         if not FINAL[current] and now >= tonumber(existing[3]) then current = 'expired' end
         return cjson.encode({id = request.id, status = current, created = false,
-                             reason = existing[4] == 'rate_limited' and 'rate_limited' or nil})
+                             reason = REFUSALS[existing[4]] and existing[4] or nil})
     end
 
+    local published = redis.call('GET', K_GUARDS)
+    local guards = published and cjson.decode(published) or {}
+    -- A number on the block list is never called; one on the safe list passes every limit
+    -- but its own number's. The longest prefix listed decides.
+    local listed = guards.lists and longest_prefix(K_LISTS, request.phone)
+    if listed == 'blocked' then
+        refuse_start(request, now, 'blocked')
+        return cjson.encode({id = request.id, status = 'failed', reason = 'blocked', created = true})
+    end
     local starts = phone_starts(request.phone)
-    local keyed = keyed_limits(request, now)
+    local keyed = keyed_limits(request, now, listed ~= 'safe' and guards.limits or nil)
     local retry_after, limit = phone_limited(starts, now), 'per_phone'
     local keyed_wait, keyed_kind = keyed_limited(keyed, now)
     if keyed_wait and (not retry_after or keyed_wait > retry_after) then retry_after, limit = keyed_wait, keyed_kind end
     if retry_after then
-        refuse_start(request, now, limit)
+        refuse_start(request, now, 'rate_limited', limit)
         return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', limit = limit,
                              created = true, retry_after = math.ceil(retry_after / 1000)})
     end
@@ -1600,19 +1622,20 @@ local function publish_config(_, args)
     redis.call('DEL', K_POLICIES)
     if #config.policies > 0 then redis.call('SADD', K_POLICIES, unpack(config.policies)) end
     redis.call('SET', K_LIMITS, cjson.encode(config.per_phone))
-    if config.keyed and next(config.keyed) ~= nil then
-        redis.call('SET', K_KEYED_LIMITS, cjson.encode(config.keyed))
-    else
-        redis.call('DEL', K_KEYED_LIMITS)
-    end
-    redis.call('DEL', K_OPERATORS)
-    if config.operators and next(config.operators) ~= nil then
-        local flat = {}
-        for prefix, operator in pairs(config.operators) do
-            flat[#flat + 1] = prefix
-            flat[#flat + 1] = operator
+    local guards = {}
+    if config.keyed and next(config.keyed) ~= nil then guards.limits = config.keyed end
+    if config.lists and next(config.lists) ~= nil then guards.lists = true end
+    if next(guards) ~= nil then redis.call('SET', K_GUARDS, cjson.encode(guards)) else redis.call('DEL', K_GUARDS) end
+    for key, entries in pairs({[K_OPERATORS] = config.operators, [K_LISTS] = config.lists}) do
+        redis.call('DEL', key)
+        if entries and next(entries) ~= nil then
+            local flat = {}
+            for prefix, value in pairs(entries) do
+                flat[#flat + 1] = prefix
+                flat[#flat + 1] = value
+            end
+            redis.call('HSET', key, unpack(flat))
         end
-        redis.call('HSET', K_OPERATORS, unpack(flat))
     end
     return 'ok'
 end

@@ -414,6 +414,8 @@ class PublishedConfig:
     """The other limits (per_ip, per_range, ...: routing.yaml's names), each as per_phone."""
     operators: Mapping[str, str] = field(default_factory=dict)
     """The operator of every number range by prefix, the longest prefix deciding."""
+    lists: Mapping[str, str] = field(default_factory=dict)
+    """Number prefixes on the fraud lists: 'safe' or 'blocked', the longest prefix deciding."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -422,6 +424,7 @@ class PublishedConfig:
                 "per_phone": [list(rule) for rule in self.per_phone],
                 "keyed": {name: [list(rule) for rule in rules] for name, rules in self.keyed.items()},
                 "operators": dict(self.operators),
+                "lists": dict(self.lists),
             }
         )
 

@@ -35,6 +35,7 @@ from worker.providers.registry import PROVIDER_TYPES, inspectable_provider
 __all__ = [
     "CARRIER_OPERATORS",
     "DEFAULT_FALLBACK_ON",
+    "FraudConfig",
     "HealthConfig",
     "LearningConfig",
     "Limits",
@@ -300,6 +301,28 @@ class Limits(_Frozen):
         }
 
 
+class FraudConfig(_Frozen):
+    """Numbers and number ranges, each a prefix of 7XXXXXXXXXX (a whole number is one),
+    that the guards before any paid call treat apart; the longest prefix listed decides."""
+
+    safe: tuple[Annotated[str, Field(pattern=_PREFIX)], ...] = ()
+    """Held by no limit but their own number's: test numbers, a partner's range."""
+    blocked: tuple[Annotated[str, Field(pattern=_PREFIX)], ...] = ()
+    """Never called: a start is refused (status failed, reason blocked)."""
+
+    @model_validator(mode="after")
+    def _listed_once(self) -> FraudConfig:
+        both = sorted(set(self.safe) & set(self.blocked))
+        if both:
+            raise ValueError(f"{', '.join(both)} is both safe and blocked: list it once")
+        return self
+
+    @property
+    def lists(self) -> dict[str, str]:
+        """Each prefix listed and its list."""
+        return {**{prefix: "safe" for prefix in self.safe}, **{prefix: "blocked" for prefix in self.blocked}}
+
+
 class HealthConfig(_Frozen):
     window: Duration = 300.0
     """How far back success rates and latencies are measured."""
@@ -353,6 +376,7 @@ class RoutingConfig(_Frozen):
     placed by their carrier (mts, megafon, beeline, t2, other)."""
     learning: LearningConfig | None = None
     """Rank by what attempts convert into approvals; absent, ranking is static."""
+    fraud: FraudConfig = FraudConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RoutingConfig:
