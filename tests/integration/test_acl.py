@@ -36,6 +36,7 @@ from worker.redis.broker import FlashcallBroker
 from worker.redis.functions import PublishedConfig
 from worker.redis.library import install
 from worker.redis.store import Store
+from worker.routing.config import GuardConfig
 from worker.routing.operators import prefix_table
 
 pytestmark = pytest.mark.integration
@@ -202,6 +203,22 @@ def test_a_producer_meets_a_limit_on_what_starts_share(acl_server: AclServer, as
         admin.close()
 
     assert (answer["reason"], answer["limit"]) == ("rate_limited", "per_ip")
+
+
+def test_a_producer_meets_the_conversion_guard(acl_server: AclServer, as_producer: Producer) -> None:
+    admin = acl_server.client("flashcall-admin")
+    guard = GuardConfig(window=60, history=3600, min_starts=3, rise=5, min_conversion=0.5, hold=60)
+    config = PublishedConfig(policies=("default",), per_phone=((10**6, 60_000),), guard=guard.published)
+    functions.publish_config(config).run(admin)
+    try:
+        answers = [
+            as_producer.start(f"pumped-{n}", f"+7900777{n:04d}", channels=["flashcall"]) for n in range(4)
+        ]
+    finally:
+        admin.delete(keys.PREFIX + "config:guards")
+        admin.close()
+
+    assert [answer.get("reason") for answer in answers] == [None, None, "fraud_suspected", "fraud_suspected"]
 
 
 def test_a_producer_reads_the_answer_of_its_check_from_the_reply_key(

@@ -36,7 +36,7 @@ local K_OPERATORS = PREFIX .. 'config:operators'
 -- routing.yaml's fraud lists: number prefixes (a whole number is one) -> 'safe' or 'blocked'.
 local K_LISTS = PREFIX .. 'config:lists'
 -- A refused start's reasons: what its record and the forgetting of refused ids know it by.
-local REFUSALS = {rate_limited = true, blocked = true}
+local REFUSALS = {rate_limited = true, blocked = true, fraud_suspected = true}
 -- Refused starts, oldest first ('<ms> <id>'): what bounds them (refuse_start).
 local K_REFUSED = PREFIX .. 'refused'
 -- Counts of what the library does, drained into the workers' Prometheus counters.
@@ -760,6 +760,94 @@ local function count_keyed(subjects, now)
     end
 end
 
+-- The conversion guard (routing.yaml's fraud.guard): per number range (the number less its
+-- last 4 digits), starts counted over a recent window and over a longer history, and the
+-- approvals of the window's starts. A range whose window starts at `rise` times its
+-- history's rate, at least `min_starts` of them, while fewer than `min_conversion` of them
+-- are approved, is held: its starts are refused (fraud_suspected) for `hold`, doubled each
+-- time it is held again within the history, up to `max_hold`. All in the range's hash
+-- 'flashcall:guard:<range>': 'w:<bucket>', 'h:<bucket>', 'a:<bucket>' counts, and while it
+-- is held 'held_until' and 'level' (how many holds within the history).
+local K_HELD = PREFIX .. 'guard:held'
+
+local function guard_key(range) return PREFIX .. 'guard:' .. range end
+
+local function sliding(current, previous, into, per)
+    return (tonumber(current) or 0) + (tonumber(previous) or 0) * (1 - into / per)
+end
+
+-- The range's counts and marks: {key, range, fields, w, h, a, held_until, level}.
+local function guard_read(guard, phone, now)
+    local range = phone:sub(1, #phone - 4)
+    local key = guard_key(range)
+    local w, h = math.floor(now / guard.window), math.floor(now / guard.history)
+    local fields = {'w:' .. fmt_int(w), 'w:' .. fmt_int(w - 1), 'h:' .. fmt_int(h), 'h:' .. fmt_int(h - 1),
+                    'a:' .. fmt_int(w), 'a:' .. fmt_int(w - 1), 'held_until', 'level'}
+    local got = redis.call('HMGET', key, unpack(fields))
+    return {key = key, range = range, fields = fields,
+            starts = sliding(got[1], got[2], now % guard.window, guard.window),
+            history = sliding(got[3], got[4], now % guard.history, guard.history),
+            approved = sliding(got[5], got[6], now % guard.window, guard.window),
+            held_until = tonumber(got[7]), level = tonumber(got[8]) or 0}
+end
+
+local function guard_event(event, range, now, extra)
+    -- Not about one verification, as `demoted`: no id, status or attempt.
+    local fields = {'event', event, 'at', fmt_int(now), 'range', range}
+    for name, value in pairs(extra or {}) do
+        fields[#fields + 1] = name
+        fields[#fields + 1] = tostring(value)
+    end
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(fields))
+end
+
+local function guard_release(key, range, now, why)
+    redis.call('HDEL', key, 'held_until')
+    redis.call('SREM', K_HELD, range)
+    count('fraud_released|' .. range)
+    guard_event('fraud_released', range, now, {reason = why})
+end
+
+-- Milliseconds the range stays held, or nil; a hold that ran out is released here.
+local function guard_held(state, now)
+    if not state.held_until then return nil end
+    if now < state.held_until then return state.held_until - now end
+    guard_release(state.key, state.range, now, 'expired')
+    return nil
+end
+
+-- Whether this start, counted with the range's, makes it suspect: then the range is held
+-- and the milliseconds of the hold returned.
+local function guard_judge(guard, state, now)
+    local starts = state.starts + 1
+    local history = state.history + 1
+    if starts < guard.min_starts then return nil end
+    if starts / guard.window <= guard.rise * history / guard.history then return nil end
+    if state.approved / starts >= guard.min_conversion then return nil end
+    local level = state.level + 1
+    local hold = math.min(guard.max_hold, guard.hold * 2 ^ (level - 1))
+    redis.call('HSET', state.key, 'held_until', fmt_int(now + hold), 'level', level)
+    redis.call('PEXPIRE', state.key, fmt_int(2 * guard.history))
+    redis.call('SADD', K_HELD, state.range)
+    count('fraud_held|' .. state.range)
+    guard_event('fraud_held', state.range, now,
+        {['until'] = fmt_int(now + hold), level = level, starts = math.floor(starts),
+         approved = math.floor(state.approved)})
+    return hold
+end
+
+local function guard_count(guard, state)
+    for i, field in ipairs({state.fields[1], state.fields[3]}) do
+        if redis.call('HINCRBY', state.key, field, '1') == 1 then
+            local per = i == 1 and guard.window or guard.history
+            local letter, bucket = field:match('^(%a):(%d+)$')
+            redis.call('HDEL', state.key, letter .. ':' .. fmt_int(tonumber(bucket) - 2))
+            if letter == 'w' then redis.call('HDEL', state.key, 'a:' .. fmt_int(tonumber(bucket) - 2)) end
+        end
+    end
+    redis.call('PEXPIRE', state.key, fmt_int(2 * guard.history))
+end
+
 -- A start refused for its number's limits keeps only what the contract needs: the status
 -- (failed, rate_limited) and an idempotent repeat of the id (its phone), for an hour, and one
 -- small `failed` event; no metadata. Refused ids are forgotten oldest first past REFUSED_MAX.
@@ -822,6 +910,14 @@ local function start(_, args)
         refuse_start(request, now, 'blocked')
         return cjson.encode({id = request.id, status = 'failed', reason = 'blocked', created = true})
     end
+    local guard = listed ~= 'safe' and guards.guard or nil
+    local range = guard and guard_read(guard, request.phone, now)
+    local held = range and guard_held(range, now)
+    if held then
+        refuse_start(request, now, 'fraud_suspected')
+        return cjson.encode({id = request.id, status = 'failed', reason = 'fraud_suspected', created = true,
+                             retry_after = math.ceil(held / 1000)})
+    end
     local starts = phone_starts(request.phone)
     local keyed = keyed_limits(request, now, listed ~= 'safe' and guards.limits or nil)
     local retry_after, limit = phone_limited(starts, now), 'per_phone'
@@ -831,6 +927,12 @@ local function start(_, args)
         refuse_start(request, now, 'rate_limited', limit)
         return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', limit = limit,
                              created = true, retry_after = math.ceil(retry_after / 1000)})
+    end
+    local hold = range and guard_judge(guard, range, now)
+    if hold then
+        refuse_start(request, now, 'fraud_suspected')
+        return cjson.encode({id = request.id, status = 'failed', reason = 'fraud_suspected', created = true,
+                             retry_after = math.ceil(hold / 1000)})
     end
     local at = fmt_int(now)
     local expires_at = fmt_int(now + request.ttl * 1000)
@@ -847,6 +949,12 @@ local function start(_, args)
     if request.client_ip ~= '' then
         fields[#fields + 1] = 'client_ip'
         fields[#fields + 1] = request.client_ip
+    end
+    if range then
+        -- Where the approval is counted: the range's hash and the window's length.
+        fields[#fields + 1] = 'guard'
+        fields[#fields + 1] = range.key .. '|' .. fmt_int(guard.window) .. '|' .. fmt_int(guard.history)
+        guard_count(guard, range)
     end
     redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIREAT', key, fmt_int(now + request.ttl * 1000 + RETENTION_MS))
@@ -1362,7 +1470,8 @@ end
 -- A typed code's hashes are compared first: most often they match, or only the provider
 -- can judge; the rest is read for a verdict.
 local COMPARED = {'status', 'expires_at', 'codes', 'provider_checks'}
-local JUDGED_REST = fields_besides(fields_of(ENDING, {'checks', 'max_checks', 'wrong', 'claimed_at'}), COMPARED)
+local JUDGED_REST = fields_besides(fields_of(ENDING, {'checks', 'max_checks', 'wrong', 'claimed_at', 'guard'}),
+                                   COMPARED)
 local JUDGED = fields_of({'status', 'expires_at'}, JUDGED_REST)
 
 local function apply_check(_, args)
@@ -1421,6 +1530,12 @@ local function apply_check(_, args)
     elseif matched then
         count('approved|' .. v.provider .. '|' .. v.channel)
         learn_approval(v, origin, now)
+        if v.guard then
+            local range_key, window, history = string.match(v.guard, '^(.+)|(%d+)|(%d+)$')
+            if redis.call('HINCRBY', range_key, 'a:' .. fmt_int(math.floor(now / tonumber(window))), '1') == 1 then
+                redis.call('PEXPIRE', range_key, fmt_int(2 * tonumber(history)))
+            end
+        end
         finish(v, 'approved', '', now, 'approved', nil, at)
         result = 'approved'
     else
@@ -1625,6 +1740,7 @@ local function publish_config(_, args)
     local guards = {}
     if config.keyed and next(config.keyed) ~= nil then guards.limits = config.keyed end
     if config.lists and next(config.lists) ~= nil then guards.lists = true end
+    if type(config.guard) == 'table' then guards.guard = config.guard end
     if next(guards) ~= nil then redis.call('SET', K_GUARDS, cjson.encode(guards)) else redis.call('DEL', K_GUARDS) end
     for key, entries in pairs({[K_OPERATORS] = config.operators, [K_LISTS] = config.lists}) do
         redis.call('DEL', key)
@@ -1638,6 +1754,40 @@ local function publish_config(_, args)
         end
     end
     return 'ok'
+end
+
+-- The ranges the conversion guard holds: [[range, held until ms, level], ...], soonest
+-- released first; those whose hold ran out are released here.
+local function fraud_list(_, args)
+    local now = tonumber(args[1])
+    local out = {}
+    for _, range in ipairs(redis.call('SMEMBERS', K_HELD)) do
+        local key = guard_key(range)
+        local marks = redis.call('HMGET', key, 'held_until', 'level')
+        local held_until = tonumber(marks[1])
+        if not held_until then
+            redis.call('SREM', K_HELD, range)
+        elseif now >= held_until then
+            guard_release(key, range, now, 'expired')
+        else
+            out[#out + 1] = {range, held_until, tonumber(marks[2]) or 1}
+        end
+    end
+    table.sort(out, function(a, b) return a[2] < b[2] end)
+    return cjson.encode(out)
+end
+
+-- An operator's release of a held range: 'released', or 'not_held'. Its level stays, so
+-- that a range held again soon is held longer.
+local function fraud_release(_, args)
+    local range, now = args[1], tonumber(args[2])
+    local key = guard_key(range)
+    if not redis.call('HGET', key, 'held_until') then
+        redis.call('SREM', K_HELD, range)
+        return 'not_held'
+    end
+    guard_release(key, range, now, 'operator')
+    return 'released'
 end
 
 -- A failure recorded while closed: counted, and fail_max of them open the breaker, in
@@ -1830,6 +1980,8 @@ redis.register_function('flashcall_late_status', late_status)
 redis.register_function('flashcall_breaker_fail', breaker_fail)
 redis.register_function('flashcall_breaker_set', breaker_set)
 redis.register_function('flashcall_breaker_reset', breaker_reset)
+redis.register_function('flashcall_fraud_list', fraud_list)
+redis.register_function('flashcall_fraud_release', fraud_release)
 redis.register_function('flashcall_provider_balance', provider_balance)
 -- Writes nothing but the running sums of health, a few fields per provider: it answers at
 -- maxmemory too, as it did when it only read.

@@ -36,6 +36,7 @@ __all__ = [
     "CARRIER_OPERATORS",
     "DEFAULT_FALLBACK_ON",
     "FraudConfig",
+    "GuardConfig",
     "HealthConfig",
     "LearningConfig",
     "Limits",
@@ -301,6 +302,47 @@ class Limits(_Frozen):
         }
 
 
+class GuardConfig(_Frozen):
+    """The conversion guard: a number range whose starts rise well above their history while
+    few of them are approved is held for a while (docs/routing.md, "fraud")."""
+
+    window: Duration = 600.0
+    """The recent stretch a range's starts and approvals are counted over."""
+    history: Duration = 86400.0
+    """What the window's start rate is compared with."""
+    min_starts: int = Field(default=20, ge=1)
+    """Starts in the window before a range can be held."""
+    rise: float = Field(default=5.0, gt=1)
+    """How many times its history's start rate the window's must exceed."""
+    min_conversion: float = Field(default=0.2, gt=0, le=1)
+    """The share of the window's starts approved below which the rise is suspect."""
+    hold: Duration = 900.0
+    """The first hold; each further one within the history is twice as long..."""
+    max_hold: Duration = 86400.0
+    """...up to this."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GuardConfig:
+        if self.history <= self.window:
+            raise ValueError("history must be longer than window")
+        if self.max_hold < self.hold:
+            raise ValueError("max_hold must be at least hold")
+        return self
+
+    @property
+    def published(self) -> dict[str, float]:
+        """As flashcall_start takes it: durations in milliseconds."""
+        return {
+            "window": int(self.window * 1000),
+            "history": int(self.history * 1000),
+            "min_starts": self.min_starts,
+            "rise": self.rise,
+            "min_conversion": self.min_conversion,
+            "hold": int(self.hold * 1000),
+            "max_hold": int(self.max_hold * 1000),
+        }
+
+
 class FraudConfig(_Frozen):
     """Numbers and number ranges, each a prefix of 7XXXXXXXXXX (a whole number is one),
     that the guards before any paid call treat apart; the longest prefix listed decides."""
@@ -309,6 +351,8 @@ class FraudConfig(_Frozen):
     """Held by no limit but their own number's: test numbers, a partner's range."""
     blocked: tuple[Annotated[str, Field(pattern=_PREFIX)], ...] = ()
     """Never called: a start is refused (status failed, reason blocked)."""
+    guard: GuardConfig | None = None
+    """Off unless set."""
 
     @model_validator(mode="after")
     def _listed_once(self) -> FraudConfig:

@@ -23,4 +23,5 @@ def published(config: RoutingConfig) -> PublishedConfig:
         # Only a limit per operator needs them: a few hundred fields otherwise written for nothing.
         operators=prefix_table(config.operators) if "per_operator" in keyed else {},
         lists=config.fraud.lists,
+        guard=config.fraud.guard.published if config.fraud.guard else None,
     )
