@@ -572,8 +572,7 @@ end
 -- each read once: {key, limits, longest window, scores oldest first}. The record holds no
 -- more than the limits allow in the longest window, and what aged out of it since the last
 -- start.
-local function phone_starts(phone)
-    local published = redis.call('GET', K_LIMITS)
+local function phone_starts(phone, published)
     local limits = published and cjson.decode(published) or DEFAULT_LIMITS
     local longest = 0
     for _, rule in ipairs(limits) do longest = math.max(longest, rule[2]) end
@@ -901,8 +900,9 @@ local function start(_, args)
                              reason = REFUSALS[existing[4]] and existing[4] or nil})
     end
 
-    local published = redis.call('GET', K_GUARDS)
-    local guards = published and cjson.decode(published) or {}
+    -- The per-number limits and the other guards, in one read.
+    local published = redis.call('MGET', K_LIMITS, K_GUARDS)
+    local guards = published[2] and cjson.decode(published[2]) or {}
     -- A number on the block list is never called; one on the safe list passes every limit
     -- but its own number's. The longest prefix listed decides.
     local listed = guards.lists and longest_prefix(K_LISTS, request.phone)
@@ -918,7 +918,7 @@ local function start(_, args)
         return cjson.encode({id = request.id, status = 'failed', reason = 'fraud_suspected', created = true,
                              retry_after = math.ceil(held / 1000)})
     end
-    local starts = phone_starts(request.phone)
+    local starts = phone_starts(request.phone, published[1])
     local keyed = keyed_limits(request, now, listed ~= 'safe' and guards.limits or nil)
     local retry_after, limit = phone_limited(starts, now), 'per_phone'
     local keyed_wait, keyed_kind = keyed_limited(keyed, now)
