@@ -43,6 +43,10 @@ def start(client: redis.Redis, verification_id: str, **fields: Any) -> dict[str,
     return functions.start(json.dumps(request)).run(client)
 
 
+def start_number(client: redis.Redis, verification_id: str, number: str) -> dict[str, Any]:
+    return functions.start(json.dumps({"id": verification_id, "phone": "+" + number})).run(client)
+
+
 def routing(**limits: Any) -> RoutingConfig:
     return RoutingConfig.model_validate(
         {
@@ -152,14 +156,11 @@ def test_a_per_network_limit_counts_an_ipv6_slash_64_together(library: redis.Red
 
 def test_a_per_range_limit_counts_numbers_that_differ_in_their_last_four_digits(library: redis.Redis) -> None:
     limit(library, "per_range", (2, MINUTE_MS))
-    functions.start(json.dumps({"id": "a", "phone": "+79161230001"})).run(library)
-    functions.start(json.dumps({"id": "b", "phone": "+79161239999"})).run(library)
+    start_number(library, "a", "79161230001")
+    start_number(library, "b", "79161239999")
 
-    third = functions.start(json.dumps({"id": "c", "phone": "+79161235555"})).run(library)
-    other_range = functions.start(json.dumps({"id": "d", "phone": "+79161245555"})).run(library)
-
-    assert third["limit"] == "per_range"
-    assert other_range["status"] == "pending"
+    assert start_number(library, "c", "79161235555")["limit"] == "per_range"
+    assert start_number(library, "d", "79161245555")["status"] == "pending"
 
 
 def test_a_per_key_limit_counts_the_producers_limit_key(library: redis.Redis) -> None:
@@ -184,13 +185,10 @@ def test_an_overall_limit_counts_every_start(library: redis.Redis) -> None:
 
 def test_a_per_operator_limit_counts_numbers_of_one_operator_range(library: redis.Redis) -> None:
     limit(library, "per_operator", (1, MINUTE_MS), operators={"7916": "mts", "7926": "megafon"})
-    functions.start(json.dumps({"id": "a", "phone": "+79161234567"})).run(library)
+    start_number(library, "a", "79161234567")
 
-    mts = functions.start(json.dumps({"id": "b", "phone": "+79167654321"})).run(library)
-    megafon = functions.start(json.dumps({"id": "c", "phone": "+79267654321"})).run(library)
-
-    assert mts["limit"] == "per_operator"
-    assert megafon["status"] == "pending"
+    assert start_number(library, "b", "79167654321")["limit"] == "per_operator"
+    assert start_number(library, "c", "79267654321")["status"] == "pending"
 
 
 def test_a_refused_start_does_not_count_against_the_limits(library: redis.Redis) -> None:
@@ -216,12 +214,10 @@ def test_the_refused_start_and_its_event_name_the_limit(library: redis.Redis) ->
 
 def test_the_per_phone_limit_is_named_too(library: redis.Redis) -> None:
     limit(library, "overall", (100, MINUTE_MS))
-    functions.start(json.dumps({"id": "a", "phone": "+79991234567"})).run(library)
+    start_number(library, "a", "79991234567")
     functions.publish_config(PublishedConfig(policies=("default",), per_phone=((1, MINUTE_MS),))).run(library)
 
-    answer = functions.start(json.dumps({"id": "b", "phone": "+79991234567"})).run(library)
-
-    assert answer["limit"] == "per_phone"
+    assert start_number(library, "b", "79991234567")["limit"] == "per_phone"
 
 
 def test_the_longest_wait_of_several_limits_is_the_one_told(library: redis.Redis) -> None:
@@ -276,7 +272,7 @@ def test_start_places_a_number_in_the_operator_range_routing_learns_it_in(
     library: redis.Redis, number: str
 ) -> None:
     limit(library, "per_operator", (10**6, MINUTE_MS), operators=prefix_table({}))
-    functions.start(json.dumps({"id": f"v-{number}", "phone": "+" + number})).run(library)
+    start_number(library, f"v-{number}", number)
 
     counted = {key.rsplit(":", 1)[1] for key in library.scan_iter(keys.PREFIX + "limit:per_operator:*")}
     for key in library.scan_iter(keys.PREFIX + "limit:per_operator:*"):
@@ -298,10 +294,6 @@ def test_a_limit_per_operator_publishes_the_operator_table() -> None:
 def listed(client: redis.Redis, lists: dict[str, str], **keyed: tuple[tuple[int, int], ...]) -> None:
     config = PublishedConfig(policies=("default",), per_phone=((1, MINUTE_MS),), keyed=keyed, lists=lists)
     functions.publish_config(config).run(client)
-
-
-def start_number(client: redis.Redis, verification_id: str, number: str) -> dict[str, Any]:
-    return functions.start(json.dumps({"id": verification_id, "phone": "+" + number})).run(client)
 
 
 def test_a_number_of_a_blocked_range_is_refused_and_never_called(library: redis.Redis) -> None:
