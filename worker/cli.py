@@ -230,6 +230,26 @@ def _breakers(args: argparse.Namespace, _: Sequence[str]) -> int:
     return 0
 
 
+def _fraud(args: argparse.Namespace, _: Sequence[str]) -> int:
+    from worker.redis import functions
+
+    client = _redis(args)
+    now_ms = int(time.time() * 1000)
+    if args.fraud_command == "release":
+        if functions.fraud_release(args.range, now_ms=now_ms).run(client) == "not_held":
+            raise FlashcallError(f"range {args.range} is not held")
+        print(f"released: {args.range}")
+        return 0
+    held = functions.fraud_list(now_ms=now_ms).run(client)
+    if not held:
+        print("no range is held")
+    for entry in held:
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.until_ms / 1000))
+        left = (entry.until_ms - now_ms) / 1000
+        print(f"{entry.range}  held until {until} ({left:.0f}s), hold {entry.level}")
+    return 0
+
+
 def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.routing.catalog import error_table
 
@@ -363,6 +383,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     breakers.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     breakers.set_defaults(handler=_breakers)
+
+    fraud = commands.add_parser("fraud", help="the number ranges the conversion guard holds")
+    fraud_sub = fraud.add_subparsers(dest="fraud_command", required=True)
+    fraud_list = fraud_sub.add_parser("list", help="show the ranges held, soonest released first")
+    fraud_release = fraud_sub.add_parser("release", help="release a held range at once")
+    fraud_release.add_argument("range", help="the range: a number less its last 4 digits (7999123)")
+    for each in (fraud_list, fraud_release):
+        each.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        each.set_defaults(handler=_fraud)
 
     providers = commands.add_parser("providers", help="what the router knows of its providers")
     providers_sub = providers.add_subparsers(dest="providers_command", required=True)

@@ -46,10 +46,11 @@ from worker.core.verification import CallState, Channel
 from worker.providers.base import CallStatus
 from worker.providers.registry import build_provider
 from worker.redis.library import install_async
-from worker.redis.store import PublishedConfig, Store
+from worker.redis.store import Store
 from worker.routing.breakers import Breakers
 from worker.routing.config import RoutingConfig, load_routing, url_override_variable
 from worker.routing.operators import operator_of
+from worker.routing.published import published
 from worker.routing.refresh import refresh_state
 from worker.routing.reload import Routing
 from worker.routing.state import Conversion, LearnedKey, RoutingState
@@ -267,13 +268,7 @@ class Simulation:
             await self._normal_script(spec.name)
         self.routing = self._build_routing()
         self._named_operators = dict(getattr(self.routing.config, "operators", {}) or {})
-        config = self.routing.config
-        await self.store.publish_config(
-            PublishedConfig(
-                policies=tuple(sorted(config.policies)),
-                per_phone=tuple((rule.limit, int(rule.per * 1000)) for rule in config.limits.per_phone),
-            )
-        )
+        await self.store.publish_config(published(self.routing.config))
         self.verifier = Verifier(
             store=self.store,
             routing=lambda: self.routing,

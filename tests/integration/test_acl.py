@@ -33,8 +33,11 @@ from worker.client import Producer
 from worker.core import keys
 from worker.redis import functions
 from worker.redis.broker import FlashcallBroker
+from worker.redis.functions import PublishedConfig
 from worker.redis.library import install
 from worker.redis.store import Store
+from worker.routing.config import GuardConfig
+from worker.routing.operators import prefix_table
 
 pytestmark = pytest.mark.integration
 
@@ -181,6 +184,43 @@ def test_a_producer_meets_a_numbers_limit_and_its_refusal_is_remembered(
     assert as_producer.status(verification_id + "-again")["reason"] == "rate_limited"
 
 
+def test_a_producer_meets_a_limit_on_what_starts_share(acl_server: AclServer, as_producer: Producer) -> None:
+    admin = acl_server.client("flashcall-admin")
+    config = PublishedConfig(
+        policies=("default",),
+        per_phone=((10**6, 60_000),),
+        keyed={"per_ip": ((1, 60_000),), "per_operator": ((10**6, 60_000),)},
+        operators=prefix_table({}),
+    )
+    functions.publish_config(config).run(admin)
+    try:
+        as_producer.start("shared-1", "+79161230001", channels=["flashcall"], client_ip="198.51.100.9")
+        answer = as_producer.start(
+            "shared-2", "+79161230002", channels=["flashcall"], client_ip="198.51.100.9"
+        )
+    finally:
+        admin.delete(keys.PREFIX + "config:guards", keys.PREFIX + "config:operators")
+        admin.close()
+
+    assert (answer["reason"], answer["limit"]) == ("rate_limited", "per_ip")
+
+
+def test_a_producer_meets_the_conversion_guard(acl_server: AclServer, as_producer: Producer) -> None:
+    admin = acl_server.client("flashcall-admin")
+    guard = GuardConfig(window=60, history=3600, min_starts=3, rise=5, min_conversion=0.5, hold=60)
+    config = PublishedConfig(policies=("default",), per_phone=((10**6, 60_000),), guard=guard.published)
+    functions.publish_config(config).run(admin)
+    try:
+        answers = [
+            as_producer.start(f"pumped-{n}", f"+7900777{n:04d}", channels=["flashcall"]) for n in range(4)
+        ]
+    finally:
+        admin.delete(keys.PREFIX + "config:guards")
+        admin.close()
+
+    assert [answer.get("reason") for answer in answers] == [None, None, "fraud_suspected", "fraud_suspected"]
+
+
 def test_a_producer_reads_the_answer_of_its_check_from_the_reply_key(
     as_producer: Producer, verification_id: str
 ) -> None:
@@ -252,6 +292,7 @@ STILL_POSSIBLE_FOR_PRODUCERS = {
     "write a queued message body": "HSET flashcall:verifications.msgs fake {}",
     "push onto a reply key": "LPUSH flashcall:reply:1 {}",
     "append an event": "XADD flashcall:events * event fake id order-42",
+    "lift a limit on what starts share": "HDEL flashcall:limit:per_ip:203.0.113.7 60000:1",
 }
 
 

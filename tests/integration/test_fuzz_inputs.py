@@ -327,7 +327,7 @@ def test_an_accepted_start_stores_a_whole_verification_or_a_refusals_small_recor
     stored = cast(dict[bytes, bytes], server.hgetall(keys.verification(verification_id)))
     if json.loads(text).get("reason") == "rate_limited":
         assert set(stored) == {
-            b"phone", b"policy", b"status", b"reason", b"created_at", b"updated_at", b"expires_at"
+            b"phone", b"policy", b"status", b"reason", b"limit", b"created_at", b"updated_at", b"expires_at"
         }  # fmt: skip
         assert _events_of(server, verification_id) == [b"failed"]
     else:

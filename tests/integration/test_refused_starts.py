@@ -101,6 +101,7 @@ def test_a_refused_start_writes_one_failed_event_without_metadata(library: redis
             "at": events(library, "order-42")[0]["at"],
             "attempt": "0",
             "reason": "rate_limited",
+            "limit": "per_phone",
             "client_ip": "203.0.113.7",
         }
     ]

@@ -11,9 +11,9 @@ import pytest
 from phonenumbers import carrier
 
 from flashcall_dev.carriers import russian_ranges
-from worker.core.phone import parse
+from worker.core.phone import is_valid_russian, parse
 from worker.routing import carriers
-from worker.routing.operators import carrier_name, operator_of
+from worker.routing.operators import carrier_name, operator_of, prefix_table
 
 
 @pytest.mark.parametrize(
@@ -69,3 +69,31 @@ def test_a_worker_process_loads_no_other_country_s_carriers() -> None:
         check=True,
     )
     assert imported.stdout.strip() == "False"
+
+
+def _longest(table: dict[str, str], phone: str) -> str:
+    found = [prefix for prefix in table if phone.startswith(prefix)]
+    return table[max(found, key=len)] if found else "other"
+
+
+NAMED = {"moscow": ("7916123", "79261"), "moscow_core": ("79161234",)}
+
+
+@pytest.mark.parametrize("named", [{}, NAMED])
+def test_the_prefix_table_places_every_assigned_number_as_operator_of_does(
+    named: dict[str, tuple[str, ...]],
+) -> None:
+    table = prefix_table(named)
+    draw = random.Random(21)
+    numbers = [f"79{draw.randrange(10**9):09d}" for _ in range(3000)]
+    numbers += ["79161234000", "79161230000", "79261000000"]
+
+    wrong = [n for n in numbers if is_valid_russian(n) and _longest(table, n) != operator_of(n, named)]
+
+    assert wrong == []
+
+
+def test_a_named_range_covers_the_longer_carrier_prefixes_inside_it() -> None:
+    table = prefix_table({"moscow": ("7916",)})
+
+    assert {name for prefix, name in table.items() if prefix.startswith("7916")} == {"moscow"}

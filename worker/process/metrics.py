@@ -72,6 +72,18 @@ class Metrics:
             ["from_provider", "to_provider", "reason"],
             registry=into,
         )
+        self.fraud_holds = prom.Counter(
+            "flashcall_fraud_holds",
+            "Holds of a number range by the conversion guard (its starts refused as fraud_suspected).",
+            ["range"],
+            registry=into,
+        )
+        self.fraud_releases = prom.Counter(
+            "flashcall_fraud_releases",
+            "Releases of a held number range: its hold ran out, or an operator released it.",
+            ["range"],
+            registry=into,
+        )
         self.cost = prom.Counter(
             "flashcall_cost_roubles",
             "Roubles paid for delivered calls and SMS.",
@@ -196,6 +208,10 @@ class Metrics:
                 self.checks.labels(*labels).inc(amount)
             elif kind == "demoted":
                 self.demotions.labels(*labels).inc(amount)
+            elif kind == "fraud_held":
+                self.fraud_holds.labels(*labels).inc(amount)
+            elif kind == "fraud_released":
+                self.fraud_releases.labels(*labels).inc(amount)
 
     def observe_state(self, state: RoutingState, providers: Iterable[str]) -> None:
         for name in providers:

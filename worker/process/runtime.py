@@ -35,7 +35,8 @@ from worker.process.settings import Settings
 from worker.process.timers import run_timers
 from worker.providers.base import Provider, TransportFailure
 from worker.redis.connections import sync_client
-from worker.redis.store import PublishedConfig, Store
+from worker.redis.store import Store
+from worker.routing.published import published
 from worker.routing.refresh import refresh_state
 from worker.routing.reload import Routing, RoutingHolder
 from worker.routing.state import RoutingState
@@ -161,13 +162,7 @@ class Runtime:
         return runtime
 
     async def _publish(self) -> None:
-        config = self.routing.config
-        await self.store.publish_config(
-            PublishedConfig(
-                policies=tuple(sorted(config.policies)),
-                per_phone=tuple((rule.limit, int(rule.per * 1000)) for rule in config.limits.per_phone),
-            )
-        )
+        await self.store.publish_config(published(self.routing.config))
 
     def _prepare_providers(self) -> None:
         for provider in self.routing.providers.values():

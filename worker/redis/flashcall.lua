@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '13'
+local VERSION = '14'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -28,6 +28,15 @@ local K_EXPIRY_TIMERS = PREFIX .. 'timers:expire'
 local K_POLL_TIMERS = PREFIX .. 'timers:poll'
 local K_POLICIES = PREFIX .. 'config:policies'
 local K_LIMITS = PREFIX .. 'config:limits'
+-- What else routing.yaml has a start checked against, when it sets any: {limits = {kind:
+-- [[limit, per ms], ...]} (the limits on more than the number), lists = true (K_LISTS
+-- holds entries)}; and the number ranges' operators (prefix -> operator) limits count by.
+local K_GUARDS = PREFIX .. 'config:guards'
+local K_OPERATORS = PREFIX .. 'config:operators'
+-- routing.yaml's fraud lists: number prefixes (a whole number is one) -> 'safe' or 'blocked'.
+local K_LISTS = PREFIX .. 'config:lists'
+-- A refused start's reasons: what its record and the forgetting of refused ids know it by.
+local REFUSALS = {rate_limited = true, blocked = true, fraud_suspected = true}
 -- Refused starts, oldest first ('<ms> <id>'): what bounds them (refuse_start).
 local K_REFUSED = PREFIX .. 'refused'
 -- Counts of what the library does, drained into the workers' Prometheus counters.
@@ -196,7 +205,7 @@ local ENDING = {'status', 'expires_at', 'attempt', 'attempt_state', 'step', 'cha
 local SHOWN = {'status', 'expires_at', 'phone', 'policy', 'attempt', 'checks', 'max_checks', 'cost_e4',
                'created_at', 'updated_at', 'reason', 'channel', 'step', 'provider', 'metadata'}
 
-local EXTRA_EVENT_FIELDS = {'reason', 'error_code', 'from_provider', 'from_channel', 'from_step',
+local EXTRA_EVENT_FIELDS = {'reason', 'limit', 'error_code', 'from_provider', 'from_channel', 'from_step',
                             'attempts_left', 'cost', 'client_ip'}
 
 -- One entry on the event stream; fields left nil are left out. `at` is `now` as text, when
@@ -465,7 +474,7 @@ local function integer_in(value, name, low, high)
 end
 
 local START_FIELDS = {id = true, phone = true, policy = true, channels = true, code_length = true,
-                      ttl = true, client_ip = true, metadata = true}
+                      ttl = true, client_ip = true, limit_key = true, metadata = true}
 
 local function validate_start(args)
     local request, err = decode_request(args, START_FIELDS)
@@ -525,6 +534,15 @@ local function validate_start(args)
         out.client_ip = request.client_ip
     end
 
+    out.limit_key = ''
+    if request.limit_key ~= nil then
+        if type(request.limit_key) ~= 'string' or #request.limit_key < 1 or #request.limit_key > 128
+            or not request.limit_key:match('^[%w%._:@/%-]+$') then
+            return nil, "'limit_key' must be 1 to 128 characters of letters, digits and . _ : @ / -"
+        end
+        out.limit_key = request.limit_key
+    end
+
     out.metadata = '{}'
     if request.metadata ~= nil then
         if type(request.metadata) ~= 'table' then
@@ -554,8 +572,7 @@ end
 -- each read once: {key, limits, longest window, scores oldest first}. The record holds no
 -- more than the limits allow in the longest window, and what aged out of it since the last
 -- start.
-local function phone_starts(phone)
-    local published = redis.call('GET', K_LIMITS)
+local function phone_starts(phone, published)
     local limits = published and cjson.decode(published) or DEFAULT_LIMITS
     local longest = 0
     for _, rule in ipairs(limits) do longest = math.max(longest, rule[2]) end
@@ -593,13 +610,255 @@ local function remember_start(starts, id, now, at)
     redis.call('PEXPIRE', key, fmt_int(longest))
 end
 
+-- Limits on more than the number (routing.yaml's limits.per_ip ... overall): each window
+-- counts a subject's accepted starts in buckets as long as the window, and weighs the
+-- previous bucket by the share of it still inside the window (a sliding window, two
+-- counts per subject and window, whatever the rate). Subjects and their order:
+local KEYED_KINDS = {'per_key', 'per_ip', 'per_network', 'per_range', 'per_operator', 'overall'}
+
+-- An address's groups as numbers: 4 octets of IPv4, 8 groups of IPv6 (valid_ip holds).
+local function ip_numbers(text)
+    local v4 = {text:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')}
+    if #v4 == 4 then
+        for i = 1, 4 do v4[i] = tonumber(v4[i]) end
+        return v4, 'v4'
+    end
+    local tail = {}
+    local quad = text:match(':(%d+%.%d+%.%d+%.%d+)$')
+    if quad then
+        local a, b, c, d = quad:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')
+        tail = {tonumber(a) * 256 + tonumber(b), tonumber(c) * 256 + tonumber(d)}
+        text = text:sub(1, #text - #quad)
+        if text:sub(-2) ~= '::' then text = text:sub(1, -2) end
+    end
+    local function groups(part)
+        local out = {}
+        if part == '' then return out end
+        for group in (part .. ':'):gmatch('([^:]*):') do out[#out + 1] = tonumber(group, 16) end
+        return out
+    end
+    local head, rest
+    local first, last = text:find('::', 1, true)
+    if first then
+        head, rest = groups(text:sub(1, first - 1)), groups(text:sub(last + 1))
+    else
+        head, rest = groups(text), {}
+    end
+    for _, group in ipairs(tail) do rest[#rest + 1] = group end
+    local out = {}
+    for _, group in ipairs(head) do out[#out + 1] = group end
+    for _ = 1, 8 - #head - #rest do out[#out + 1] = 0 end
+    for _, group in ipairs(rest) do out[#out + 1] = group end
+    -- An IPv4-mapped address (::ffff:a.b.c.d) is that IPv4 address.
+    if out[1] == 0 and out[2] == 0 and out[3] == 0 and out[4] == 0 and out[5] == 0 and out[6] == 0xffff then
+        return {math.floor(out[7] / 256), out[7] % 256, math.floor(out[8] / 256), out[8] % 256}, 'v4'
+    end
+    return out, 'v6'
+end
+
+-- One text per address, and per network (/24, /64): however the producer wrote it.
+local function ip_subjects(text)
+    local n, family = ip_numbers(text)
+    if family == 'v4' then
+        return string.format('%d.%d.%d.%d', n[1], n[2], n[3], n[4]),
+            string.format('%d.%d.%d.0/24', n[1], n[2], n[3])
+    end
+    return string.format('%x:%x:%x:%x:%x:%x:%x:%x', unpack(n)),
+        string.format('%x:%x:%x:%x::/64', n[1], n[2], n[3], n[4])
+end
+
+-- The value of a number's longest prefix in a published prefix table, or nil.
+local function longest_prefix(key, phone)
+    local asked = {}
+    for length = #phone, 1, -1 do asked[#asked + 1] = phone:sub(1, length) end
+    local found = redis.call('HMGET', key, unpack(asked))
+    for i = 1, #asked do
+        if found[i] then return found[i] end
+    end
+    return nil
+end
+
+-- The operator of a number's range, as worker/routing/operators.py tells it, from the
+-- longest prefix the workers published (routing.yaml's `operators` win over carriers').
+local function operator_of(phone)
+    return longest_prefix(K_OPERATORS, phone) or 'other'
+end
+
+local function keyed_subject(kind, request)
+    if kind == 'per_key' then return request.limit_key ~= '' and request.limit_key or nil end
+    if kind == 'per_ip' or kind == 'per_network' then
+        if request.client_ip == '' then return nil end
+        local address, network = ip_subjects(request.client_ip)
+        return kind == 'per_ip' and address or network
+    end
+    if kind == 'per_range' then return request.phone:sub(1, #request.phone - 4) end
+    if kind == 'per_operator' then return operator_of(request.phone) end
+    return 'all'
+end
+
+-- Milliseconds until a window with `current` and `previous` counts admits a start, or nil.
+local function window_wait(current, previous, limit, per, now)
+    local into = now % per
+    if current + previous * (1 - into / per) < limit then return nil end
+    if current < limit then
+        -- The previous bucket's weight falls until the sum is below the limit.
+        return math.floor(per * (1 - (limit - current) / previous)) - into + 1
+    end
+    -- Only once this bucket is the previous one, and weighs little enough.
+    return per - into + math.floor(per * (1 - limit / current)) + 1
+end
+
+-- Each keyed limit the start is subject to: {kind, key, rules, fields, counts}; the
+-- counts read in one command per subject.
+local function keyed_limits(request, now, limits)
+    local subjects = {}
+    if not limits then return subjects end
+    for _, kind in ipairs(KEYED_KINDS) do
+        local rules = limits[kind]
+        local value = rules and keyed_subject(kind, request)
+        if value then
+            local fields = {}
+            for _, rule in ipairs(rules) do
+                local bucket = math.floor(now / rule[2])
+                fields[#fields + 1] = fmt_int(rule[2]) .. ':' .. fmt_int(bucket)
+                fields[#fields + 1] = fmt_int(rule[2]) .. ':' .. fmt_int(bucket - 1)
+            end
+            local key = PREFIX .. 'limit:' .. kind .. ':' .. value
+            subjects[#subjects + 1] = {kind = kind, key = key, rules = rules, fields = fields,
+                                       counts = redis.call('HMGET', key, unpack(fields))}
+        end
+    end
+    return subjects
+end
+
+-- The longest wait any keyed limit imposes, and its kind; nil when every one admits.
+local function keyed_limited(subjects, now)
+    local wait, kind = nil, nil
+    for _, subject in ipairs(subjects) do
+        for i, rule in ipairs(subject.rules) do
+            local current = tonumber(subject.counts[2 * i - 1]) or 0
+            local previous = tonumber(subject.counts[2 * i]) or 0
+            local until_free = window_wait(current, previous, rule[1], rule[2], now)
+            if until_free and (not wait or until_free > wait) then wait, kind = until_free, subject.kind end
+        end
+    end
+    return wait, kind
+end
+
+local function count_keyed(subjects, now)
+    for _, subject in ipairs(subjects) do
+        local longest = 0
+        for i, rule in ipairs(subject.rules) do
+            if redis.call('HINCRBY', subject.key, subject.fields[2 * i - 1], '1') == 1 then
+                -- A new bucket: the one before the previous counts no more.
+                redis.call('HDEL', subject.key, fmt_int(rule[2]) .. ':' .. fmt_int(math.floor(now / rule[2]) - 2))
+            end
+            longest = math.max(longest, rule[2])
+        end
+        redis.call('PEXPIRE', subject.key, fmt_int(2 * longest))
+    end
+end
+
+-- The conversion guard (routing.yaml's fraud.guard): per number range (the number less its
+-- last 4 digits), starts counted over a recent window and over a longer history, and the
+-- approvals of the window's starts. A range whose window starts at `rise` times its
+-- history's rate, at least `min_starts` of them, while fewer than `min_conversion` of them
+-- are approved, is held: its starts are refused (fraud_suspected) for `hold`, doubled each
+-- time it is held again within the history, up to `max_hold`. All in the range's hash
+-- 'flashcall:guard:<range>': 'w:<bucket>', 'h:<bucket>', 'a:<bucket>' counts, and while it
+-- is held 'held_until' and 'level' (how many holds within the history).
+local K_HELD = PREFIX .. 'guard:held'
+
+local function guard_key(range) return PREFIX .. 'guard:' .. range end
+
+local function sliding(current, previous, into, per)
+    return (tonumber(current) or 0) + (tonumber(previous) or 0) * (1 - into / per)
+end
+
+-- The range's counts and marks: {key, range, fields, w, h, a, held_until, level}.
+local function guard_read(guard, phone, now)
+    local range = phone:sub(1, #phone - 4)
+    local key = guard_key(range)
+    local w, h = math.floor(now / guard.window), math.floor(now / guard.history)
+    local fields = {'w:' .. fmt_int(w), 'w:' .. fmt_int(w - 1), 'h:' .. fmt_int(h), 'h:' .. fmt_int(h - 1),
+                    'a:' .. fmt_int(w), 'a:' .. fmt_int(w - 1), 'held_until', 'level'}
+    local got = redis.call('HMGET', key, unpack(fields))
+    return {key = key, range = range, fields = fields,
+            starts = sliding(got[1], got[2], now % guard.window, guard.window),
+            history = sliding(got[3], got[4], now % guard.history, guard.history),
+            approved = sliding(got[5], got[6], now % guard.window, guard.window),
+            held_until = tonumber(got[7]), level = tonumber(got[8]) or 0}
+end
+
+local function guard_event(event, range, now, extra)
+    -- Not about one verification, as `demoted`: no id, status or attempt.
+    local fields = {'event', event, 'at', fmt_int(now), 'range', range}
+    for name, value in pairs(extra or {}) do
+        fields[#fields + 1] = name
+        fields[#fields + 1] = tostring(value)
+    end
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(fields))
+end
+
+local function guard_release(key, range, now, why)
+    redis.call('HDEL', key, 'held_until')
+    redis.call('SREM', K_HELD, range)
+    count('fraud_released|' .. range)
+    guard_event('fraud_released', range, now, {reason = why})
+end
+
+-- Milliseconds the range stays held, or nil; a hold that ran out is released here.
+local function guard_held(state, now)
+    if not state.held_until then return nil end
+    if now < state.held_until then return state.held_until - now end
+    guard_release(state.key, state.range, now, 'expired')
+    return nil
+end
+
+-- Whether this start, counted with the range's, makes it suspect: then the range is held
+-- and the milliseconds of the hold returned.
+local function guard_judge(guard, state, now)
+    local starts = state.starts + 1
+    local history = state.history + 1
+    if starts < guard.min_starts then return nil end
+    if starts / guard.window <= guard.rise * history / guard.history then return nil end
+    if state.approved / starts >= guard.min_conversion then return nil end
+    local level = state.level + 1
+    local hold = math.min(guard.max_hold, guard.hold * 2 ^ (level - 1))
+    redis.call('HSET', state.key, 'held_until', fmt_int(now + hold), 'level', level)
+    redis.call('PEXPIRE', state.key, fmt_int(2 * guard.history))
+    redis.call('SADD', K_HELD, state.range)
+    count('fraud_held|' .. state.range)
+    guard_event('fraud_held', state.range, now,
+        {['until'] = fmt_int(now + hold), level = level, starts = math.floor(starts),
+         approved = math.floor(state.approved)})
+    return hold
+end
+
+local function guard_count(guard, state)
+    for i, field in ipairs({state.fields[1], state.fields[3]}) do
+        if redis.call('HINCRBY', state.key, field, '1') == 1 then
+            local per = i == 1 and guard.window or guard.history
+            local letter, bucket = field:match('^(%a):(%d+)$')
+            redis.call('HDEL', state.key, letter .. ':' .. fmt_int(tonumber(bucket) - 2))
+            if letter == 'w' then redis.call('HDEL', state.key, 'a:' .. fmt_int(tonumber(bucket) - 2)) end
+        end
+    end
+    redis.call('PEXPIRE', state.key, fmt_int(2 * guard.history))
+end
+
 -- A start refused for its number's limits keeps only what the contract needs: the status
 -- (failed, rate_limited) and an idempotent repeat of the id (its phone), for an hour, and one
 -- small `failed` event; no metadata. Refused ids are forgotten oldest first past REFUSED_MAX.
-local function refuse_start(request, now)
+local function refuse_start(request, now, reason, limit)
     local at = fmt_int(now)
-    redis.call('HSET', vkey(request.id), 'phone', request.phone, 'policy', request.policy, 'status', 'failed',
-        'reason', 'rate_limited', 'created_at', at, 'updated_at', at, 'expires_at', at)
+    local fields = {'phone', request.phone, 'policy', request.policy, 'status', 'failed', 'reason', reason,
+                    'created_at', at, 'updated_at', at, 'expires_at', at}
+    if limit then
+        fields[#fields + 1] = 'limit'
+        fields[#fields + 1] = limit
+    end
+    redis.call('HSET', vkey(request.id), unpack(fields))
     redis.call('PEXPIREAT', vkey(request.id), now + REFUSED_RETENTION_MS)
     local length = redis.call('RPUSH', K_REFUSED, at .. ' ' .. request.id)
     -- One over the cap at most, and a few that aged out: each call's work stays small.
@@ -616,13 +875,13 @@ local function refuse_start(request, now)
         -- Only the refused record itself (the id may have started for real since), and with
         -- the producer's own rights: an expiry in the past deletes the key at once.
         local record = since and redis.call('HMGET', vkey(id), 'reason', 'created_at') or {}
-        if record[1] == 'rate_limited' and record[2] == since then redis.call('PEXPIREAT', vkey(id), 1) end
+        if REFUSALS[record[1]] and record[2] == since then redis.call('PEXPIREAT', vkey(id), 1) end
     end
     redis.call('PEXPIRE', K_REFUSED, REFUSED_RETENTION_MS)
     count('started|' .. request.policy)
-    count('finished|failed|rate_limited')
+    count('finished|failed|' .. reason)
     emit('failed', {id = request.id, status = 'failed', attempt = 0}, now,
-        {reason = 'rate_limited', client_ip = request.client_ip})
+        {reason = reason, limit = limit, client_ip = request.client_ip})
 end
 
 local function start(_, args)
@@ -638,15 +897,42 @@ local function start(_, args)
         local current = existing[2]
         if not FINAL[current] and now >= tonumber(existing[3]) then current = 'expired' end
         return cjson.encode({id = request.id, status = current, created = false,
-                             reason = existing[4] == 'rate_limited' and 'rate_limited' or nil})
+                             reason = REFUSALS[existing[4]] and existing[4] or nil})
     end
 
-    local starts = phone_starts(request.phone)
-    local retry_after = phone_limited(starts, now)
+    -- The per-number limits and the other guards, in one read.
+    local published = redis.call('MGET', K_LIMITS, K_GUARDS)
+    local guards = published[2] and cjson.decode(published[2]) or {}
+    -- A number on the block list is never called; one on the safe list passes every limit
+    -- but its own number's. The longest prefix listed decides.
+    local listed = guards.lists and longest_prefix(K_LISTS, request.phone)
+    if listed == 'blocked' then
+        refuse_start(request, now, 'blocked')
+        return cjson.encode({id = request.id, status = 'failed', reason = 'blocked', created = true})
+    end
+    local guard = listed ~= 'safe' and guards.guard or nil
+    local range = guard and guard_read(guard, request.phone, now)
+    local held = range and guard_held(range, now)
+    if held then
+        refuse_start(request, now, 'fraud_suspected')
+        return cjson.encode({id = request.id, status = 'failed', reason = 'fraud_suspected', created = true,
+                             retry_after = math.ceil(held / 1000)})
+    end
+    local starts = phone_starts(request.phone, published[1])
+    local keyed = keyed_limits(request, now, listed ~= 'safe' and guards.limits or nil)
+    local retry_after, limit = phone_limited(starts, now), 'per_phone'
+    local keyed_wait, keyed_kind = keyed_limited(keyed, now)
+    if keyed_wait and (not retry_after or keyed_wait > retry_after) then retry_after, limit = keyed_wait, keyed_kind end
     if retry_after then
-        refuse_start(request, now)
-        return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', created = true,
-                             retry_after = math.ceil(retry_after / 1000)})
+        refuse_start(request, now, 'rate_limited', limit)
+        return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', limit = limit,
+                             created = true, retry_after = math.ceil(retry_after / 1000)})
+    end
+    local hold = range and guard_judge(guard, range, now)
+    if hold then
+        refuse_start(request, now, 'fraud_suspected')
+        return cjson.encode({id = request.id, status = 'failed', reason = 'fraud_suspected', created = true,
+                             retry_after = math.ceil(hold / 1000)})
     end
     local at = fmt_int(now)
     local expires_at = fmt_int(now + request.ttl * 1000)
@@ -664,9 +950,16 @@ local function start(_, args)
         fields[#fields + 1] = 'client_ip'
         fields[#fields + 1] = request.client_ip
     end
+    if range then
+        -- Where the approval is counted: the range's hash and the window's length.
+        fields[#fields + 1] = 'guard'
+        fields[#fields + 1] = range.key .. '|' .. fmt_int(guard.window) .. '|' .. fmt_int(guard.history)
+        guard_count(guard, range)
+    end
     redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIREAT', key, fmt_int(now + request.ttl * 1000 + RETENTION_MS))
     remember_start(starts, request.id, now, at)
+    count_keyed(keyed, now)
     count('started|' .. request.policy)
     redis.call('ZADD', K_EXPIRY_TIMERS, expires_at, request.id)
     redis.call('ZADD', K_STEP_TIMERS, fmt_int(now + START_RECOVERY_MS), request.id)
@@ -1177,7 +1470,8 @@ end
 -- A typed code's hashes are compared first: most often they match, or only the provider
 -- can judge; the rest is read for a verdict.
 local COMPARED = {'status', 'expires_at', 'codes', 'provider_checks'}
-local JUDGED_REST = fields_besides(fields_of(ENDING, {'checks', 'max_checks', 'wrong', 'claimed_at'}), COMPARED)
+local JUDGED_REST = fields_besides(fields_of(ENDING, {'checks', 'max_checks', 'wrong', 'claimed_at', 'guard'}),
+                                   COMPARED)
 local JUDGED = fields_of({'status', 'expires_at'}, JUDGED_REST)
 
 local function apply_check(_, args)
@@ -1236,6 +1530,12 @@ local function apply_check(_, args)
     elseif matched then
         count('approved|' .. v.provider .. '|' .. v.channel)
         learn_approval(v, origin, now)
+        if v.guard then
+            local range_key, window, history = string.match(v.guard, '^(.+)|(%d+)|(%d+)$')
+            if redis.call('HINCRBY', range_key, 'a:' .. fmt_int(math.floor(now / tonumber(window))), '1') == 1 then
+                redis.call('PEXPIRE', range_key, fmt_int(2 * tonumber(history)))
+            end
+        end
         finish(v, 'approved', '', now, 'approved', nil, at)
         result = 'approved'
     else
@@ -1437,7 +1737,57 @@ local function publish_config(_, args)
     redis.call('DEL', K_POLICIES)
     if #config.policies > 0 then redis.call('SADD', K_POLICIES, unpack(config.policies)) end
     redis.call('SET', K_LIMITS, cjson.encode(config.per_phone))
+    local guards = {}
+    if config.keyed and next(config.keyed) ~= nil then guards.limits = config.keyed end
+    if config.lists and next(config.lists) ~= nil then guards.lists = true end
+    if type(config.guard) == 'table' then guards.guard = config.guard end
+    if next(guards) ~= nil then redis.call('SET', K_GUARDS, cjson.encode(guards)) else redis.call('DEL', K_GUARDS) end
+    for key, entries in pairs({[K_OPERATORS] = config.operators, [K_LISTS] = config.lists}) do
+        redis.call('DEL', key)
+        if entries and next(entries) ~= nil then
+            local flat = {}
+            for prefix, value in pairs(entries) do
+                flat[#flat + 1] = prefix
+                flat[#flat + 1] = value
+            end
+            redis.call('HSET', key, unpack(flat))
+        end
+    end
     return 'ok'
+end
+
+-- The ranges the conversion guard holds: [[range, held until ms, level], ...], soonest
+-- released first; those whose hold ran out are released here.
+local function fraud_list(_, args)
+    local now = tonumber(args[1])
+    local out = {}
+    for _, range in ipairs(redis.call('SMEMBERS', K_HELD)) do
+        local key = guard_key(range)
+        local marks = redis.call('HMGET', key, 'held_until', 'level')
+        local held_until = tonumber(marks[1])
+        if not held_until then
+            redis.call('SREM', K_HELD, range)
+        elseif now >= held_until then
+            guard_release(key, range, now, 'expired')
+        else
+            out[#out + 1] = {range, held_until, tonumber(marks[2]) or 1}
+        end
+    end
+    table.sort(out, function(a, b) return a[2] < b[2] end)
+    return cjson.encode(out)
+end
+
+-- An operator's release of a held range: 'released', or 'not_held'. Its level stays, so
+-- that a range held again soon is held longer.
+local function fraud_release(_, args)
+    local range, now = args[1], tonumber(args[2])
+    local key = guard_key(range)
+    if not redis.call('HGET', key, 'held_until') then
+        redis.call('SREM', K_HELD, range)
+        return 'not_held'
+    end
+    guard_release(key, range, now, 'operator')
+    return 'released'
 end
 
 -- A failure recorded while closed: counted, and fail_max of them open the breaker, in
@@ -1630,6 +1980,8 @@ redis.register_function('flashcall_late_status', late_status)
 redis.register_function('flashcall_breaker_fail', breaker_fail)
 redis.register_function('flashcall_breaker_set', breaker_set)
 redis.register_function('flashcall_breaker_reset', breaker_reset)
+redis.register_function('flashcall_fraud_list', fraud_list)
+redis.register_function('flashcall_fraud_release', fraud_release)
 redis.register_function('flashcall_provider_balance', provider_balance)
 -- Writes nothing but the running sums of health, a few fields per provider: it answers at
 -- maxmemory too, as it did when it only read.

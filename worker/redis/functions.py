@@ -28,6 +28,7 @@ __all__ = [
     "CallbackAnswer",
     "CallbackTarget",
     "Claim",
+    "HeldRange",
     "PublishedConfig",
     "TimerPass",
     "apply_check",
@@ -43,6 +44,8 @@ __all__ = [
     "check",
     "drain_metrics",
     "fire_timers",
+    "fraud_list",
+    "fraud_release",
     "give_up",
     "late_status",
     "learning_state",
@@ -410,10 +413,25 @@ class PublishedConfig:
     policies: tuple[str, ...]
     per_phone: tuple[tuple[int, int], ...]
     """(limit, per milliseconds) for each per-number window."""
+    keyed: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    """The other limits (per_ip, per_range, ...: routing.yaml's names), each as per_phone."""
+    operators: Mapping[str, str] = field(default_factory=dict)
+    """The operator of every number range by prefix, the longest prefix deciding."""
+    lists: Mapping[str, str] = field(default_factory=dict)
+    """Number prefixes on the fraud lists: 'safe' or 'blocked', the longest prefix deciding."""
+    guard: Mapping[str, float] | None = None
+    """The conversion guard's settings (window, history, hold and max_hold in ms), or None."""
 
     def to_json(self) -> str:
         return json.dumps(
-            {"policies": list(self.policies), "per_phone": [list(rule) for rule in self.per_phone]}
+            {
+                "policies": list(self.policies),
+                "per_phone": [list(rule) for rule in self.per_phone],
+                "keyed": {name: [list(rule) for rule in rules] for name, rules in self.keyed.items()},
+                "operators": dict(self.operators),
+                "lists": dict(self.lists),
+                **({"guard": dict(self.guard)} if self.guard else {}),
+            }
         )
 
 
@@ -454,6 +472,29 @@ def breaker_set(provider: str, state: str, *, now_ms: int) -> Call[str]:
 def breaker_reset(providers: Sequence[str]) -> Call[int]:
     """Close the breakers and clear the out-of-money marks of these providers: how many."""
     return Call("flashcall_breaker_reset", tuple(providers), _int)
+
+
+class HeldRange(NamedTuple):
+    """A number range the conversion guard holds."""
+
+    range: str
+    until_ms: int
+    level: int
+    """How many times it was held within the guard's history, this hold included."""
+
+
+def _held(answer: Any) -> list[HeldRange]:
+    return [HeldRange(str(r), int(until), int(level)) for r, until, level in json.loads(_text(answer))]
+
+
+def fraud_list(*, now_ms: int) -> Call[list[HeldRange]]:
+    """The ranges held at `now_ms`, soonest released first (those run out are released)."""
+    return Call("flashcall_fraud_list", (now_ms,), _held)
+
+
+def fraud_release(number_range: str, *, now_ms: int) -> Call[str]:
+    """Release a held range at once: 'released', or 'not_held'."""
+    return Call("flashcall_fraud_release", (number_range, now_ms), _text)
 
 
 def provider_balance(provider: str, *, balance: Decimal, now_ms: int) -> Call[str]:

@@ -35,6 +35,8 @@ from worker.providers.registry import PROVIDER_TYPES, inspectable_provider
 __all__ = [
     "CARRIER_OPERATORS",
     "DEFAULT_FALLBACK_ON",
+    "FraudConfig",
+    "GuardConfig",
     "HealthConfig",
     "LearningConfig",
     "Limits",
@@ -271,8 +273,98 @@ class RateLimit(_Frozen):
 
 
 class Limits(_Frozen):
+    """Verifications that may start per window, by what they have in common; a start beyond
+    any window of any of these is refused. Only `per_phone` holds by default."""
+
     per_phone: tuple[RateLimit, ...] = (RateLimit(limit=1, per=120.0), RateLimit(limit=10, per=86400.0))
-    """Verifications one number may start per window; a start beyond any is refused."""
+    """Per number."""
+    per_key: tuple[RateLimit, ...] = ()
+    """Per `limit_key` of the start request (a user account, say); starts without one are
+    not counted."""
+    per_ip: tuple[RateLimit, ...] = ()
+    """Per `client_ip`; starts without one are not counted."""
+    per_network: tuple[RateLimit, ...] = ()
+    """Per network of `client_ip`: its /24 (IPv4) or /64 (IPv6)."""
+    per_range: tuple[RateLimit, ...] = ()
+    """Per number range: the number less its last 4 digits."""
+    per_operator: tuple[RateLimit, ...] = ()
+    """Per operator range (see `operators`)."""
+    overall: tuple[RateLimit, ...] = ()
+    """Every start, whatever it is for."""
+
+    @property
+    def keyed(self) -> dict[str, tuple[RateLimit, ...]]:
+        """The limits set besides `per_phone`, by name."""
+        return {
+            name: rules
+            for name in ("per_key", "per_ip", "per_network", "per_range", "per_operator", "overall")
+            if (rules := getattr(self, name))
+        }
+
+
+class GuardConfig(_Frozen):
+    """The conversion guard: a number range whose starts rise well above their history while
+    few of them are approved is held for a while (docs/routing.md, "fraud")."""
+
+    window: Duration = 600.0
+    """The recent stretch a range's starts and approvals are counted over."""
+    history: Duration = 86400.0
+    """What the window's start rate is compared with."""
+    min_starts: int = Field(default=20, ge=1)
+    """Starts in the window before a range can be held."""
+    rise: float = Field(default=5.0, gt=1)
+    """How many times its history's start rate the window's must exceed."""
+    min_conversion: float = Field(default=0.2, gt=0, le=1)
+    """The share of the window's starts approved below which the rise is suspect."""
+    hold: Duration = 900.0
+    """The first hold; each further one within the history is twice as long..."""
+    max_hold: Duration = 86400.0
+    """...up to this."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GuardConfig:
+        if self.history <= self.window:
+            raise ValueError("history must be longer than window")
+        if self.max_hold < self.hold:
+            raise ValueError("max_hold must be at least hold")
+        return self
+
+    @property
+    def published(self) -> dict[str, float]:
+        """As flashcall_start takes it: durations in milliseconds."""
+        return {
+            "window": int(self.window * 1000),
+            "history": int(self.history * 1000),
+            "min_starts": self.min_starts,
+            "rise": self.rise,
+            "min_conversion": self.min_conversion,
+            "hold": int(self.hold * 1000),
+            "max_hold": int(self.max_hold * 1000),
+        }
+
+
+class FraudConfig(_Frozen):
+    """Numbers and number ranges, each a prefix of 7XXXXXXXXXX (a whole number is one),
+    that the guards before any paid call treat apart; the longest prefix listed decides."""
+
+    safe: tuple[Annotated[str, Field(pattern=_PREFIX)], ...] = ()
+    """Held by no limit but their own number's: test numbers, a partner's range."""
+    blocked: tuple[Annotated[str, Field(pattern=_PREFIX)], ...] = ()
+    """Never called: a start is refused (status failed, reason blocked)."""
+    guard: GuardConfig | None = None
+    """Off unless set."""
+
+    @model_validator(mode="after")
+    def _listed_once(self) -> FraudConfig:
+        both = sorted(set(self.safe) & set(self.blocked))
+        if both:
+            raise ValueError(f"{', '.join(both)} is both safe and blocked: list it once")
+        return self
+
+    @property
+    def lists(self) -> dict[str, str]:
+        """Each prefix listed and its list."""
+        return {**{prefix: "safe" for prefix in self.safe}, **{prefix: "blocked" for prefix in self.blocked}}
 
 
 class HealthConfig(_Frozen):
@@ -328,6 +420,7 @@ class RoutingConfig(_Frozen):
     placed by their carrier (mts, megafon, beeline, t2, other)."""
     learning: LearningConfig | None = None
     """Rank by what attempts convert into approvals; absent, ranking is static."""
+    fraud: FraudConfig = FraudConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RoutingConfig:

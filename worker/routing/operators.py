@@ -17,7 +17,7 @@ import phonenumbers
 from worker.core.phone import Parsed, parse
 from worker.routing import carriers
 
-__all__ = ["carrier_name", "operator_of"]
+__all__ = ["carrier_name", "operator_of", "prefix_table"]
 
 _CARRIERS = {"mts": "mts", "megafon": "megafon", "beeline": "beeline", "t2": "t2", "tele2": "t2"}
 #: MTS's DEF codes, absent from phonenumbers' data for Russia.
@@ -69,3 +69,21 @@ def carrier_name(parsed: Parsed) -> str:
         if name is not None:
             return name
     return ""
+
+
+def prefix_table(named: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
+    """operator_of as prefixes of 7XXXXXXXXXX, for flashcall_start (which has no carrier
+    data) to place a number by the longest prefix of it here: every carrier prefix, MTS's
+    DEF codes where no carrier prefix covers them, and `named` over both."""
+    table = {prefix: _CARRIERS.get(name.strip().lower(), "other") for prefix, name in carriers.RANGES.items()}
+    for code in _MTS_DEF:
+        prefix = "7" + code
+        if not any(prefix[:length] in carriers.RANGES for length in range(1, len(prefix) + 1)):
+            table[prefix] = "mts"
+    ranges = [(prefix, name) for name, prefixes in named.items() for prefix in prefixes]
+    for prefix, name in sorted(ranges, key=lambda item: len(item[0])):
+        # Longer named prefixes come later and take what they cover from shorter ones.
+        for covered in [key for key in table if key.startswith(prefix)]:
+            table[covered] = name
+        table[prefix] = name
+    return table
