@@ -206,3 +206,30 @@ def test_fraud_release_of_a_range_not_held_is_one_line_and_status_2(library_url:
 
     assert released.returncode == 2
     assert released.stderr == f"flashcall: range {RANGE} is not held\n"
+
+
+def test_a_reporter_takes_each_hold_once(library: redis.Redis) -> None:
+    guarded(library)
+    pump(library, 10)
+
+    first = functions.fraud_report(now_ms=now_ms(library)).run(library)
+    again = functions.fraud_report(now_ms=now_ms(library)).run(library)
+
+    assert [(change.kind, change.range, change.level) for change in first] == [("held", RANGE, 1)]
+    assert again == []
+
+
+def test_a_reporter_releases_a_hold_that_ran_out_though_the_range_starts_no_more(
+    library: redis.Redis,
+) -> None:
+    guarded(library)
+    pump(library, 10)
+    functions.fraud_report(now_ms=now_ms(library)).run(library)
+    library.hset(keys.PREFIX + f"guard:{RANGE}", "held_until", now_ms(library) - 1)
+
+    changes = functions.fraud_report(now_ms=now_ms(library)).run(library)
+
+    assert [(change.kind, change.range, change.reason) for change in changes] == [
+        ("released", RANGE, "expired")
+    ]
+    assert functions.fraud_list(now_ms=now_ms(library)).run(library) == []

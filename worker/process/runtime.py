@@ -214,7 +214,18 @@ class Runtime:
         self.metrics.observe_state(self.state, config.providers)
 
     async def _report(self) -> None:
-        """The library's counts into this process's counters; the queues into its gauges."""
+        """The library's counts into this process's counters; the queues into its gauges;
+        the conversion guard's holds and releases into the log, once each cluster-wide."""
+        for change in await self.store.fraud_report(now_ms=int(time.time() * 1000)):
+            if change.kind == "held":
+                log.warning(
+                    "number range held as suspected traffic pumping",
+                    range=change.range,
+                    until_ms=change.until_ms,
+                    level=change.level,
+                )
+            else:
+                log.info("number range released", range=change.range, reason=change.reason)
         self.metrics.count(await self.store.drain_metrics())
         stats = await self.store.queue_stats(now_ms=int(time.time() * 1000))
         self.metrics.observe_queues(stats["queued"], stats["dead"], stats["timers"], stats.get("backlog", {}))

@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '14'
+local VERSION = '15'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -768,6 +768,16 @@ end
 -- 'flashcall:guard:<range>': 'w:<bucket>', 'h:<bucket>', 'a:<bucket>' counts, and while it
 -- is held 'held_until' and 'level' (how many holds within the history).
 local K_HELD = PREFIX .. 'guard:held'
+-- Holds and releases not yet taken by a worker's reporter ('held <range> <until> <level>',
+-- 'released <range> <reason>'): each is logged once, by whichever reporter takes it.
+local K_GUARD_CHANGES = PREFIX .. 'guard:changes'
+local GUARD_CHANGES_MAX = 1000
+
+local function guard_change(entry)
+    if redis.call('RPUSH', K_GUARD_CHANGES, entry) > GUARD_CHANGES_MAX then
+        redis.call('LTRIM', K_GUARD_CHANGES, -GUARD_CHANGES_MAX, -1)
+    end
+end
 
 local function guard_key(range) return PREFIX .. 'guard:' .. range end
 
@@ -805,6 +815,7 @@ local function guard_release(key, range, now, why)
     redis.call('SREM', K_HELD, range)
     count('fraud_released|' .. range)
     guard_event('fraud_released', range, now, {reason = why})
+    guard_change('released ' .. range .. ' ' .. why)
 end
 
 -- Milliseconds the range stays held, or nil; a hold that ran out is released here.
@@ -829,6 +840,7 @@ local function guard_judge(guard, state, now)
     redis.call('PEXPIRE', state.key, fmt_int(2 * guard.history))
     redis.call('SADD', K_HELD, state.range)
     count('fraud_held|' .. state.range)
+    guard_change('held ' .. state.range .. ' ' .. fmt_int(now + hold) .. ' ' .. level)
     guard_event('fraud_held', state.range, now,
         {['until'] = fmt_int(now + hold), level = level, starts = math.floor(starts),
          approved = math.floor(state.approved)})
@@ -1758,8 +1770,7 @@ end
 
 -- The ranges the conversion guard holds: [[range, held until ms, level], ...], soonest
 -- released first; those whose hold ran out are released here.
-local function fraud_list(_, args)
-    local now = tonumber(args[1])
+local function held_ranges(now)
     local out = {}
     for _, range in ipairs(redis.call('SMEMBERS', K_HELD)) do
         local key = guard_key(range)
@@ -1774,7 +1785,20 @@ local function fraud_list(_, args)
         end
     end
     table.sort(out, function(a, b) return a[2] < b[2] end)
-    return cjson.encode(out)
+    return out
+end
+
+local function fraud_list(_, args)
+    return cjson.encode(held_ranges(tonumber(args[1])))
+end
+
+-- A reporter's round: holds that ran out are released, and the holds and releases since
+-- the last round are handed over (to this caller only), oldest first.
+local function fraud_report(_, args)
+    held_ranges(tonumber(args[1]))
+    local changes = redis.call('LRANGE', K_GUARD_CHANGES, 0, -1)
+    if #changes > 0 then redis.call('DEL', K_GUARD_CHANGES) end
+    return changes
 end
 
 -- An operator's release of a held range: 'released', or 'not_held'. Its level stays, so
@@ -1982,6 +2006,7 @@ redis.register_function('flashcall_breaker_set', breaker_set)
 redis.register_function('flashcall_breaker_reset', breaker_reset)
 redis.register_function('flashcall_fraud_list', fraud_list)
 redis.register_function('flashcall_fraud_release', fraud_release)
+redis.register_function('flashcall_fraud_report', fraud_report)
 redis.register_function('flashcall_provider_balance', provider_balance)
 -- Writes nothing but the running sums of health, a few fields per provider: it answers at
 -- maxmemory too, as it did when it only read.

@@ -28,6 +28,7 @@ __all__ = [
     "CallbackAnswer",
     "CallbackTarget",
     "Claim",
+    "GuardChange",
     "HeldRange",
     "PublishedConfig",
     "TimerPass",
@@ -46,6 +47,7 @@ __all__ = [
     "fire_timers",
     "fraud_list",
     "fraud_release",
+    "fraud_report",
     "give_up",
     "late_status",
     "learning_state",
@@ -490,6 +492,36 @@ def _held(answer: Any) -> list[HeldRange]:
 def fraud_list(*, now_ms: int) -> Call[list[HeldRange]]:
     """The ranges held at `now_ms`, soonest released first (those run out are released)."""
     return Call("flashcall_fraud_list", (now_ms,), _held)
+
+
+class GuardChange(NamedTuple):
+    """A hold or a release of a number range by the conversion guard."""
+
+    kind: Literal["held", "released"]
+    range: str
+    until_ms: int = 0
+    """Held: when the hold ends."""
+    level: int = 0
+    """Held: the holds within the guard's history, this one included."""
+    reason: str = ""
+    """Released: 'expired' or 'operator'."""
+
+
+def _changes(answer: Any) -> list[GuardChange]:
+    changes = []
+    for entry in answer:
+        kind, number_range, *rest = _text(entry).split(" ")
+        if kind == "held":
+            changes.append(GuardChange("held", number_range, until_ms=int(rest[0]), level=int(rest[1])))
+        else:
+            changes.append(GuardChange("released", number_range, reason=rest[0]))
+    return changes
+
+
+def fraud_report(*, now_ms: int) -> Call[list[GuardChange]]:
+    """A reporter's round: release the holds run out, and take the holds and releases since
+    the last round (each is handed to one caller only)."""
+    return Call("flashcall_fraud_report", (now_ms,), _changes)
 
 
 def fraud_release(number_range: str, *, now_ms: int) -> Call[str]:

@@ -330,6 +330,10 @@ class Store:
         """The library's counts since the last drain (each taken by one caller only)."""
         return await self._call(functions.drain_metrics())
 
+    async def fraud_report(self, *, now_ms: int) -> list[functions.GuardChange]:
+        """The conversion guard's holds and releases since the last report (functions.fraud_report)."""
+        return await self._call(functions.fraud_report(now_ms=now_ms))
+
     async def queue_stats(self, *, now_ms: int) -> dict[str, Any]:
         """{"queued": {queue: n}, "dead": {queue: n}, "timers": {kind: n}, "backlog": {queue: n}};
         the backlog counts step and poll timers due at `now_ms` (docs/operations.md)."""
