@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import ROOT
+from bench.simulate import pumping
 from bench.simulate.engine import RouterKind, SandboxEndpoints, Simulation
 from bench.simulate.report import markdown, plot, table, verdict_table, verdicts
 from bench.simulate.scenarios import LEARNING, SCENARIOS
@@ -28,6 +29,7 @@ from worker.logs.structured import configure
 from worker.routing.config import LearningConfig
 
 QUICK_COUNT = 400
+PUMPING = "pumping"
 
 
 def run_one(
@@ -51,7 +53,9 @@ def run_one(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__)
-    parser.add_argument("scenarios", nargs="*", help=f"default: all of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "scenarios", nargs="*", help=f"default: all of {', '.join(SCENARIOS)} and pumping (in real time)"
+    )
     parser.add_argument("--count", type=int, default=10_000, help="verifications per run (default 10000)")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_COUNT} verifications per run")
     parser.add_argument("--rate", type=float, default=1.0, help="verifications per simulated second")
@@ -76,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # A plain SIGTERM would skip the `finally` blocks that stop Redis and the sandbox.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    unknown = sorted(set(args.scenarios) - set(SCENARIOS))
+    unknown = sorted(set(args.scenarios) - {*SCENARIOS, PUMPING})
     if unknown:
-        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join([*SCENARIOS, PUMPING])}")
     routers = [RouterKind(name.strip()) for name in args.routers.split(",") if name.strip()]
     learning = _overrides(args.learning)
     count = QUICK_COUNT if args.quick else args.count
-    chosen = args.scenarios or list(SCENARIOS)
+    chosen = [name for name in args.scenarios or SCENARIOS if name != PUMPING]
+    pumps = not args.scenarios or PUMPING in args.scenarios
     began = time.monotonic()
 
     def say(text: str) -> None:
@@ -113,6 +118,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             results.append(result)
 
+    pumped: dict[str, Any] | None = None
+    if pumps:
+        try:
+            pumped = pumping.run(pumping.Plan.quick() if args.quick else pumping.Plan(), say)
+        except Exception:  # noqa: BLE001 - the other scenarios' figures still count
+            failed = True
+            say(f"pumping could not run:\n{traceback.format_exc()}")
+        else:
+            say(
+                f"pumping: {pumped['calls_paid_to_attack']} calls paid to the attack, "
+                f"{pumped['legit_refused']} of {pumped['legit_started']} legitimate starts refused"
+            )
     found = verdicts(results)
     window = args.window or max(50, count // 20)
     images = args.docs / "routing-quality"
@@ -128,13 +145,22 @@ def main(argv: list[str] | None = None) -> int:
         f"hysteresis {effective.hysteresis:g}"
     )
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / "routing-quality.md").write_text(markdown(results, found, plots, settings), encoding="utf-8")
+    page = markdown(results, found, plots, settings, pumping.section(pumped) if pumped else "")
+    (args.docs / "routing-quality.md").write_text(page, encoding="utf-8")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     summary = [
         {k: v for k, v in r.items() if k not in ("costs_e4", "approvals", "flash_first")} for r in results
     ]
     args.results.write_text(
-        json.dumps({"settings": settings, "runs": summary, "targets": [v.to_json() for v in found]}, indent=2)
+        json.dumps(
+            {
+                "settings": settings,
+                "runs": summary,
+                "targets": [v.to_json() for v in found],
+                "pumping": pumped,
+            },
+            indent=2,
+        )
         + "\n",
         encoding="utf-8",
     )
@@ -142,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print(verdict_table(found))
+    if pumped:
+        print()
+        print(pumping.section(pumped))
     if failed:
         return 1
-    return 0 if all(v.passed for v in found) else 4
+    return 0 if all(v.passed for v in found) and (pumped is None or pumped["met"]) else 4
 
 
 def _overrides(text: str) -> dict[str, Any]:

@@ -276,7 +276,11 @@ def plot(results: Sequence[Mapping[str, Any]], scenario: str, path: Path, *, win
 
 
 def markdown(
-    results: Sequence[Mapping[str, Any]], found: Sequence[Verdict], plots: Mapping[str, str], settings: str
+    results: Sequence[Mapping[str, Any]],
+    found: Sequence[Verdict],
+    plots: Mapping[str, str],
+    settings: str,
+    pumping: str = "",
 ) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = []
@@ -295,6 +299,7 @@ def markdown(
         + "\n".join(sections)
         + "\n"
         + _estimates_section(results)
+        + (pumping + "\n" if pumping else "")
         + _NOTES.read_text(encoding="utf-8")
     )
 

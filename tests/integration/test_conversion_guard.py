@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 import redis
 
+from tests.support import GUARD as GUARD_OF_ADMISSION
 from tests.support import issue_token
 from worker.core import keys
 from worker.redis import functions
@@ -50,6 +51,22 @@ def approved(client: redis.Redis, n: int) -> None:
     reply_key = functions.check(json.dumps({"id": verification_id, "code": "1234"})).run(client)
     answer = functions.apply_check(verification_id, proof="1", reply_key=reply_key, now_ms=now_ms(client))
     assert answer.run(client) == "approved"
+
+
+def claim_first_attempt(client: redis.Redis, verification_id: str) -> functions.Claim:
+    """What a worker's claim of the verification's first attempt gets."""
+    now = now_ms(client)
+    return functions.begin_attempt(
+        verification_id,
+        expected_attempt=0,
+        now_ms=now,
+        step=0,
+        channel="flashcall",
+        provider="vp",
+        code_hash="",
+        deadline_ms=now + 30_000,
+        guard=GUARD_OF_ADMISSION,
+    ).run(client)
 
 
 def guard_events(client: redis.Redis) -> list[dict[str, str]]:
@@ -233,3 +250,21 @@ def test_a_reporter_releases_a_hold_that_ran_out_though_the_range_starts_no_more
         ("released", RANGE, "expired")
     ]
     assert functions.fraud_list(now_ms=now_ms(library)).run(library) == []
+
+
+def test_a_verification_admitted_before_its_range_was_held_gets_no_further_call(library: redis.Redis) -> None:
+    guarded(library)
+    pump(library, 10)
+
+    claim = claim_first_attempt(library, f"v-{RANGE}-0")
+
+    assert claim.result == "fraud_suspected"
+
+
+def test_a_verification_of_a_range_not_held_is_claimed_as_ever(library: redis.Redis) -> None:
+    guarded(library)
+    start(library, 0)
+
+    claim = claim_first_attempt(library, f"v-{RANGE}-0")
+
+    assert claim.result == "ok"

@@ -7,9 +7,11 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bench.simulate import pumping
 from bench.simulate.__main__ import main
 from bench.simulate.engine import RouterKind, RunResult, SandboxEndpoints, Simulation
 from bench.simulate.scenarios import SCENARIOS
@@ -80,3 +82,22 @@ def test_the_command_writes_the_table_the_plots_and_the_results(tmp_path: Path) 
     saved = json.loads(results.read_text(encoding="utf-8"))
     assert {run["router"] for run in saved["runs"]} == {"learned", "static", "oracle"}
     assert saved["targets"]
+
+
+@pytest.fixture(scope="module")
+def pumped() -> dict[str, Any]:
+    return pumping.run(pumping.Plan.quick(), lambda text: None)
+
+
+def test_a_pumped_range_is_held_before_the_attack_gets_fifty_calls_paid(pumped: dict[str, Any]) -> None:
+    assert 0 < pumped["calls_paid_to_attack"] < pumping.CALLS_TARGET
+    assert set(pumped["held_after_attack_began_s"]) == set(pumping.BOT_RANGES)
+
+
+def test_legitimate_users_are_not_refused_by_the_guard(pumped: dict[str, Any]) -> None:
+    assert pumped["legit_started"] > 0
+    assert pumped["legit_refused"] == 0
+
+
+def test_each_pumped_range_is_released_once_the_attack_stopped(pumped: dict[str, Any]) -> None:
+    assert set(pumped["released_after_attack_stopped_s"]) == set(pumping.BOT_RANGES)

@@ -1125,7 +1125,7 @@ local function admit(provider, member, now, at, guard)
     return 'closed'
 end
 
-local CLAIMED = {'status', 'expires_at', 'attempt', 'attempt_state', 'step', 'tried', 'metadata'}
+local CLAIMED = {'status', 'expires_at', 'attempt', 'attempt_state', 'step', 'tried', 'metadata', 'guard'}
 local CLAIMED_REST = fields_besides(ENDING, CLAIMED)
 -- Read besides: with a code of the router's, the codes delivered before; for a fallback, what
 -- the attempt before did.
@@ -1148,6 +1148,11 @@ local function begin_attempt(_, args)
     if tonumber(v.attempt) ~= expected then return {'stale'} end
     if IN_FLIGHT[v.attempt_state] then return {'in_flight'} end
     if v.attempt_state == 'exhausted' then return {'final'} end
+    -- A verification of a range the conversion guard now holds gets no further call.
+    if v.guard then
+        local held_until = redis.call('HGET', string.match(v.guard, '^([^|]+)'), 'held_until')
+        if held_until and now < tonumber(held_until) then return {'fraud_suspected'} end
+    end
     local attempt = fmt_int(expected + 1)
     local admission, refusal = admit(provider, id .. ':' .. attempt, now, at, guard)
     if not admission then return {refusal} end

@@ -163,8 +163,9 @@ class Claim(NamedTuple):
     """flashcall_begin_attempt's answer."""
 
     result: str
-    """'ok', or why not: 'final', 'stale', 'in_flight', 'not_found', or the provider's refusal
-    'breaker_open', 'no_money', 'budget_spent'."""
+    """'ok', or why not: 'final', 'stale', 'in_flight', 'not_found', 'fraud_suspected' (the
+    conversion guard holds the number's range), or the provider's refusal 'breaker_open',
+    'no_money', 'budget_spent'."""
     admission: str
     """With 'ok': 'closed', 'probe' or 'trial' (see the breaker); '' otherwise."""
     demoted: bool

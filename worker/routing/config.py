@@ -310,7 +310,7 @@ class GuardConfig(_Frozen):
     """The recent stretch a range's starts and approvals are counted over."""
     history: Duration = 86400.0
     """What the window's start rate is compared with."""
-    min_starts: int = Field(default=20, ge=1)
+    min_starts: int = Field(default=15, ge=1)
     """Starts in the window before a range can be held."""
     rise: float = Field(default=5.0, gt=1)
     """How many times its history's start rate the window's must exceed."""

@@ -169,6 +169,10 @@ class Verifier:
                 log.info("provider refused the attempt", reason=claimed)
                 refused[decision.provider.name] = claimed
                 continue
+            if claimed == "fraud_suspected":
+                # Its number range is held: no call more, though a code delivered may still be typed.
+                await self._give_up(v, GiveUp("fraud_suspected", hard=False))
+                return
             if claimed != "ok":
                 log.info("attempt not claimed", result=claimed)
                 return
