@@ -14,7 +14,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import cases
+from tests.support import OwnStack, cases
 from worker.core import keys, phone
 from worker.redis import functions
 from worker.redis.functions import PublishedConfig
@@ -349,3 +349,31 @@ def test_the_fraud_lists_of_routing_yaml_are_published_with_their_lists() -> Non
     )
 
     assert published(config).lists == {"79991234567": "safe", "7900": "blocked"}
+
+
+_RELOADED = """
+providers:
+  vp:
+    type: voicepassword
+    base_url: https://vp.example.test
+    credentials: {api_key: env:VOICEPASSWORD_API_KEY}
+    channels: {voice: {cost: 0.35}}
+policies:
+  default:
+    steps: [{channel: voice}]
+"""
+
+
+def test_a_block_list_saved_into_routing_yaml_holds_once_the_workers_reload_it(own_stack: OwnStack) -> None:
+    with own_stack(_RELOADED) as stack:
+        stack.start_worker(processes=1, threads=4, env={"FLASHCALL_RELOAD_INTERVAL_MS": "200"})
+        client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        assert start_number(client, "before", "79005550001")["status"] == "pending"
+
+        stack.routing_path.write_text(_RELOADED + "fraud: {blocked: ['7900555']}\n", encoding="utf-8")
+        deadline = time.monotonic() + 20
+        while not client.exists(keys.PREFIX + "config:lists") and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+        assert start_number(client, "after", "79005550002")["reason"] == "blocked"
+        client.close()
