@@ -68,7 +68,7 @@ bench: install
 chaos: install
 	$(BIN)/python -m bench.chaos
 
-## simulate: three routers through five scenarios in accelerated time (~15 min on 2 CPUs); writes docs/routing-quality.md
+## simulate: three routers through five scenarios in accelerated time, and traffic pumping in real time (~17 min on 2 CPUs); writes docs/routing-quality.md
 simulate: install
 	$(BIN)/python -m bench.simulate
 

@@ -14,6 +14,7 @@ import redis
 
 from tests.support import GUARD as GUARD_OF_ADMISSION
 from tests.support import issue_token
+from tests.support import redis_now as now_ms
 from worker.core import keys
 from worker.redis import functions
 from worker.redis.functions import PublishedConfig
@@ -72,11 +73,6 @@ def claim_first_attempt(client: redis.Redis, verification_id: str) -> functions.
 def guard_events(client: redis.Redis) -> list[dict[str, str]]:
     entries = cast(list[tuple[str, dict[str, str]]], client.xrange(keys.EVENTS))
     return [fields for _, fields in entries if fields["event"].startswith("fraud_")]
-
-
-def now_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def test_a_range_pumped_with_starts_nobody_approves_is_held(library: redis.Redis) -> None:
