@@ -264,3 +264,16 @@ def test_a_verification_of_a_range_not_held_is_claimed_as_ever(library: redis.Re
     claim = claim_first_attempt(library, f"v-{RANGE}-0")
 
     assert claim.result == "ok"
+
+
+def test_a_pump_that_goes_on_through_the_hold_is_held_again_by_its_first_start_after(
+    library: redis.Redis,
+) -> None:
+    guarded(library)
+    pump(library, 10)
+    pump(library, 40, first=10)
+    library.hset(keys.PREFIX + f"guard:{RANGE}", "held_until", now_ms(library) - 1)
+
+    assert start(library, 99)["reason"] == "fraud_suspected"
+    again = [event for event in guard_events(library) if event["event"] == "fraud_held"][-1]
+    assert (again["level"], int(again["starts"]) >= 50) == ("2", True)

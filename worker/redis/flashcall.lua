@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '15'
+local VERSION = '16'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -926,6 +926,10 @@ local function start(_, args)
     local range = guard and guard_read(guard, request.phone, now)
     local held = range and guard_held(range, now)
     if held then
+        -- Counted all the same: a pump that goes on while its range is held finds the
+        -- range's window full of starts nobody approved once the hold ends, and is held
+        -- again at once, for longer.
+        guard_count(guard, range)
         refuse_start(request, now, 'fraud_suspected')
         return cjson.encode({id = request.id, status = 'failed', reason = 'fraud_suspected', created = true,
                              retry_after = math.ceil(held / 1000)})
@@ -942,6 +946,7 @@ local function start(_, args)
     end
     local hold = range and guard_judge(guard, range, now)
     if hold then
+        guard_count(guard, range)
         refuse_start(request, now, 'fraud_suspected')
         return cjson.encode({id = request.id, status = 'failed', reason = 'fraud_suspected', created = true,
                              retry_after = math.ceil(hold / 1000)})
