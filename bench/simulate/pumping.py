@@ -117,7 +117,6 @@ def run(plan: Plan, say: Callable[[str], None]) -> dict[str, Any]:
 
 
 def _play(plan: Plan, redis_url: str, sandbox_url: str, say: Callable[[str], None]) -> dict[str, Any]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
     seen = _Seen()
     answers: dict[str, dict[str, Any]] = {}
     phones: dict[str, str] = {}
@@ -200,7 +199,6 @@ def _play(plan: Plan, redis_url: str, sandbox_url: str, say: Callable[[str], Non
     stop.set()
     for helper in helpers:
         helper.join()
-    client.close()
     return _figures(plan, answers, seen, began=began, attack=(attack_began, attack_ended))
 
 

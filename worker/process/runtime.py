@@ -216,7 +216,14 @@ class Runtime:
     async def _report(self) -> None:
         """The library's counts into this process's counters; the queues into its gauges;
         the conversion guard's holds and releases into the log, once each cluster-wide."""
-        for change in await self.store.fraud_report(now_ms=int(time.time() * 1000)):
+        # Without a guard nothing is held (a hold kept from an earlier routing.yaml is
+        # released by the next start of its range, or by `flashcall fraud list`).
+        changes = (
+            await self.store.fraud_report(now_ms=int(time.time() * 1000))
+            if self.routing.config.fraud.guard
+            else []
+        )
+        for change in changes:
             if change.kind == "held":
                 log.warning(
                     "number range held as suspected traffic pumping",

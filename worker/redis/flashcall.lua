@@ -745,14 +745,20 @@ local function keyed_limited(subjects, now)
     return wait, kind
 end
 
+-- One more in a sliding-window counter's current bucket, field '<name>:<bucket>' of `key`;
+-- a new bucket drops the one before the previous, which no window reads any more. True
+-- when the bucket is new.
+local function bump(key, name, bucket)
+    if redis.call('HINCRBY', key, name .. ':' .. fmt_int(bucket), '1') ~= 1 then return false end
+    redis.call('HDEL', key, name .. ':' .. fmt_int(bucket - 2))
+    return true
+end
+
 local function count_keyed(subjects, now)
     for _, subject in ipairs(subjects) do
         local longest = 0
-        for i, rule in ipairs(subject.rules) do
-            if redis.call('HINCRBY', subject.key, subject.fields[2 * i - 1], '1') == 1 then
-                -- A new bucket: the one before the previous counts no more.
-                redis.call('HDEL', subject.key, fmt_int(rule[2]) .. ':' .. fmt_int(math.floor(now / rule[2]) - 2))
-            end
+        for _, rule in ipairs(subject.rules) do
+            bump(subject.key, fmt_int(rule[2]), math.floor(now / rule[2]))
             longest = math.max(longest, rule[2])
         end
         redis.call('PEXPIRE', subject.key, fmt_int(2 * longest))
@@ -847,15 +853,11 @@ local function guard_judge(guard, state, now)
     return hold
 end
 
-local function guard_count(guard, state)
-    for i, field in ipairs({state.fields[1], state.fields[3]}) do
-        if redis.call('HINCRBY', state.key, field, '1') == 1 then
-            local per = i == 1 and guard.window or guard.history
-            local letter, bucket = field:match('^(%a):(%d+)$')
-            redis.call('HDEL', state.key, letter .. ':' .. fmt_int(tonumber(bucket) - 2))
-            if letter == 'w' then redis.call('HDEL', state.key, 'a:' .. fmt_int(tonumber(bucket) - 2)) end
-        end
-    end
+local function guard_count(guard, state, now)
+    local window = math.floor(now / guard.window)
+    -- The window's approvals age out with its starts.
+    if bump(state.key, 'w', window) then redis.call('HDEL', state.key, 'a:' .. fmt_int(window - 2)) end
+    bump(state.key, 'h', math.floor(now / guard.history))
     redis.call('PEXPIRE', state.key, fmt_int(2 * guard.history))
 end
 
@@ -896,6 +898,13 @@ local function refuse_start(request, now, reason, limit)
         {reason = reason, limit = limit, client_ip = request.client_ip})
 end
 
+-- refuse_start, and the producer's answer: why, and for limits and holds when to try again.
+local function refused(request, now, reason, wait_ms, limit)
+    refuse_start(request, now, reason, limit)
+    return cjson.encode({id = request.id, status = 'failed', reason = reason, limit = limit, created = true,
+                         retry_after = wait_ms and math.ceil(wait_ms / 1000) or nil})
+end
+
 local function start(_, args)
     local request, err = validate_start(args)
     if not request then return refuse(err) end
@@ -918,10 +927,7 @@ local function start(_, args)
     -- A number on the block list is never called; one on the safe list passes every limit
     -- but its own number's. The longest prefix listed decides.
     local listed = guards.lists and longest_prefix(K_LISTS, request.phone)
-    if listed == 'blocked' then
-        refuse_start(request, now, 'blocked')
-        return cjson.encode({id = request.id, status = 'failed', reason = 'blocked', created = true})
-    end
+    if listed == 'blocked' then return refused(request, now, 'blocked') end
     local guard = listed ~= 'safe' and guards.guard or nil
     local range = guard and guard_read(guard, request.phone, now)
     local held = range and guard_held(range, now)
@@ -929,27 +935,19 @@ local function start(_, args)
         -- Counted all the same: a pump that goes on while its range is held finds the
         -- range's window full of starts nobody approved once the hold ends, and is held
         -- again at once, for longer.
-        guard_count(guard, range)
-        refuse_start(request, now, 'fraud_suspected')
-        return cjson.encode({id = request.id, status = 'failed', reason = 'fraud_suspected', created = true,
-                             retry_after = math.ceil(held / 1000)})
+        guard_count(guard, range, now)
+        return refused(request, now, 'fraud_suspected', held)
     end
     local starts = phone_starts(request.phone, published[1])
     local keyed = keyed_limits(request, now, listed ~= 'safe' and guards.limits or nil)
     local retry_after, limit = phone_limited(starts, now), 'per_phone'
     local keyed_wait, keyed_kind = keyed_limited(keyed, now)
     if keyed_wait and (not retry_after or keyed_wait > retry_after) then retry_after, limit = keyed_wait, keyed_kind end
-    if retry_after then
-        refuse_start(request, now, 'rate_limited', limit)
-        return cjson.encode({id = request.id, status = 'failed', reason = 'rate_limited', limit = limit,
-                             created = true, retry_after = math.ceil(retry_after / 1000)})
-    end
+    if retry_after then return refused(request, now, 'rate_limited', retry_after, limit) end
     local hold = range and guard_judge(guard, range, now)
     if hold then
-        guard_count(guard, range)
-        refuse_start(request, now, 'fraud_suspected')
-        return cjson.encode({id = request.id, status = 'failed', reason = 'fraud_suspected', created = true,
-                             retry_after = math.ceil(hold / 1000)})
+        guard_count(guard, range, now)
+        return refused(request, now, 'fraud_suspected', hold)
     end
     local at = fmt_int(now)
     local expires_at = fmt_int(now + request.ttl * 1000)
@@ -971,7 +969,7 @@ local function start(_, args)
         -- Where the approval is counted: the range's hash and the window's length.
         fields[#fields + 1] = 'guard'
         fields[#fields + 1] = range.key .. '|' .. fmt_int(guard.window) .. '|' .. fmt_int(guard.history)
-        guard_count(guard, range)
+        guard_count(guard, range, now)
     end
     redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIREAT', key, fmt_int(now + request.ttl * 1000 + RETENTION_MS))
