@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 # memory (worker.actors: 107 MB RSS instead of 70) and starts 2 s later (2.5 s instead of 0.5).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: run test unit lint lock-check lock lock-uv install bench chaos simulate soak capacity clean up down
+.PHONY: run test unit lint lock-check lock lock-uv install redis-tools bench chaos simulate soak capacity clean up down
 
 $(UV): requirements-uv.txt
 	$(PYTHON) -m venv $(UV_HOME)
@@ -25,6 +25,17 @@ $(UV): requirements-uv.txt
 # changed the lock or pyproject.toml behind make's back.
 install: $(UV) lock-check
 	$(UV) sync --locked --extra dev --python $(PYTHON) --quiet
+
+## redis-tools: redis-server and redis-sentinel from Debian's packages, where missing (what .ci/run installs for the tests)
+redis-tools:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null 2>&1 || missing="$$missing redis-sentinel"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  root=""; [ "$$(id -u)" -eq 0 ] || root=sudo; \
+	  $$root apt-get update -qq && $$root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 ## run: start redis-server, the sandbox and a worker; verify a phone end to end; stop them all
 run: install
@@ -60,12 +71,12 @@ lock-uv: $(UV)
 		--custom-compile-command "make lock-uv UV_VERSION=$(UV_VERSION)" - -o requirements-uv.txt
 
 ## bench: the project against bare Dramatiq actors, start to approval, Redis per verification (~12 min); writes docs/benchmarks.md
-bench: install
+bench: install redis-tools
 	$(UV) sync --locked --extra dev --extra bench --python $(PYTHON)
 	$(BIN)/python -m bench
 
 ## chaos: kill workers, restart and freeze Redis, break providers, flood it (~15 min); writes docs/reliability.md
-chaos: install
+chaos: install redis-tools
 	$(BIN)/python -m bench.chaos
 
 ## simulate: three routers through five scenarios in accelerated time, and traffic pumping in real time (~17 min on 2 CPUs); writes docs/routing-quality.md
@@ -73,11 +84,11 @@ simulate: install
 	$(BIN)/python -m bench.simulate
 
 ## soak: 30 min of steady mixed traffic on two worker groups under Sentinel, a planned failover and a restart on the way; writes docs/soak.md
-soak: install
+soak: install redis-tools
 	$(BIN)/python -m bench.soak
 
 ## capacity: 1, 2 and 4 worker groups against one Redis, its CPU per verification (~10 min); writes docs/scaling.md
-capacity: install
+capacity: install redis-tools
 	$(BIN)/python -m bench.capacity
 
 ## up: the whole stack in containers (Redis, worker, callbacks, sandbox, Prometheus, Grafana)
