@@ -199,21 +199,33 @@ class LocalStack:
         """Start `flashcall callbacks` on a free port, with more `args`, and with what the
         receiver needs of the environment (Redis, logs: no code secret, no provider keys),
         changed by `env`; answers it and its base URL."""
+        return self._start_http("callbacks", name=name, args=args, env=env)
+
+    def start_api(
+        self, *, keys: str, name: str = "api", args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> tuple[ManagedProcess, str]:
+        """Start `flashcall api` on a free port with FLASHCALL_API_KEYS=`keys` (and its metrics
+        on another), more `args`, the environment changed by `env`; answers it and its base URL."""
+        args = ["--metrics-port", str(free_port()), *args]
+        return self._start_http("api", name=name, args=args, env={"FLASHCALL_API_KEYS": keys, **(env or {})})
+
+    def _start_http(
+        self, command: str, *, name: str, args: Sequence[str], env: Mapping[str, str] | None
+    ) -> tuple[ManagedProcess, str]:
         port = free_port()
-        argv = [sys.executable, "-m", "worker", "callbacks", "--host", "127.0.0.1", "--port", str(port)]
-        argv += args
+        argv = [sys.executable, "-m", "worker", command, "--host", "127.0.0.1", "--port", str(port), *args]
         environment = {**os.environ, "REDIS_URL": self.redis_url, "FLASHCALL_LOG_FORMAT": "json"}
         environment.update({"PYTHONUNBUFFERED": "1", **(env or {})})
-        receiver = _spawn(name, argv, environment, self.log_dir)
-        self.processes.append(receiver)
+        server = _spawn(name, argv, environment, self.log_dir)
+        self.processes.append(server)
         url = f"http://127.0.0.1:{port}"
         _wait_until(
             lambda: httpx.get(f"{url}/health", timeout=1).status_code == 200,
             timeout=20,
-            what="callback receiver",
-            process=receiver,
+            what=f"flashcall {command}",
+            process=server,
         )
-        return receiver, url
+        return server, url
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -146,6 +146,47 @@ def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace, _: Sequence[str]) -> int:
+    from worker.api.app import serve
+    from worker.api.keys import ApiKeys
+    from worker.callbacks.app import ReceiverLimits
+    from worker.redis.connections import RedisTarget
+
+    port = _port(args.port, "--port")
+    metrics_port = _port(args.metrics_port, "--metrics-port")
+    if not 0 < args.check_timeout <= 60:
+        raise FlashcallError(
+            f"--check-timeout must be more than 0 and at most 60 seconds, not {args.check_timeout:g}"
+        )
+    _configure_logging()
+    keys = ApiKeys.from_env()
+    RedisTarget.parse(args.redis_url, setting="--redis-url")
+    names = [option.replace("-", "_") for option in _RECEIVER_LIMITS]
+    limits = ReceiverLimits(
+        **{name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    )
+    serve(
+        args.host,
+        port,
+        redis_url=args.redis_url,
+        keys=keys,
+        metrics_port=metrics_port,
+        check_timeout=args.check_timeout,
+        limits=limits,
+    )
+    return 0
+
+
+def _api_key(args: argparse.Namespace, _: Sequence[str]) -> int:
+    from worker.api.keys import ApiKeys, hashed_entry, new_key
+
+    key = new_key()
+    ApiKeys.parse([("NAME", f"{args.name}:{key}", False)])
+    print(f"key (give it to the client; it is shown only now): {key}")
+    print(f"line of FLASHCALL_API_KEYS_FILE: {hashed_entry(args.name, key)}")
+    return 0
+
+
 def _redis_install(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.redis.connections import RedisTarget, sync_client
     from worker.redis.library import install, library_version
@@ -346,6 +387,28 @@ def _parser() -> argparse.ArgumentParser:
         callbacks.add_argument(f"--{option}", type=int, help=f"{meaning} (defaults: docs/operations.md)")
     callbacks.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     callbacks.set_defaults(handler=_callbacks)
+
+    api = commands.add_parser("api", help="serve the producer contract over HTTP (docs/api.md)")
+    api.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on, the metrics' too (default 127.0.0.1; 0.0.0.0: every interface)",
+    )
+    api.add_argument("--port", type=int, default=8800, help="default 8800")
+    api.add_argument("--metrics-port", type=int, default=9192, help="Prometheus metrics (default 9192)")
+    api.add_argument(
+        "--check-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a check waits for a worker's answer before 504 (default 5)",
+    )
+    for option, meaning in _RECEIVER_LIMITS.items():
+        api.add_argument(f"--{option}", type=int, help=f"{meaning} (defaults: docs/operations.md)")
+    api.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    api.set_defaults(handler=_api)
+    api_key = commands.add_parser("api-key", help="make a new API key and its FLASHCALL_API_KEYS_FILE line")
+    api_key.add_argument("name", help="the key's name: 1 to 64 letters, digits, _ and -")
+    api_key.set_defaults(handler=_api_key)
 
     redis_cmd = commands.add_parser("redis", help="manage the flashcall Redis Functions library")
     redis_sub = redis_cmd.add_subparsers(dest="redis_command", required=True)

@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("routing", ("worker.routing",)),
     ("verification", ("worker.verification",)),
     ("process", ("worker.process",)),
-    ("entry points", ("worker.callbacks", "worker.actors", "worker.cli", "worker.__main__")),
+    ("entry points", ("worker.callbacks", "worker.api", "worker.actors", "worker.cli", "worker.__main__")),
 )
 
 

@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '16'
+local VERSION = '17'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -373,9 +373,9 @@ local function non_json_numeral(payload)
     end
 end
 
-local function decode_request(args, fields)
+local function decode_request(args, fields, most_args)
     local payload = args[1]
-    if #args ~= 1 or type(payload) ~= 'string' or payload == '' then
+    if #args < 1 or #args > (most_args or 1) or type(payload) ~= 'string' or payload == '' then
         return nil, 'expected one argument: a JSON object'
     end
     if #payload > MAX_REQUEST_BYTES then
@@ -476,8 +476,49 @@ end
 local START_FIELDS = {id = true, phone = true, policy = true, channels = true, code_length = true,
                       ttl = true, client_ip = true, limit_key = true, metadata = true}
 
+local API_KEY_NAME = '^[%w_%-]+$'
+local VIA_START = {id = true, api_key = true}
+local VIA_CHECK = {id = true}
+local BAD_VIA = 'the second argument must be a JSON object of what the HTTP API adds (docs/protocol.md)'
+
+-- The HTTP API's second argument (worker/api): what a request brought beside its body. `id` is
+-- the id its URL or its Idempotency-Key header names, which stands for the body's; `api_key`
+-- names the key it came with, written into the metadata where the client cannot choose it.
+local function apply_via(request, payload, allowed)
+    local ok, via = pcall(cjson.decode, payload)
+    if not ok or type(via) ~= 'table' or payload:match('^%s*{') == nil then return BAD_VIA end
+    for name, _ in pairs(via) do
+        if not allowed[name] then return BAD_VIA end
+    end
+    if via.id ~= nil then
+        if request.id == nil then
+            request.id = via.id
+        elseif request.id ~= via.id then
+            return "'id' differs from the id the request names in its URL or its Idempotency-Key header"
+        end
+    end
+    if via.api_key ~= nil then
+        if type(via.api_key) ~= 'string' or #via.api_key > 64 or not via.api_key:match(API_KEY_NAME) then
+            return "'api_key' must be 1 to 64 letters, digits, _ and -"
+        end
+        if request.metadata == nil then request.metadata = {} end
+        if type(request.metadata) == 'table' then request.metadata.api_key = via.api_key end
+    end
+    return nil
+end
+
+-- A request and, from the HTTP API, what it brought beside its body.
+local function decode_with_via(args, fields, via_fields)
+    local request, err = decode_request(args, fields, 2)
+    if request and args[2] ~= nil then
+        err = apply_via(request, args[2], via_fields)
+        if err then return nil, err end
+    end
+    return request, err
+end
+
 local function validate_start(args)
-    local request, err = decode_request(args, START_FIELDS)
+    local request, err = decode_with_via(args, START_FIELDS, VIA_START)
     if not request then return nil, err end
     local out = {}
     out.id, err = valid_id(request.id)
@@ -1006,7 +1047,7 @@ local function reply(key, id, result, status, attempts_left)
 end
 
 local function check(_, args)
-    local request, err = decode_request(args, CHECK_FIELDS)
+    local request, err = decode_with_via(args, CHECK_FIELDS, VIA_CHECK)
     if not request then return refuse(err) end
     local id
     id, err = valid_id(request.id)

@@ -117,14 +117,19 @@ def _flag(value: bool) -> str:
 # --- the producer contract (docs/protocol.md) ----------------------------------------------
 
 
-def start(request_json: str) -> Call[dict[str, Any]]:
-    """Start a verification; `request_json` is the request object of docs/protocol.md."""
-    return Call("flashcall_start", (request_json,), _document)
+def start(request_json: str, *, via: str | None = None) -> Call[dict[str, Any]]:
+    """Start a verification; `request_json` is the request object of docs/protocol.md.
+
+    `via` is the HTTP API's JSON object of what came beside the body: `id` (its
+    Idempotency-Key header) and `api_key` (the name of the key it was sent with)."""
+    return Call("flashcall_start", (request_json,) if via is None else (request_json, via), _document)
 
 
-def check(request_json: str) -> Call[str]:
-    """Check a typed code (`{"id": ..., "code": ...}`): the reply key its answer is pushed on."""
-    return Call("flashcall_check", (request_json,), _text)
+def check(request_json: str, *, via: str | None = None) -> Call[str]:
+    """Check a typed code (`{"id": ..., "code": ...}`): the reply key its answer is pushed on.
+
+    `via` is the HTTP API's `{"id": ...}`, the id of the URL, which stands for the body's."""
+    return Call("flashcall_check", (request_json,) if via is None else (request_json, via), _text)
 
 
 def status(verification_id: str) -> Call[dict[str, Any]]:

@@ -1,0 +1,270 @@
+"""The API's OpenAPI 3.1 document, served at /openapi.json and committed as docs/openapi.json.
+
+Written out rather than derived: the request's rules are the library's (docs/protocol.md),
+and the schemas below restate them for clients and generators. A request valid by this
+document may still be refused by the library (a policy routing.yaml does not have, an id
+of another phone), with a problem the document names; tests/integration/test_api_schema.py
+runs schemathesis against a running API to hold the two together.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from worker.api.problems import MEDIA_TYPE, REASONS
+
+__all__ = ["document"]
+
+_ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+    "description": "The verification's id, chosen by the client: its idempotency key.",
+    "examples": ["order-42"],
+}
+
+_START_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["phone"],
+    "description": "The start request of docs/protocol.md. `id` may be left out when the "
+    "Idempotency-Key header gives it.",
+    "properties": {
+        "id": _ID,
+        "phone": {
+            "type": "string",
+            "description": "A Russian number: +7, 7 or 8 and 10 digits; "
+            "spaces, '-', '(' and ')' are ignored.",
+            "examples": ["+79991234567"],
+        },
+        "policy": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "default": "default"},
+        "channels": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 3,
+            "uniqueItems": True,
+            "items": {"enum": ["flashcall", "voice", "sms"]},
+        },
+        "code_length": {"type": "integer", "minimum": 4, "maximum": 6, "default": 4},
+        "ttl": {"type": "integer", "minimum": 30, "maximum": 86400, "default": 600},
+        "client_ip": {"type": "string", "description": "The end user's IPv4 or IPv6 address."},
+        "limit_key": {"type": "string", "pattern": "^[A-Za-z0-9._:@/-]{1,128}$"},
+        "metadata": {
+            "type": "object",
+            "description": "At most 1024 bytes encoded; `api_key` is set to the key's name.",
+        },
+    },
+}
+
+_START_ANSWER = {
+    "type": "object",
+    "required": ["id", "status", "created"],
+    "properties": {"id": _ID, "status": {"type": "string"}, "created": {"type": "boolean"}},
+}
+
+_CHECK_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["code"],
+    "properties": {
+        "code": {"type": "string", "pattern": "^[0-9]{4,8}$", "examples": ["4567"]},
+        "id": {**_ID, "description": "If given, the id of the URL."},
+    },
+}
+
+_CHECK_ANSWER = {
+    "type": "object",
+    "required": ["id", "result", "status"],
+    "properties": {
+        "id": _ID,
+        "result": {"enum": ["approved", "rejected"]},
+        "status": {"type": "string"},
+        "attempts_left": {"type": "integer", "minimum": 0},
+    },
+}
+
+_STATUS = {
+    "type": "object",
+    "required": ["id", "status", "phone", "policy", "attempts", "checks_left", "cost"],
+    "properties": {
+        "id": _ID,
+        "status": {
+            "enum": [
+                "pending",
+                "sending",
+                "sent",
+                "approved",
+                "failed",
+                "expired",
+                "canceled",
+                "max_attempts",
+            ]
+        },
+        "phone": {"type": "string", "description": "Masked: +7999*****67."},
+        "policy": {"type": "string"},
+        "attempts": {"type": "integer", "minimum": 0},
+        "checks_left": {"type": "integer", "minimum": 0},
+        "cost": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2,4}$"},
+        "created_at": {"type": "integer"},
+        "updated_at": {"type": "integer"},
+        "expires_at": {"type": "integer"},
+        "reason": {"type": "string"},
+        "step": {"type": "integer"},
+        "channel": {"enum": ["flashcall", "voice", "sms"]},
+        "provider": {"type": "string"},
+        "metadata": {"type": "object"},
+    },
+}
+
+_PROBLEM = {
+    "type": "object",
+    "description": "RFC 9457 problem details; `reason` is the contract's word for what happened.",
+    "required": ["type", "title", "status", "detail", "reason"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "reason": {"enum": sorted(REASONS)},
+        "id": {"type": "string"},
+        "limit": {"type": "string"},
+        "retry_after": {"type": "integer"},
+        "created": {"type": "boolean"},
+        "result": {"type": "string"},
+        "verification_status": {"type": "string"},
+        "attempts_left": {"type": "integer"},
+    },
+}
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+
+
+def _problems(*reasons: str) -> dict[str, Any]:
+    """One response per HTTP status among these reasons, each a problem."""
+    by_status: dict[int, list[str]] = {}
+    for reason in ("invalid_request", "unauthorized", "unavailable", "internal", *reasons):
+        by_status.setdefault(REASONS[reason][0], []).append(reason)
+    responses: dict[str, Any] = {}
+    for status, named in sorted(by_status.items()):
+        headers = {}
+        if status in (429, 503):
+            headers["Retry-After"] = {"schema": {"type": "integer"}, "description": "Seconds to wait."}
+        responses[str(status)] = {
+            "description": "A problem: " + ", ".join(f"`{reason}`" for reason in named),
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            **({"headers": headers} if headers else {}),
+        }
+    return responses
+
+
+_PATH_ID = {"name": "id", "in": "path", "required": True, "schema": _ID}
+
+
+@cache
+def document() -> dict[str, Any]:
+    body_problems = ("too_large", "unsupported_media_type")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "flashcall-router API",
+            "version": "1",
+            "description": "Phone verification by flash call, voice call or SMS: the producer "
+            "contract of docs/protocol.md over HTTP (docs/api.md).",
+        },
+        "servers": [{"url": "http://127.0.0.1:8800"}],
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/v1/verifications": {
+                "post": {
+                    "operationId": "startVerification",
+                    "summary": "Start a verification: place the first call",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": _ID,
+                            "description": "The verification's id, as the body's `id` would be.",
+                        }
+                    ],
+                    "requestBody": {"required": True, "content": _json("StartRequest")},
+                    "responses": {
+                        "201": {
+                            "description": "Created: the first call is on its way.",
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                            "content": _json("StartAnswer"),
+                        },
+                        "200": {
+                            "description": "The id exists: nobody is called again.",
+                            "content": _json("StartAnswer"),
+                        },
+                        **_problems(
+                            "id_conflict", "blocked", "rate_limited", "fraud_suspected", *body_problems
+                        ),
+                    },
+                }
+            },
+            "/v1/verifications/{id}": {
+                "get": {
+                    "operationId": "getVerification",
+                    "summary": "The verification's status",
+                    "parameters": [_PATH_ID],
+                    "responses": {
+                        "200": {"description": "The status.", "content": _json("Verification")},
+                        **_problems("not_found"),
+                    },
+                }
+            },
+            "/v1/verifications/{id}/check": {
+                "post": {
+                    "operationId": "checkVerification",
+                    "summary": "Check the code the user typed",
+                    "parameters": [_PATH_ID],
+                    "requestBody": {"required": True, "content": _json("CheckRequest")},
+                    "responses": {
+                        "200": {
+                            "description": "approved, or rejected (a wrong code).",
+                            "content": _json("CheckAnswer"),
+                        },
+                        **_problems(
+                            "not_found",
+                            "max_attempts",
+                            "canceled",
+                            "expired",
+                            "check_timeout",
+                            *body_problems,
+                        ),
+                    },
+                }
+            },
+            "/v1/verifications/{id}/cancel": {
+                "post": {
+                    "operationId": "cancelVerification",
+                    "summary": "Cancel: no further call",
+                    "parameters": [_PATH_ID],
+                    "responses": {
+                        "200": {
+                            "description": "The status after the cancellation.",
+                            "content": _json("Verification"),
+                        },
+                        **_problems("not_found"),
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "An API key."}},
+            "schemas": {
+                "StartRequest": _START_REQUEST,
+                "StartAnswer": _START_ANSWER,
+                "CheckRequest": _CHECK_REQUEST,
+                "CheckAnswer": _CHECK_ANSWER,
+                "Verification": _STATUS,
+                "Problem": _PROBLEM,
+            },
+        },
+    }
