@@ -146,3 +146,91 @@ class TestNumerals:
         request = raw(json.dumps({"id": "order-42", "phone": PHONE, "metadata": {"n": "NUMBER"}}), text)
 
         assert functions.start(request).run(library)["created"] is True
+
+
+def via(**fields: Any) -> str:
+    return json.dumps(fields)
+
+
+class TestWhatTheApiAdds:
+    """flashcall_start's and flashcall_check's second argument: what the HTTP API brought
+    beside the body (worker/api/app.py)."""
+
+    def test_the_id_of_the_api_stands_for_a_missing_body_id(self, library: redis.Redis) -> None:
+        answer = functions.start(json.dumps({"phone": PHONE}), via=via(id="order-7")).run(library)
+
+        assert answer == {"id": "order-7", "status": "pending", "created": True}
+
+    def test_the_same_id_in_the_body_and_from_the_api_is_taken(self, library: redis.Redis) -> None:
+        request = json.dumps({"id": "order-7", "phone": PHONE})
+
+        assert functions.start(request, via=via(id="order-7")).run(library)["created"] is True
+
+    def test_a_body_id_other_than_the_apis_is_refused(self, library: redis.Redis) -> None:
+        request = json.dumps({"id": "order-7", "phone": PHONE})
+
+        assert refusal(library, functions.start(request, via=via(id="order-8"))) == (
+            "flashcall: 'id' differs from the id the request names in its URL or its Idempotency-Key header"
+        )
+
+    def test_a_malformed_id_from_the_api_gets_the_id_error(self, library: redis.Redis) -> None:
+        call = functions.start(json.dumps({"phone": PHONE}), via=via(id="order 7"))
+
+        assert refusal(library, call).startswith("flashcall: 'id' must be 1 to 128 characters")
+
+    def test_the_key_name_is_written_into_the_metadata(self, library: redis.Redis) -> None:
+        request = json.dumps({"id": "order-7", "phone": PHONE, "metadata": {"user": "u-1"}})
+        functions.start(request, via=via(api_key="shop")).run(library)
+
+        assert functions.status("order-7").run(library)["metadata"] == {"user": "u-1", "api_key": "shop"}
+
+    def test_a_key_name_in_the_body_is_replaced_by_the_apis(self, library: redis.Redis) -> None:
+        request = json.dumps({"id": "order-7", "phone": PHONE, "metadata": {"api_key": "other"}})
+        functions.start(request, via=via(api_key="shop")).run(library)
+
+        assert functions.status("order-7").run(library)["metadata"] == {"api_key": "shop"}
+
+    def test_the_key_name_counts_against_the_metadata_limit(self, library: redis.Redis) -> None:
+        metadata = {"note": "x" * (1024 - len('{"note":""}'))}
+        request = json.dumps({"id": "order-7", "phone": PHONE, "metadata": metadata})
+        functions.start(request).run(library)
+
+        with pytest.raises(redis.ResponseError, match="'metadata' is 1041 bytes, the limit is 1024"):
+            functions.start(request.replace("order-7", "order-8"), via=via(api_key="shop")).run(library)
+
+    def test_a_metadata_that_is_not_an_object_keeps_its_error(self, library: redis.Redis) -> None:
+        request = json.dumps({"id": "order-7", "phone": PHONE, "metadata": "x"})
+
+        assert refusal(library, functions.start(request, via=via(api_key="shop"))) == (
+            "flashcall: 'metadata' must be a JSON object"
+        )
+
+    @pytest.mark.parametrize("name", ["", "a b", "x" * 65, "ключ"])
+    def test_a_malformed_key_name_is_refused(self, library: redis.Redis, name: str) -> None:
+        request = json.dumps({"id": "order-7", "phone": PHONE})
+
+        assert refusal(library, functions.start(request, via=via(api_key=name))) == (
+            "flashcall: 'api_key' must be 1 to 64 letters, digits, _ and -"
+        )
+
+    @pytest.mark.parametrize(
+        "second", ["", "nope", "[]", '{"phone":"+79991234567"}', '{"api_key":"shop","x":1}']
+    )
+    def test_a_second_argument_that_is_not_the_apis_is_refused(
+        self, library: redis.Redis, second: str
+    ) -> None:
+        request = json.dumps({"id": "order-7", "phone": PHONE})
+
+        assert refusal(library, functions.start(request, via=second)) == (
+            "flashcall: the second argument must be a JSON object of what the HTTP API adds (docs/protocol.md)"
+        )
+
+    def test_a_check_takes_its_id_from_the_api(self, library: redis.Redis) -> None:
+        reply_key = functions.check(json.dumps({"code": "4567"}), via=via(id="nobody")).run(library)
+
+        assert json.loads(library.lpop(reply_key)) == {"id": "nobody", "result": "not_found"}
+
+    def test_a_check_takes_no_key_name(self, library: redis.Redis) -> None:
+        call = functions.check(json.dumps({"code": "4567"}), via=via(id="nobody", api_key="shop"))
+
+        assert refusal(library, call).startswith("flashcall: the second argument must be")
