@@ -4,10 +4,13 @@ tokens issued as a worker issues them."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -43,9 +46,12 @@ __all__ = [
     "Sandbox",
     "advance_message",
     "cases",
+    "closed_by",
+    "connect",
     "deliver",
     "issue_token",
     "redis_now",
+    "trickle",
 ]
 
 
@@ -156,3 +162,39 @@ def advance_message(queue: str, message_id: str) -> dict[str, Any]:
         "message_id": message_id,
         "message_timestamp": 0,
     }
+
+
+def connect(url: str, timeout: float) -> socket.socket:
+    """A raw connection to an HTTP server, for clients that misbehave."""
+    address = urlsplit(url)
+    return socket.create_connection((address.hostname, address.port), timeout=timeout)
+
+
+def closed_by(sock: socket.socket, deadline: float) -> bool:
+    """Whether the server closes the connection before `deadline` (time.monotonic()),
+    whatever it writes first."""
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(4096):
+                return True
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+    return False
+
+
+def trickle(sock: socket.socket, data: bytes, deadline: float) -> bool:
+    """Send `data` a byte at a time, 0.2 s apart; whether the server closed the
+    connection before `deadline`."""
+    for byte in data:
+        if time.monotonic() >= deadline:
+            return False
+        try:
+            sock.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        if closed_by(sock, min(deadline, time.monotonic() + 0.2)):
+            return True
+    return closed_by(sock, deadline)

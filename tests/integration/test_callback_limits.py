@@ -9,17 +9,15 @@ measurement), while callbacks from well-behaved clients keep getting through; pa
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 
 from flashcall_dev.stack import LocalStack, local_stack
-from tests.support import CALLBACK, issue_token
+from tests.support import CALLBACK, closed_by, connect, issue_token, trickle
 from worker.redis.library import install
 
 pytestmark = pytest.mark.integration
@@ -54,41 +52,6 @@ def client(stack: LocalStack) -> Iterator[redis.Redis]:
     connection.close()
 
 
-def connect(url: str) -> socket.socket:
-    address = urlsplit(url)
-    return socket.create_connection((address.hostname, address.port), timeout=BOUND_S)
-
-
-def closed_by(sock: socket.socket, deadline: float) -> bool:
-    """Whether the server closes the connection before `deadline` (time.monotonic()),
-    whatever it writes first."""
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            if not sock.recv(4096):
-                return True
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
-    return False
-
-
-def trickle(sock: socket.socket, data: bytes, deadline: float) -> bool:
-    """Send `data` a byte at a time, 0.2 s apart; whether the server closed the
-    connection before `deadline`."""
-    for byte in data:
-        if time.monotonic() >= deadline:
-            return False
-        try:
-            sock.sendall(bytes([byte]))
-        except (BrokenPipeError, ConnectionResetError):
-            return True
-        if closed_by(sock, min(deadline, time.monotonic() + 0.2)):
-            return True
-    return closed_by(sock, deadline)
-
-
 def a_callback_gets_through(url: str) -> bool:
     response = httpx.post(f"{url}/callbacks/vp/tok-1", json=CALLBACK, timeout=BOUND_S)
     return response.status_code == 200
@@ -96,7 +59,7 @@ def a_callback_gets_through(url: str) -> bool:
 
 def test_connections_that_never_finish_their_headers_are_closed(receiver: str, client: redis.Redis) -> None:
     with contextlib.ExitStack() as sockets:
-        held = [sockets.enter_context(connect(receiver)) for _ in range(100)]
+        held = [sockets.enter_context(connect(receiver, BOUND_S)) for _ in range(100)]
         for sock in held[:50]:
             sock.sendall(HEADERS_BEGUN)  # the other 50 send nothing at all
         assert a_callback_gets_through(receiver)
@@ -105,20 +68,20 @@ def test_connections_that_never_finish_their_headers_are_closed(receiver: str, c
 
 
 def test_headers_trickled_a_byte_at_a_time_are_cut_off(receiver: str) -> None:
-    with connect(receiver) as sock:
+    with connect(receiver, BOUND_S) as sock:
         assert trickle(sock, HEADERS_BEGUN * 10, time.monotonic() + BOUND_S)
 
 
 def test_a_body_trickled_a_byte_at_a_time_is_cut_off(receiver: str, client: redis.Redis) -> None:
     body = b'{"id": "100042", "state": "NO ANSWER", "padding": "' + b"x" * 100 + b'"}'
-    with connect(receiver) as sock:
+    with connect(receiver, BOUND_S) as sock:
         sock.sendall(HEADERS_BEGUN + f"Content-Length: {len(body)}\r\n\r\n".encode())
         assert trickle(sock, body, time.monotonic() + BOUND_S)
         assert a_callback_gets_through(receiver)
 
 
 def test_an_idle_kept_alive_connection_is_closed(receiver: str) -> None:
-    with connect(receiver) as sock:
+    with connect(receiver, BOUND_S) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: receiver\r\n\r\n")
         assert closed_by(sock, time.monotonic() + BOUND_S)
 
@@ -130,7 +93,7 @@ def test_past_the_connection_cap_requests_are_answered_503(stack: LocalStack, cl
     try:
         with contextlib.ExitStack() as sockets:
             for _ in range(MAX_CONNECTIONS):
-                sockets.enter_context(connect(url))
+                sockets.enter_context(connect(url, BOUND_S))
             assert httpx.post(f"{url}/callbacks/vp/tok-1", json=CALLBACK, timeout=5).status_code == 503
         # Once the receiver has seen them close (at once, but asynchronously):
         answers: list[int] = []

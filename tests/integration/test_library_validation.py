@@ -222,13 +222,14 @@ class TestWhatTheApiAdds:
         request = json.dumps({"id": "order-7", "phone": PHONE})
 
         assert refusal(library, functions.start(request, via=second)) == (
-            "flashcall: the second argument must be a JSON object of what the HTTP API adds (docs/protocol.md)"
+            "flashcall: the second argument must be a JSON object of what the HTTP API adds "
+            "(docs/protocol.md)"
         )
 
     def test_a_check_takes_its_id_from_the_api(self, library: redis.Redis) -> None:
         reply_key = functions.check(json.dumps({"code": "4567"}), via=via(id="nobody")).run(library)
 
-        assert json.loads(library.lpop(reply_key)) == {"id": "nobody", "result": "not_found"}
+        assert json.loads(cast(bytes, library.lpop(reply_key))) == {"id": "nobody", "result": "not_found"}
 
     def test_a_check_takes_no_key_name(self, library: redis.Redis) -> None:
         call = functions.check(json.dumps({"code": "4567"}), via=via(id="nobody", api_key="shop"))
