@@ -200,10 +200,18 @@ async def _start(api: Api, request: Request, key: str) -> Response:
     reason = answer.get("reason")
     if reason in _REFUSED_STARTS:
         retry_after = answer.get("retry_after")
+        if reason != "blocked" and retry_after is None:
+            # A repeat of a refused id: waiting does not help, as it would a first refusal
+            # (429 and Retry-After); the id stays refused, only a new id can start.
+            raise Problem(
+                "refused_id",
+                f"this id's start was refused ({reason}): start again under a new id",
+                id=answer["id"],
+                refusal=reason,
+                created=answer["created"],
+            )
         if reason == "blocked":
             detail = "the number is on routing.yaml's block list: it is never called"
-        elif retry_after is None:
-            detail = f"this id's start was refused ({reason}): start again later under a new id"
         elif reason == "rate_limited":
             detail = f"routing.yaml's {answer.get('limit')} limit admits this start in {retry_after} s"
         else:
@@ -299,7 +307,7 @@ async def _http_problem(_: Request, error: Exception) -> Response:
         return problem(
             "method_not_allowed", "see /openapi.json for the methods", headers=dict(error.headers or {})
         )
-    return problem("not_found", "no such path: see /openapi.json")
+    return problem("no_such_path", "see /openapi.json for the paths")
 
 
 async def _fault(_: Request, error: Exception) -> Response:

@@ -132,6 +132,7 @@ _PROBLEM = {
         "limit": {"type": "string"},
         "retry_after": {"type": "integer"},
         "created": {"type": "boolean"},
+        "refusal": {"enum": ["rate_limited", "fraud_suspected"]},
         "result": {"type": "string"},
         "verification_status": {"type": "string"},
         "attempts_left": {"type": "integer"},
@@ -203,7 +204,12 @@ def document() -> dict[str, Any]:
                             "content": _json("StartAnswer"),
                         },
                         **_problems(
-                            "id_conflict", "blocked", "rate_limited", "fraud_suspected", *body_problems
+                            "id_conflict",
+                            "refused_id",
+                            "blocked",
+                            "rate_limited",
+                            "fraud_suspected",
+                            *body_problems,
                         ),
                     },
                 }

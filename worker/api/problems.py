@@ -23,10 +23,12 @@ REASONS: dict[str, tuple[int, str]] = {
     "unauthorized": (401, "No valid API key was given"),
     "blocked": (403, "The number is on routing.yaml's block list"),
     "not_found": (404, "No verification has this id"),
+    "no_such_path": (404, "The API has no such path"),
     "method_not_allowed": (405, "This path takes another method"),
     "id_conflict": (409, "The id is already used by a verification of another phone"),
     "max_attempts": (409, "The verification takes no more checks"),
     "canceled": (409, "The verification was canceled"),
+    "refused_id": (409, "This id's start was refused: the id takes no new start"),
     "expired": (410, "The verification expired"),
     "too_large": (413, "The request body is too large"),
     "unsupported_media_type": (415, "The request body must be application/json"),
@@ -61,4 +63,6 @@ def problem(reason: str, detail: str, *, headers: Mapping[str, str] | None = Non
         "reason": reason,
         **{name: value for name, value in fields.items() if value is not None},
     }
-    return Response(json.dumps(body), status_code=status, headers=headers, media_type=MEDIA_TYPE)
+    return Response(
+        json.dumps(body, separators=(",", ":")), status_code=status, headers=headers, media_type=MEDIA_TYPE
+    )
