@@ -38,5 +38,6 @@ def test_every_reason_but_the_routers_own_is_documented_on_some_operation() -> N
         for reason in REASONS
         if f"`{reason}`" in response["description"]
     }
-    # A method a path does not take is answered by the router, outside any operation.
-    assert documented == set(REASONS) - {"method_not_allowed"}
+    # A method a path does not take, and a path the API does not have, are answered by the
+    # router, outside any operation.
+    assert documented == set(REASONS) - {"method_not_allowed", "no_such_path"}
