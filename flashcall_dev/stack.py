@@ -202,11 +202,18 @@ class LocalStack:
         return self._start_http("callbacks", name=name, args=args, env=env)
 
     def start_api(
-        self, *, keys: str, name: str = "api", args: Sequence[str] = (), env: Mapping[str, str] | None = None
+        self,
+        *,
+        keys: str,
+        name: str = "api",
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        metrics_port: int | None = None,
     ) -> tuple[ManagedProcess, str]:
         """Start `flashcall api` on a free port with FLASHCALL_API_KEYS=`keys` (and its metrics
-        on another), more `args`, the environment changed by `env`; answers it and its base URL."""
-        args = ["--metrics-port", str(free_port()), *args]
+        on `metrics_port`, or another free one), more `args`, the environment changed by `env`;
+        answers it and its base URL."""
+        args = ["--metrics-port", str(metrics_port or free_port()), *args]
         return self._start_http("api", name=name, args=args, env={"FLASHCALL_API_KEYS": keys, **(env or {})})
 
     def _start_http(

@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import structlog
 
-from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack, redis_server
-from tests.support import OwnStack, Sandbox
+from flashcall_dev.stack import LocalStack, ManagedProcess, free_port, local_stack, redis_server
+from tests.support import API_KEY, Api, OwnStack, Sandbox
 from worker.client import Producer
 from worker.redis.library import install
 
@@ -62,6 +63,23 @@ def sandbox(stack: LocalStack) -> Iterator[Sandbox]:
     control = Sandbox(stack.sandbox_url)
     yield control
     control.close()
+
+
+@pytest.fixture(scope="session")
+def api(stack: LocalStack, worker: ManagedProcess) -> Api:
+    """`flashcall api` in front of the session's Redis and worker, with the key of a client
+    named `shop` (API_KEY), and its metrics on a port of its own."""
+    metrics_port = free_port()
+    process, url = stack.start_api(keys=f"shop:{API_KEY}", metrics_port=metrics_port)
+    return Api(url=url, key=API_KEY, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", process=process)
+
+
+@pytest.fixture
+def api_client(api: Api) -> Iterator[httpx.Client]:
+    """An HTTP client of the session's API, sending the `shop` key."""
+    client = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api.key}"}, timeout=10)
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import redis
 
-from flashcall_dev.stack import LocalStack
+from flashcall_dev.stack import LocalStack, ManagedProcess
 from worker.redis import functions
 from worker.redis.functions import AdmissionGuard
 
@@ -40,8 +41,10 @@ GUARD = AdmissionGuard(
 OwnStack = Callable[[str], AbstractContextManager[LocalStack]]
 
 __all__ = [
+    "API_KEY",
     "CALLBACK",
     "GUARD",
+    "Api",
     "OwnStack",
     "Sandbox",
     "advance_message",
@@ -53,6 +56,20 @@ __all__ = [
     "redis_now",
     "trickle",
 ]
+
+
+#: The `shop` client's key of the session's API (tests only; at least 32 characters).
+API_KEY = "test-shop-key-0123456789abcdefghijklmnop"
+
+
+@dataclass(frozen=True)
+class Api:
+    """A running `flashcall api`: its base URL, the `shop` key it takes, its metrics."""
+
+    url: str
+    key: str
+    metrics_url: str
+    process: ManagedProcess
 
 
 class Sandbox:
