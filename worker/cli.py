@@ -158,13 +158,13 @@ def _api(args: argparse.Namespace, _: Sequence[str]) -> int:
         raise FlashcallError(
             f"--check-timeout must be more than 0 and at most 60 seconds, not {args.check_timeout:g}"
         )
-    _configure_logging()
-    keys = ApiKeys.from_env()
-    RedisTarget.parse(args.redis_url, setting="--redis-url")
     names = [option.replace("-", "_") for option in _RECEIVER_LIMITS]
     limits = ReceiverLimits(
         **{name: getattr(args, name) for name in names if getattr(args, name) is not None}
     )
+    RedisTarget.parse(args.redis_url, setting="--redis-url")
+    _configure_logging()
+    keys = ApiKeys.from_env()
     serve(
         args.host,
         port,
