@@ -1,5 +1,6 @@
-"""`make run` (flashcall demo) ends with an approved verification, whichever provider the
-routing file names: the demo can be pointed at any provider by configuration alone."""
+"""`make run` (flashcall demo) ends with an approved verification, through Redis and then
+through the HTTP API with curl, whichever provider the routing file names: the demo can be
+pointed at any provider by configuration alone."""
 
 from __future__ import annotations
 
@@ -20,5 +21,7 @@ def test_the_demo_approves_a_verification(routing: Path, capsys: pytest.CaptureF
     assert run_demo(routing_path=routing) == 0
     output = capsys.readouterr().out
     assert "final status: approved" in output
+    assert "backend> curl -s" in output
+    assert "final status over HTTP: approved" in output
     if routing in EXAMPLES:
         assert f"through {routing.stem}" in output
