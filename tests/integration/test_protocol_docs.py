@@ -1,16 +1,21 @@
-"""The redis-cli examples of docs/protocol.md, run against the session's Redis and worker.
+"""The redis-cli and curl examples of docs/protocol.md, run against the session's Redis,
+worker and HTTP API.
 
 The conventions are stated at the top of docs/protocol.md. A runnable example is a
 ```console block right after an HTML comment `example: NAME` (optionally `code=DIGITS`);
 each `$ redis-cli ...` line runs as `redis-cli -p PORT ...`, and its output must be the
-lines under it. `<name>` in an output line matches any text and remembers it for later
-commands of the same example; JSON objects are compared as JSON. Ids `order-N`, the
-documented phone and the consumer group `backend` are made unique for every run.
+lines under it. An example whose name ends in `-curl` is the HTTP twin of the example
+before it: each `$ curl ...` line runs in a POSIX shell as written, with the API's real
+address for http://127.0.0.1:8800 and FLASHCALL_API_KEY set to the `shop` key. `<name>`
+in an output line matches any text and remembers it for later commands of the same
+example; JSON objects are compared as JSON. Ids `order-N`, the documented phone and the
+consumer group `backend` are made unique for every run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
@@ -26,7 +31,7 @@ import pytest
 import redis
 
 from flashcall_dev.stack import LocalStack
-from tests.support import Sandbox
+from tests.support import Api, Sandbox
 from worker.core import keys
 from worker.core.phone import mask
 from worker.redis import functions
@@ -51,6 +56,11 @@ DOC_NATIONAL = "9991234567"  # +79991234567, 79991234567, 89991234567
 DOC_SPACED = "(999) 123-45-67"
 DOC_MASKED = "+7999*****67"
 DOC_PROVIDER = "voicepassword"
+#: Where the curl examples find the API: `flashcall api`'s default address.
+DOC_API = "http://127.0.0.1:8800"
+CURL_SUFFIX = "-curl"
+#: Examples with no HTTP twin: the API serves start, check, status and cancel only.
+REDIS_ONLY = frozenset({"version", "events", "direct-start", "dead-letter"})
 #: The cheapest provider of tests/routing.test.yaml, where routing.yaml has voicepassword.
 TEST_PROVIDER = "vp-main"
 
@@ -87,6 +97,10 @@ class Example:
     def reads_stream(self) -> bool:
         return any(re.search(r"\bXREAD(GROUP)?\b", step.command) for step in self.steps)
 
+    @property
+    def over_http(self) -> bool:
+        return self.name.endswith(CURL_SUFFIX)
+
 
 def load_examples(text: str) -> list[Example]:
     examples = []
@@ -111,6 +125,8 @@ def load_examples(text: str) -> list[Example]:
 
 
 EXAMPLES = load_examples(DOC.read_text(encoding="utf-8"))
+REDIS_EXAMPLES = [example for example in EXAMPLES if not example.over_http]
+CURL_EXAMPLES = [example for example in EXAMPLES if example.over_http]
 
 
 # Matching ---------------------------------------------------------------------------
@@ -215,6 +231,23 @@ def redis_cli(argv: list[str]) -> list[str]:
     return lines
 
 
+def curl(command: str, env: dict[str, str]) -> list[str]:
+    """Output lines of a curl command line run by a shell, as a reader would paste it."""
+    done = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, timeout=30, check=False, env=env
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _curl_reads_only(command: str) -> bool:
+    """A GET: no body, no other method."""
+    argv = shlex.split(command)
+    return not any(arg in ("-d", "--data", "--data-raw", "-X", "--request") for arg in argv)
+
+
 def _spaced(phone: str) -> str:
     national = phone[1:]
     return f"({national[:3]}) {national[3:6]}-{national[6:8]}-{national[8:]}"
@@ -230,9 +263,12 @@ def _read_only(argv: list[str]) -> bool:
 class Run:
     """One run of an example: unique ids, the values its placeholders matched, what to clean up."""
 
-    def __init__(self, example: Example, *, port: int, phone: str, sandbox: Sandbox) -> None:
+    def __init__(
+        self, example: Example, *, port: int, phone: str, sandbox: Sandbox, api: Api | None = None
+    ) -> None:
         self.example = example
         self.port = port
+        self.api = api
         self.phone = phone
         self.sandbox = sandbox
         self.suffix = secrets.token_hex(4)
@@ -287,23 +323,46 @@ class Run:
             argv = [_CODE.sub(self._code, arg) for arg in argv]
         return argv[1:]
 
+    def curl_command(self, command: str) -> str:
+        """The command line with this run's ids, phone and code, and the API's real address."""
+        assert self.api is not None, f"example {self.example.name}: a curl example needs the API"
+        command = _PLACEHOLDER.sub(self._captured, self.unique(command))
+        assert command.startswith("curl "), f"example {self.example.name}: not a curl command: {command}"
+        if self.example.code is not None:
+            command = _CODE.sub(self._code, command)
+        return command.replace(DOC_API, self.api.url)
+
     def expected(self, lines: tuple[str, ...]) -> list[str]:
         return [self.unique(line).replace(DOC_PROVIDER, TEST_PROVIDER) for line in lines]
 
+    def _runner(self, command: str) -> tuple[str, Callable[[], list[str]], bool]:
+        """What the step runs (as the failure message shows it), how, and whether it only reads."""
+        if self.example.over_http:
+            assert self.api is not None
+            line = self.curl_command(command)
+            env = {**os.environ, "FLASHCALL_API_KEY": self.api.key}
+            return line, lambda: curl(line, env), _curl_reads_only(line)
+        argv = self.argv(command)
+        return (
+            f"redis-cli {shlex.join(argv)}",
+            lambda: redis_cli(["redis-cli", "-p", str(self.port), *argv]),
+            _read_only(argv),
+        )
+
     def play(self) -> None:
         for step in self.example.steps:
-            argv = self.argv(step.command)
+            shown, run, reads_only = self._runner(step.command)
             expected = self.expected(step.expected)
-            deadline = time.monotonic() + (RETRY_FOR_S if _read_only(argv) else 0)
+            deadline = time.monotonic() + (RETRY_FOR_S if reads_only else 0)
             while True:
-                actual = redis_cli(["redis-cli", "-p", str(self.port), *argv])
+                actual = run()
                 captured = match_output(expected, actual)
                 if captured is not None:
                     self.captured.update(captured)
                     break
                 if time.monotonic() >= deadline:
                     raise Mismatch(
-                        f"example {self.example.name}: $ redis-cli {shlex.join(argv)}\n"
+                        f"example {self.example.name}: $ {shown}\n"
                         "expected:\n  " + "\n  ".join(expected) + "\ngot:\n  " + "\n  ".join(actual)
                     )
                 time.sleep(0.2)
@@ -346,7 +405,7 @@ def test_protocol_doc_has_runnable_examples_with_unique_names() -> None:
     assert all(example.steps for example in EXAMPLES)
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
+@pytest.mark.parametrize("example", REDIS_EXAMPLES, ids=[example.name for example in REDIS_EXAMPLES])
 def test_redis_cli_example_prints_the_documented_output(
     example: Example,
     stack: LocalStack,
@@ -369,6 +428,24 @@ def test_redis_cli_example_prints_the_documented_output(
             break
         finally:
             run.clean_up(client)
+
+
+@pytest.mark.parametrize("example", CURL_EXAMPLES, ids=[example.name for example in CURL_EXAMPLES])
+def test_curl_example_prints_the_documented_output(
+    example: Example,
+    stack: LocalStack,
+    api: Api,
+    sandbox: Sandbox,
+    phone: str,
+    client: redis.Redis,
+) -> None:
+    port = urlsplit(stack.redis_url).port
+    assert port is not None
+    run = Run(example, port=port, phone=phone, sandbox=sandbox, api=api)
+    try:
+        run.play()
+    finally:
+        run.clean_up(client)
 
 
 def test_every_error_in_the_table_is_shown_by_a_runnable_example() -> None:
