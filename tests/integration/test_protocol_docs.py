@@ -14,6 +14,7 @@ consumer group `backend` are made unique for every run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import redis
 
 from flashcall_dev.stack import LocalStack
 from tests.support import Api, Sandbox
+from worker.api.problems import REASONS
 from worker.core import keys
 from worker.core.phone import mask
 from worker.redis import functions
@@ -61,6 +63,12 @@ DOC_API = "http://127.0.0.1:8800"
 CURL_SUFFIX = "-curl"
 #: Examples with no HTTP twin: the API serves start, check, status and cancel only.
 REDIS_ONLY = frozenset({"version", "events", "direct-start", "dead-letter"})
+#: Errors of the table no HTTP request can cause: the API always sends a well-formed second
+#: argument (its key names are checked when it loads them).
+NOT_OVER_HTTP = (
+    "ERR flashcall: the second argument must be",
+    "ERR flashcall: 'api_key' must be",
+)
 #: The cheapest provider of tests/routing.test.yaml, where routing.yaml has voicepassword.
 TEST_PROVIDER = "vp-main"
 
@@ -446,6 +454,48 @@ def test_curl_example_prints_the_documented_output(
         run.play()
     finally:
         run.clean_up(client)
+
+
+def test_every_example_the_api_can_serve_has_its_curl_twin_right_after_it() -> None:
+    assert {example.name for example in REDIS_EXAMPLES} >= REDIS_ONLY
+    assert not EXAMPLES[0].over_http
+    pairs = []
+    for before, example in itertools.pairwise(EXAMPLES):
+        if example.over_http:
+            assert not before.over_http, f"{example.name} follows another curl example"
+            pairs.append((before.name, example.name))
+            assert example.code == before.code, f"{example.name}: code= differs from its twin's"
+    wanted = [example.name for example in REDIS_EXAMPLES if example.name not in REDIS_ONLY]
+    assert pairs == [(name, name + CURL_SUFFIX) for name in wanted]
+
+
+def test_every_problem_reason_is_in_the_over_http_section() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    section = " ".join(text[text.index("\n## Over HTTP\n") :].split("\n## ", 2)[1].split())
+    missing = [reason for reason, (status, _) in REASONS.items() if f"`{status}` `{reason}`" not in section]
+    assert missing == []
+
+
+def test_every_error_the_api_can_give_is_shown_by_a_curl_example() -> None:
+    table = _TABLE_ERROR.findall(DOC.read_text(encoding="utf-8"))
+    details = [
+        _json_pattern(line)[0].get("detail", "")
+        for example in CURL_EXAMPLES
+        for step in example.steps
+        for line in step.expected
+        if line.startswith("{")
+    ]
+    # The size limits need requests too long to show, as with redis-cli.
+    missing = [
+        error
+        for error in table
+        if "bytes, the limit is" not in error
+        and not error.startswith(NOT_OVER_HTTP)
+        and not any(
+            match_text(error.removeprefix("ERR flashcall: "), detail) is not None for detail in details
+        )
+    ]
+    assert missing == []
 
 
 def test_every_error_in_the_table_is_shown_by_a_runnable_example() -> None:
