@@ -250,6 +250,15 @@ def curl(command: str, env: dict[str, str]) -> list[str]:
     return lines
 
 
+def curl_env(api_key: str, home: Path) -> dict[str, str]:
+    """The environment of the curl examples: the key, and nothing of the machine's that would
+    change what curl prints (a ~/.curlrc, a proxy that does not reach 127.0.0.1)."""
+    env = {name: value for name, value in os.environ.items() if not name.lower().endswith("_proxy")}
+    env.update({"FLASHCALL_API_KEY": api_key, "HOME": str(home), "CURL_HOME": str(home)})
+    env.update({"XDG_CONFIG_HOME": str(home)})
+    return env
+
+
 def _curl_reads_only(command: str) -> bool:
     """A GET: no body, no other method."""
     argv = shlex.split(command)
@@ -272,11 +281,19 @@ class Run:
     """One run of an example: unique ids, the values its placeholders matched, what to clean up."""
 
     def __init__(
-        self, example: Example, *, port: int, phone: str, sandbox: Sandbox, api: Api | None = None
+        self,
+        example: Example,
+        *,
+        port: int,
+        phone: str,
+        sandbox: Sandbox,
+        api: Api | None = None,
+        curl_env: dict[str, str] | None = None,
     ) -> None:
         self.example = example
         self.port = port
         self.api = api
+        self.curl_env = curl_env
         self.phone = phone
         self.sandbox = sandbox
         self.suffix = secrets.token_hex(4)
@@ -346,9 +363,9 @@ class Run:
     def _runner(self, command: str) -> tuple[str, Callable[[], list[str]], bool]:
         """What the step runs (as the failure message shows it), how, and whether it only reads."""
         if self.example.over_http:
-            assert self.api is not None
             line = self.curl_command(command)
-            env = {**os.environ, "FLASHCALL_API_KEY": self.api.key}
+            env = self.curl_env
+            assert env is not None, f"example {self.example.name}: a curl example needs curl's environment"
             return line, lambda: curl(line, env), _curl_reads_only(line)
         argv = self.argv(command)
         return (
@@ -446,10 +463,11 @@ def test_curl_example_prints_the_documented_output(
     sandbox: Sandbox,
     phone: str,
     client: redis.Redis,
+    tmp_path: Path,
 ) -> None:
     port = urlsplit(stack.redis_url).port
     assert port is not None
-    run = Run(example, port=port, phone=phone, sandbox=sandbox, api=api)
+    run = Run(example, port=port, phone=phone, sandbox=sandbox, api=api, curl_env=curl_env(api.key, tmp_path))
     try:
         run.play()
     finally:
