@@ -531,7 +531,7 @@ def test_every_error_in_the_table_is_shown_by_a_runnable_example() -> None:
 
 
 def test_size_limit_errors_read_as_the_table_says(
-    cli: Callable[..., list[str]], client: redis.Redis, phone: str
+    cli: Callable[..., list[str]], client: redis.Redis, phone: str, worker: object
 ) -> None:
     table = [error for error in _TABLE_ERROR.findall(DOC.read_text(encoding="utf-8")) if "limit is" in error]
     assert len(table) == 2
