@@ -1,16 +1,22 @@
-"""The redis-cli examples of docs/protocol.md, run against the session's Redis and worker.
+"""The redis-cli and curl examples of docs/protocol.md, run against the session's Redis,
+worker and HTTP API.
 
 The conventions are stated at the top of docs/protocol.md. A runnable example is a
 ```console block right after an HTML comment `example: NAME` (optionally `code=DIGITS`);
 each `$ redis-cli ...` line runs as `redis-cli -p PORT ...`, and its output must be the
-lines under it. `<name>` in an output line matches any text and remembers it for later
-commands of the same example; JSON objects are compared as JSON. Ids `order-N`, the
-documented phone and the consumer group `backend` are made unique for every run.
+lines under it. An example whose name ends in `-curl` is the HTTP twin of the example
+before it: each `$ curl ...` line runs in a POSIX shell as written, with the API's real
+address for http://127.0.0.1:8800 and FLASHCALL_API_KEY set to the `shop` key. `<name>`
+in an output line matches any text and remembers it for later commands of the same
+example; JSON objects are compared as JSON. Ids `order-N`, the documented phone and the
+consumer group `backend` are made unique for every run.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
 import secrets
 import shlex
@@ -26,7 +32,8 @@ import pytest
 import redis
 
 from flashcall_dev.stack import LocalStack
-from tests.support import Sandbox
+from tests.support import Api, Sandbox
+from worker.api.problems import REASONS
 from worker.core import keys
 from worker.core.phone import mask
 from worker.redis import functions
@@ -51,6 +58,17 @@ DOC_NATIONAL = "9991234567"  # +79991234567, 79991234567, 89991234567
 DOC_SPACED = "(999) 123-45-67"
 DOC_MASKED = "+7999*****67"
 DOC_PROVIDER = "voicepassword"
+#: Where the curl examples find the API: `flashcall api`'s default address.
+DOC_API = "http://127.0.0.1:8800"
+CURL_SUFFIX = "-curl"
+#: Examples with no HTTP twin: the API serves start, check, status and cancel only.
+REDIS_ONLY = frozenset({"version", "events", "direct-start", "dead-letter"})
+#: Errors of the table no HTTP request can cause: the API always sends a well-formed second
+#: argument (its key names are checked when it loads them).
+NOT_OVER_HTTP = (
+    "ERR flashcall: the second argument must be",
+    "ERR flashcall: 'api_key' must be",
+)
 #: The cheapest provider of tests/routing.test.yaml, where routing.yaml has voicepassword.
 TEST_PROVIDER = "vp-main"
 
@@ -87,6 +105,10 @@ class Example:
     def reads_stream(self) -> bool:
         return any(re.search(r"\bXREAD(GROUP)?\b", step.command) for step in self.steps)
 
+    @property
+    def over_http(self) -> bool:
+        return self.name.endswith(CURL_SUFFIX)
+
 
 def load_examples(text: str) -> list[Example]:
     examples = []
@@ -111,6 +133,8 @@ def load_examples(text: str) -> list[Example]:
 
 
 EXAMPLES = load_examples(DOC.read_text(encoding="utf-8"))
+REDIS_EXAMPLES = [example for example in EXAMPLES if not example.over_http]
+CURL_EXAMPLES = [example for example in EXAMPLES if example.over_http]
 
 
 # Matching ---------------------------------------------------------------------------
@@ -215,6 +239,32 @@ def redis_cli(argv: list[str]) -> list[str]:
     return lines
 
 
+def curl(command: str, env: dict[str, str]) -> list[str]:
+    """Output lines of a curl command line run by a shell, as a reader would paste it."""
+    done = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, timeout=30, check=False, env=env
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def curl_env(api_key: str, home: Path) -> dict[str, str]:
+    """The environment of the curl examples: the key, and nothing of the machine's that would
+    change what curl prints (a ~/.curlrc, a proxy that does not reach 127.0.0.1)."""
+    env = {name: value for name, value in os.environ.items() if not name.lower().endswith("_proxy")}
+    env.update({"FLASHCALL_API_KEY": api_key, "HOME": str(home), "CURL_HOME": str(home)})
+    env.update({"XDG_CONFIG_HOME": str(home)})
+    return env
+
+
+def _curl_reads_only(command: str) -> bool:
+    """A GET: no body, no other method."""
+    argv = shlex.split(command)
+    return not any(arg in ("-d", "--data", "--data-raw", "-X", "--request") for arg in argv)
+
+
 def _spaced(phone: str) -> str:
     national = phone[1:]
     return f"({national[:3]}) {national[3:6]}-{national[6:8]}-{national[8:]}"
@@ -230,9 +280,20 @@ def _read_only(argv: list[str]) -> bool:
 class Run:
     """One run of an example: unique ids, the values its placeholders matched, what to clean up."""
 
-    def __init__(self, example: Example, *, port: int, phone: str, sandbox: Sandbox) -> None:
+    def __init__(
+        self,
+        example: Example,
+        *,
+        port: int,
+        phone: str,
+        sandbox: Sandbox,
+        api: Api | None = None,
+        curl_env: dict[str, str] | None = None,
+    ) -> None:
         self.example = example
         self.port = port
+        self.api = api
+        self.curl_env = curl_env
         self.phone = phone
         self.sandbox = sandbox
         self.suffix = secrets.token_hex(4)
@@ -287,23 +348,46 @@ class Run:
             argv = [_CODE.sub(self._code, arg) for arg in argv]
         return argv[1:]
 
+    def curl_command(self, command: str) -> str:
+        """The command line with this run's ids, phone and code, and the API's real address."""
+        assert self.api is not None, f"example {self.example.name}: a curl example needs the API"
+        command = _PLACEHOLDER.sub(self._captured, self.unique(command))
+        assert command.startswith("curl "), f"example {self.example.name}: not a curl command: {command}"
+        if self.example.code is not None:
+            command = _CODE.sub(self._code, command)
+        return command.replace(DOC_API, self.api.url)
+
     def expected(self, lines: tuple[str, ...]) -> list[str]:
         return [self.unique(line).replace(DOC_PROVIDER, TEST_PROVIDER) for line in lines]
 
+    def _runner(self, command: str) -> tuple[str, Callable[[], list[str]], bool]:
+        """What the step runs (as the failure message shows it), how, and whether it only reads."""
+        if self.example.over_http:
+            line = self.curl_command(command)
+            env = self.curl_env
+            assert env is not None, f"example {self.example.name}: a curl example needs curl's environment"
+            return line, lambda: curl(line, env), _curl_reads_only(line)
+        argv = self.argv(command)
+        return (
+            f"redis-cli {shlex.join(argv)}",
+            lambda: redis_cli(["redis-cli", "-p", str(self.port), *argv]),
+            _read_only(argv),
+        )
+
     def play(self) -> None:
         for step in self.example.steps:
-            argv = self.argv(step.command)
+            shown, run, reads_only = self._runner(step.command)
             expected = self.expected(step.expected)
-            deadline = time.monotonic() + (RETRY_FOR_S if _read_only(argv) else 0)
+            deadline = time.monotonic() + (RETRY_FOR_S if reads_only else 0)
             while True:
-                actual = redis_cli(["redis-cli", "-p", str(self.port), *argv])
+                actual = run()
                 captured = match_output(expected, actual)
                 if captured is not None:
                     self.captured.update(captured)
                     break
                 if time.monotonic() >= deadline:
                     raise Mismatch(
-                        f"example {self.example.name}: $ redis-cli {shlex.join(argv)}\n"
+                        f"example {self.example.name}: $ {shown}\n"
                         "expected:\n  " + "\n  ".join(expected) + "\ngot:\n  " + "\n  ".join(actual)
                     )
                 time.sleep(0.2)
@@ -346,7 +430,7 @@ def test_protocol_doc_has_runnable_examples_with_unique_names() -> None:
     assert all(example.steps for example in EXAMPLES)
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
+@pytest.mark.parametrize("example", REDIS_EXAMPLES, ids=[example.name for example in REDIS_EXAMPLES])
 def test_redis_cli_example_prints_the_documented_output(
     example: Example,
     stack: LocalStack,
@@ -371,6 +455,67 @@ def test_redis_cli_example_prints_the_documented_output(
             run.clean_up(client)
 
 
+@pytest.mark.parametrize("example", CURL_EXAMPLES, ids=[example.name for example in CURL_EXAMPLES])
+def test_curl_example_prints_the_documented_output(
+    example: Example,
+    stack: LocalStack,
+    api: Api,
+    sandbox: Sandbox,
+    phone: str,
+    client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    port = urlsplit(stack.redis_url).port
+    assert port is not None
+    run = Run(example, port=port, phone=phone, sandbox=sandbox, api=api, curl_env=curl_env(api.key, tmp_path))
+    try:
+        run.play()
+    finally:
+        run.clean_up(client)
+
+
+def test_every_example_the_api_can_serve_has_its_curl_twin_right_after_it() -> None:
+    assert {example.name for example in REDIS_EXAMPLES} >= REDIS_ONLY
+    assert not EXAMPLES[0].over_http
+    pairs = []
+    for before, example in itertools.pairwise(EXAMPLES):
+        if example.over_http:
+            assert not before.over_http, f"{example.name} follows another curl example"
+            pairs.append((before.name, example.name))
+            assert example.code == before.code, f"{example.name}: code= differs from its twin's"
+    wanted = [example.name for example in REDIS_EXAMPLES if example.name not in REDIS_ONLY]
+    assert pairs == [(name, name + CURL_SUFFIX) for name in wanted]
+
+
+def test_every_problem_reason_is_in_the_over_http_section() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    section = " ".join(text[text.index("\n## Over HTTP\n") :].split("\n## ", 2)[1].split())
+    missing = [reason for reason, (status, _) in REASONS.items() if f"`{status}` `{reason}`" not in section]
+    assert missing == []
+
+
+def test_every_error_the_api_can_give_is_shown_by_a_curl_example() -> None:
+    table = _TABLE_ERROR.findall(DOC.read_text(encoding="utf-8"))
+    details = [
+        _json_pattern(line)[0].get("detail", "")
+        for example in CURL_EXAMPLES
+        for step in example.steps
+        for line in step.expected
+        if line.startswith("{")
+    ]
+    # The size limits need requests too long to show, as with redis-cli.
+    missing = [
+        error
+        for error in table
+        if "bytes, the limit is" not in error
+        and not error.startswith(NOT_OVER_HTTP)
+        and not any(
+            match_text(error.removeprefix("ERR flashcall: "), detail) is not None for detail in details
+        )
+    ]
+    assert missing == []
+
+
 def test_every_error_in_the_table_is_shown_by_a_runnable_example() -> None:
     table = _TABLE_ERROR.findall(DOC.read_text(encoding="utf-8"))
     assert len(table) >= 20
@@ -386,7 +531,7 @@ def test_every_error_in_the_table_is_shown_by_a_runnable_example() -> None:
 
 
 def test_size_limit_errors_read_as_the_table_says(
-    cli: Callable[..., list[str]], client: redis.Redis, phone: str
+    cli: Callable[..., list[str]], client: redis.Redis, phone: str, worker: object
 ) -> None:
     table = [error for error in _TABLE_ERROR.findall(DOC.read_text(encoding="utf-8")) if "limit is" in error]
     assert len(table) == 2
