@@ -35,7 +35,7 @@ REASONS: dict[str, tuple[int, str]] = {
     "rate_limited": (429, "A limit of routing.yaml refuses this start for now"),
     "fraud_suspected": (429, "The conversion guard holds this number range for now"),
     "internal": (500, "The API failed to answer"),
-    "unavailable": (503, "Redis did not answer"),
+    "unavailable": (503, "Redis cannot serve the API now"),
     "check_timeout": (504, "No worker answered the check in time"),
 }
 
