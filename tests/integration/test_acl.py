@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import secrets
 import shlex
+import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 import redis
 
-from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack, redis_server
+from flashcall_dev.stack import LocalStack, ManagedProcess, free_port, local_stack, redis_server
 from tests.conftest import TEST_ROUTING
 from tests.support import CALLBACK, Sandbox
 from worker.callbacks.app import create_app
@@ -320,17 +323,33 @@ def test_the_api_user_has_the_producers_rules_in_the_file() -> None:
     assert rules_in_the_file("flashcall-api") == rules_in_the_file("flashcall-producer")
 
 
+def rights(client: redis.Redis, user: str) -> dict[str, Any]:
+    """What ACL GETUSER answers for `user` but its passwords, commands as sets: Redis lists
+    them in the order of its hash tables, which differs from one server to another."""
+    info: dict[str, Any] | None = client.acl_getuser(user)
+    assert info is not None, user
+    selectors = [dict(zip(selector[::2], selector[1::2], strict=True)) for selector in info["selectors"]]
+    return {
+        **{field: value for field, value in info.items() if field not in {"passwords", "selectors"}},
+        "commands": set(info["commands"]),
+        "selectors": sorted(
+            ({**selector, "commands": set(selector["commands"].split())} for selector in selectors),
+            key=lambda selector: str(selector["keys"]),
+        ),
+    }
+
+
 def test_redis_gives_the_api_user_exactly_the_producers_rights(acl_server: AclServer) -> None:
     admin = acl_server.client("flashcall-admin")
     try:
-        api, producer = (admin.acl_getuser(user) for user in ("flashcall-api", "flashcall-producer"))
+        assert rights(admin, "flashcall-api") == rights(admin, "flashcall-producer")
+        # A user of its own: the same rights, not the same password.
+        api, producer = (
+            cast(dict[str, Any], admin.acl_getuser(user)) for user in ("flashcall-api", "flashcall-producer")
+        )
+        assert api["passwords"] != producer["passwords"]
     finally:
         admin.close()
-    assert api is not None
-    assert producer is not None
-    # The passwords' hashes differ; everything else Redis knows of a user is its rights.
-    assert api.pop("passwords") != producer.pop("passwords")
-    assert api == producer
 
 
 FORBIDDEN_TO_THE_API = {
@@ -388,6 +407,50 @@ def test_the_api_serves_every_operation_as_its_own_user(
         http.close()
         sandbox.close()
         reader.close()
+
+
+COMPOSE_USERS = USERS_FILE.parent / "compose-users.sh"
+
+
+def test_the_compose_redis_gives_the_api_user_the_producers_rights(
+    acl_server: AclServer, tmp_path: Path
+) -> None:
+    # deploy/redis/compose-users.sh as the compose stack runs it, the image's entrypoint
+    # replaced by one that runs the command it is given, as the image's does.
+    entrypoint = tmp_path / "docker-entrypoint.sh"
+    entrypoint.write_text('#!/bin/sh\nexec "$@"\n')
+    entrypoint.chmod(0o755)
+    password, port = secrets.token_hex(16), free_port()
+    env = {
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "FLASHCALL_ACL_FILE": str(tmp_path / "users.acl"),
+        "FLASHCALL_REDIS_API_PASSWORD": password,
+    }
+    argv = ["sh", str(COMPOSE_USERS), "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no"]  # fmt: skip
+    log = (tmp_path / "redis.log").open("wb")
+    server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    anonymous = redis.Redis(port=port, decode_responses=True)
+    api = redis.Redis(port=port, username="flashcall-api", password=password, decode_responses=True)
+    admin = acl_server.client("flashcall-admin")
+    try:
+        for _ in range(200):
+            with contextlib.suppress(redis.ConnectionError):
+                if anonymous.ping():
+                    break
+            assert server.poll() is None, (tmp_path / "redis.log").read_text()
+            time.sleep(0.05)
+        # The other services of the stack still connect without a password.
+        assert anonymous.acl_whoami() == "default"
+        assert api.ping()  # logged in with the password of the environment
+        assert refused(api, "HSET flashcall:breaker:vp-main state closed")
+        assert rights(anonymous, "flashcall-api") == rights(admin, "flashcall-producer")
+    finally:
+        for client in (anonymous, api, admin):
+            client.close()
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
 
 
 def test_an_events_reader_follows_the_stream(
