@@ -91,13 +91,21 @@ soak: install redis-tools
 capacity: install redis-tools
 	$(BIN)/python -m bench.capacity
 
-## up: the whole stack in containers (Redis, worker, callbacks, sandbox, Prometheus, Grafana)
-up:
+## up: the whole stack in containers (Redis, worker, callbacks, API, sandbox, Prometheus, Grafana)
+up: deploy/.env
 	FLASHCALL_CODE_SECRET=$${FLASHCALL_CODE_SECRET:-$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(32))')} \
 		docker compose -f deploy/docker-compose.yml up -d --build
 
 down:
 	docker compose -f deploy/docker-compose.yml down
+
+# The compose API's key and its Redis user's password, made once and kept (a new password
+# at every `make up` would recreate Redis, a new key lock the client out); never committed.
+deploy/.env:
+	@umask 077; $(PYTHON) -c 'import secrets; \
+		print(f"FLASHCALL_REDIS_API_PASSWORD={secrets.token_hex(32)}"); \
+		print(f"FLASHCALL_API_KEYS=dev:{secrets.token_urlsafe(32)}")' > $@
+	@echo "wrote $@: the API (http://127.0.0.1:8800) takes the key after 'dev:' in its FLASHCALL_API_KEYS"
 
 clean:
 	rm -rf $(VENV) $(UV_HOME) .pytest_cache .mypy_cache .ruff_cache

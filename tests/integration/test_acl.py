@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import secrets
 import shlex
+import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 import redis
 
-from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack, redis_server
+from flashcall_dev.stack import LocalStack, ManagedProcess, free_port, local_stack, redis_server
 from tests.conftest import TEST_ROUTING
 from tests.support import CALLBACK, Sandbox
 from worker.callbacks.app import create_app
@@ -47,6 +50,7 @@ USERS_FILE = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "users.a
 PASSWORD_VARIABLES = {
     "flashcall-admin": "FLASHCALL_REDIS_ADMIN_PASSWORD",
     "flashcall-producer": "FLASHCALL_REDIS_PRODUCER_PASSWORD",
+    "flashcall-api": "FLASHCALL_REDIS_API_PASSWORD",
     "flashcall-events": "FLASHCALL_REDIS_EVENTS_PASSWORD",
     "flashcall-worker": "FLASHCALL_REDIS_WORKER_PASSWORD",
     "flashcall-callbacks": "FLASHCALL_REDIS_CALLBACKS_PASSWORD",
@@ -305,6 +309,148 @@ def test_what_the_producer_functions_run_stays_possible_outside_them(
     # docs/operations.md lists these: if Redis ever refuses them, update the docs.
     assert not refused(as_producer.client, command)
     remove_fake_messages(acl_server)
+
+
+def rules_in_the_file(user: str) -> str:
+    """`user`'s rules in the users file, its name and password left out."""
+    (line,) = [line for line in USERS_FILE.read_text().splitlines() if line.startswith(f"user {user} ")]
+    return line.removeprefix(f"user {user} on >${{{PASSWORD_VARIABLES[user]}}} ")
+
+
+def test_the_api_user_has_the_producers_rules_in_the_file() -> None:
+    # The API is a producer that holds the credential for backends that may not: one rule
+    # more would be a right no producer has, one fewer a start or check that fails.
+    assert rules_in_the_file("flashcall-api") == rules_in_the_file("flashcall-producer")
+
+
+def rights(client: redis.Redis, user: str) -> dict[str, Any]:
+    """What ACL GETUSER answers for `user` but its passwords, commands as sets: Redis lists
+    them in the order of its hash tables, which differs from one server to another."""
+    info: dict[str, Any] | None = client.acl_getuser(user)
+    assert info is not None, user
+    selectors = [dict(zip(selector[::2], selector[1::2], strict=True)) for selector in info["selectors"]]
+    return {
+        **{field: value for field, value in info.items() if field not in {"passwords", "selectors"}},
+        "commands": set(info["commands"]),
+        "selectors": sorted(
+            ({**selector, "commands": set(selector["commands"].split())} for selector in selectors),
+            key=lambda selector: str(selector["keys"]),
+        ),
+    }
+
+
+def test_redis_gives_the_api_user_exactly_the_producers_rights(acl_server: AclServer) -> None:
+    admin = acl_server.client("flashcall-admin")
+    try:
+        assert rights(admin, "flashcall-api") == rights(admin, "flashcall-producer")
+        # A user of its own: the same rights, not the same password.
+        api, producer = (
+            cast(dict[str, Any], admin.acl_getuser(user)) for user in ("flashcall-api", "flashcall-producer")
+        )
+        assert api["passwords"] != producer["passwords"]
+    finally:
+        admin.close()
+
+
+FORBIDDEN_TO_THE_API = {
+    **FORBIDDEN_TO_PRODUCERS,
+    "change a breaker": "HSET flashcall:breaker:vp-main state closed",
+    "change the published configuration": "HSET flashcall:config:operators 7999 x",
+    "write a callback token": "SET flashcall:callback:x {}",
+    "take a providers callback": "FCALL flashcall_callback_accept 0 x",
+    "record a delivery": "FCALL flashcall_attempt_delivered 0 order-42 1",
+    "change users": "ACL SETUSER intruder on nopass +@all",
+}
+
+
+@pytest.mark.parametrize("command", FORBIDDEN_TO_THE_API.values(), ids=FORBIDDEN_TO_THE_API.keys())
+def test_the_api_user_is_refused(acl_server: AclServer, command: str) -> None:
+    assert refused_as(acl_server, "flashcall-api", command)
+
+
+def test_the_api_serves_every_operation_as_its_own_user(
+    acl_server: AclServer,
+    acl_stack: LocalStack,
+    acl_worker: ManagedProcess,
+    phone: str,
+    new_phone: Callable[[], str],
+    verification_id: str,
+) -> None:
+    key = secrets.token_urlsafe(32)
+    _, url = acl_stack.start_api(
+        keys=f"shop:{key}", env={"REDIS_URL": acl_server.url_of("flashcall-api")}, name="api-acl"
+    )
+    reader = Producer.from_url(acl_server.url_of("flashcall-events"))
+    sandbox = Sandbox(acl_stack.sandbox_url)
+    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=15)
+    try:
+        # /ready reads the library's version, a producer function like the others.
+        assert http.get("/ready").status_code == 200
+        started = http.post("/v1/verifications", json={"id": verification_id, "phone": "+" + phone})
+        assert started.status_code == 201, started.text
+        assert reader.wait_for(verification_id, {"delivered", "failed"})["event"] == "delivered"
+        status = http.get(f"/v1/verifications/{verification_id}")
+        assert (status.status_code, status.json()["id"]) == (200, verification_id), status.text
+        code = sandbox.inbox(phone)[-1]["code"]
+        # A check waits for the worker's answer with BLPOP on a reply key, as the producer does.
+        checked = http.post(f"/v1/verifications/{verification_id}/check", json={"code": code})
+        assert checked.json()["result"] == "approved", checked.text
+
+        again = verification_id + "-cancel"
+        # Another number: a second start to the first would meet its per-number limit.
+        assert (
+            http.post("/v1/verifications", json={"id": again, "phone": "+" + new_phone()}).status_code == 201
+        )
+        canceled = http.post(f"/v1/verifications/{again}/cancel")
+        assert canceled.json()["status"] == "canceled", canceled.text
+    finally:
+        http.close()
+        sandbox.close()
+        reader.close()
+
+
+COMPOSE_USERS = USERS_FILE.parent / "compose-users.sh"
+
+
+def test_the_compose_redis_gives_the_api_user_the_producers_rights(
+    acl_server: AclServer, tmp_path: Path
+) -> None:
+    # deploy/redis/compose-users.sh as the compose stack runs it, the image's entrypoint
+    # replaced by one that runs the command it is given, as the image's does.
+    entrypoint = tmp_path / "docker-entrypoint.sh"
+    entrypoint.write_text('#!/bin/sh\nexec "$@"\n')
+    entrypoint.chmod(0o755)
+    password, port = secrets.token_hex(16), free_port()
+    env = {
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "FLASHCALL_ACL_FILE": str(tmp_path / "users.acl"),
+        "FLASHCALL_REDIS_API_PASSWORD": password,
+    }
+    argv = ["sh", str(COMPOSE_USERS), "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no"]  # fmt: skip
+    log = (tmp_path / "redis.log").open("wb")
+    server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    anonymous = redis.Redis(port=port, decode_responses=True)
+    api = redis.Redis(port=port, username="flashcall-api", password=password, decode_responses=True)
+    admin = acl_server.client("flashcall-admin")
+    try:
+        for _ in range(200):
+            with contextlib.suppress(redis.ConnectionError):
+                if anonymous.ping():
+                    break
+            assert server.poll() is None, (tmp_path / "redis.log").read_text()
+            time.sleep(0.05)
+        # The other services of the stack still connect without a password.
+        assert anonymous.acl_whoami() == "default"
+        assert api.ping()  # logged in with the password of the environment
+        assert refused(api, "HSET flashcall:breaker:vp-main state closed")
+        assert rights(anonymous, "flashcall-api") == rights(admin, "flashcall-producer")
+    finally:
+        for client in (anonymous, api, admin):
+            client.close()
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
 
 
 def test_an_events_reader_follows_the_stream(

@@ -16,6 +16,7 @@ import prometheus_client
 import pytest
 import yaml
 
+from worker.cli import _parser
 from worker.process.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -62,11 +63,16 @@ def test_every_alert_has_a_unit_test_and_an_entry_in_the_operations_guide() -> N
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is installed by .ci/run")
 def test_the_compose_file_is_valid_and_brings_up_the_whole_stack() -> None:
-    env = {**os.environ, "FLASHCALL_CODE_SECRET": "test-only-secret-0123456789"}
+    env = {
+        **os.environ,
+        "FLASHCALL_CODE_SECRET": "test-only-secret-0123456789",
+        "FLASHCALL_REDIS_API_PASSWORD": "test-only-password-0123456789",
+        "FLASHCALL_API_KEYS": "test:test-only-key-0123456789abcdefghijklmnop",
+    }
     checked = run("docker-compose", "-f", "docker-compose.yml", "config", env=env)
     assert checked.returncode == 0, checked.stderr
     services = set(yaml.safe_load(checked.stdout)["services"])
-    assert services == {"redis", "worker", "callbacks", "sandbox", "prometheus", "grafana"}
+    assert services == {"redis", "worker", "callbacks", "api", "sandbox", "prometheus", "grafana"}
 
 
 def compose_service(name: str) -> dict[str, Any]:
@@ -85,6 +91,93 @@ def test_the_compose_callback_receiver_listens_on_every_interface_of_its_contain
 
 def test_the_compose_file_asks_for_the_code_secret_instead_of_holding_one() -> None:
     assert "${FLASHCALL_CODE_SECRET:?" in (DEPLOY / "docker-compose.yml").read_text()
+
+
+def test_the_compose_api_gets_only_its_own_redis_user_its_keys_and_logs() -> None:
+    environment = compose_service("api")["environment"]
+    assert set(environment) == {"REDIS_URL", "FLASHCALL_API_KEYS", "FLASHCALL_LOG_FORMAT"}
+    assert environment["REDIS_URL"].startswith("redis://flashcall-api:${FLASHCALL_REDIS_API_PASSWORD:?")
+    assert environment["FLASHCALL_API_KEYS"].startswith("${FLASHCALL_API_KEYS:?")
+
+
+def test_the_compose_api_listens_on_its_container_and_is_published_on_loopback_only() -> None:
+    api = compose_service("api")
+    args = _parser().parse_args(api["command"])
+    assert (args.command, args.host, args.port) == ("api", "0.0.0.0", 8800)  # noqa: S104 - the container's own
+    assert api["ports"] == [f"127.0.0.1:{args.port}:{args.port}"]
+
+
+def test_the_compose_api_is_healthy_when_ready_and_starts_once_redis_is() -> None:
+    api = compose_service("api")
+    port = _parser().parse_args(api["command"]).port
+    assert f"http://127.0.0.1:{port}/ready" in " ".join(api["healthcheck"]["test"])
+    assert api["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    # Redis is healthy once the API's user logs in, which proves its ACL loaded.
+    assert "--user flashcall-api" in " ".join(compose_service("redis")["healthcheck"]["test"])
+
+
+def test_prometheus_scrapes_the_compose_api_on_its_metrics_port() -> None:
+    metrics_port = _parser().parse_args(compose_service("api")["command"]).metrics_port
+    jobs = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["scrape_configs"]
+    targets = {target for job in jobs for config in job["static_configs"] for target in config["targets"]}
+    assert f"api:{metrics_port}" in targets
+
+
+def test_the_compose_redis_loads_the_users_file_through_the_script_it_mounts() -> None:
+    redis_service = compose_service("redis")
+    script = redis_service["entrypoint"][-1]
+    mounted = {
+        target: DEPLOY / source.removeprefix("./")
+        for source, target, *_ in (volume.split(":") for volume in redis_service["volumes"])
+        if source.startswith("./")
+    }
+    (directory,) = [target for target in mounted if script.startswith(target + "/")]
+    assert (mounted[directory] / script.removeprefix(directory + "/")) == COMPOSE_USERS
+    assert (mounted[directory] / "users.acl").is_file()
+
+
+COMPOSE_USERS = DEPLOY / "redis" / "compose-users.sh"
+
+
+def render_compose_users(tmp_path: Path, password: str) -> subprocess.CompletedProcess[str]:
+    """Run deploy/redis/compose-users.sh with an entrypoint that only prints what it is given."""
+    entrypoint = tmp_path / "bin" / "docker-entrypoint.sh"
+    entrypoint.parent.mkdir()
+    entrypoint.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    entrypoint.chmod(0o755)
+    env = {
+        "PATH": f"{entrypoint.parent}:{os.environ['PATH']}",
+        "FLASHCALL_ACL_FILE": str(tmp_path / "users.acl"),
+        "FLASHCALL_REDIS_API_PASSWORD": password,
+    }
+    return run("sh", str(COMPOSE_USERS), "redis-server", "--appendonly", "yes", env=env)
+
+
+def test_the_compose_redis_gets_the_api_user_of_the_users_file_and_an_open_default_user(
+    tmp_path: Path,
+) -> None:
+    started = render_compose_users(tmp_path, "0123abcd")
+
+    assert started.returncode == 0, started.stderr
+    acl_file = tmp_path / "users.acl"
+    assert started.stdout.split() == ["redis-server", "--appendonly", "yes", "--aclfile", str(acl_file)]
+    (api_line,) = [line for line in (DEPLOY / "redis" / "users.acl").read_text().splitlines()
+                   if line.startswith("user flashcall-api ")]  # fmt: skip
+    assert acl_file.read_text().splitlines() == [
+        "user default on nopass ~* &* +@all",
+        api_line.replace("${FLASHCALL_REDIS_API_PASSWORD}", "0123abcd"),
+    ]
+    assert acl_file.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("password", ["", "with space", "a&b", "percent%41"])
+def test_the_compose_redis_refuses_a_password_it_cannot_write_into_a_url(
+    tmp_path: Path, password: str
+) -> None:
+    started = render_compose_users(tmp_path, password)
+    assert started.returncode != 0
+    assert "FLASHCALL_REDIS_API_PASSWORD" in started.stderr
+    assert "redis-server" not in started.stdout
 
 
 def image_stages() -> list[tuple[str, str | None, str]]:
@@ -129,7 +222,7 @@ def test_only_the_compose_sandbox_runs_the_image_with_the_development_tools() ->
     targets = {
         name: service["build"].get("target") for name, service in services.items() if "build" in service
     }
-    assert targets == {"worker": None, "callbacks": None, "sandbox": "dev"}
+    assert targets == {"worker": None, "callbacks": None, "api": None, "sandbox": "dev"}
 
 
 def exported_names() -> set[str]:

@@ -1,14 +1,14 @@
 """deploy/kubernetes/: the manifests validate offline against the Kubernetes schemas
 (kubernetes-validate) of every version we support, the KEDA and Prometheus-operator
-resources against theirs (node, deploy/kubernetes/validate), and the worker's pod keeps
-the promises of deploy/kubernetes/README.md."""
+resources against theirs (node, deploy/kubernetes/validate), and the worker's, the
+receiver's and the API's pods keep the promises of deploy/kubernetes/README.md."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kubernetes_validate  # type: ignore[import-untyped]  # no py.typed
 import pytest
@@ -257,6 +257,111 @@ def test_the_callback_receiver_listens_on_every_interface_of_its_pod_with_the_de
         max_connections=args.max_connections,
     )
     assert written == ReceiverLimits()
+
+
+def api_pod() -> dict[str, Any]:
+    pod: dict[str, Any] = resource("Deployment", "flashcall-api")["spec"]["template"]["spec"]
+    return pod
+
+
+def api_container() -> dict[str, Any]:
+    (container,) = api_pod()["containers"]
+    return cast(dict[str, Any], container)
+
+
+def test_the_api_gets_only_its_own_secrets() -> None:
+    # Never the code secret nor the providers' keys (flashcall-secrets): the API holds one
+    # Redis credential, of a user that may call only the producer functions.
+    container = api_container()
+    assert "envFrom" not in container
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert set(env) == {
+        "FLASHCALL_REDIS_API_PASSWORD",
+        "REDIS_URL",
+        "FLASHCALL_API_KEYS_FILE",
+        "FLASHCALL_LOG_FORMAT",
+    }
+    assert env["FLASHCALL_REDIS_API_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "flashcall-api-secrets",
+        "key": "FLASHCALL_REDIS_API_PASSWORD",
+    }
+    secrets_used = {
+        volume["secret"]["secretName"] for volume in api_pod()["volumes"] if "secret" in volume
+    } | {
+        variable["valueFrom"]["secretKeyRef"]["name"] for variable in env.values() if "valueFrom" in variable
+    }
+    assert secrets_used == {"flashcall-api-secrets", "flashcall-api-keys"}
+
+
+def test_the_api_connects_as_its_own_redis_user_through_sentinel() -> None:
+    env = {variable["name"]: variable.get("value") for variable in api_container()["env"]}
+    assert env["REDIS_URL"].startswith("redis+sentinel://flashcall-api:$(FLASHCALL_REDIS_API_PASSWORD)@")
+    worker_env = {item["name"]: item.get("value") for item in worker_container()["env"]}
+    # The same Redis as the workers', only the user differs.
+    assert env["REDIS_URL"].partition("@")[2] == worker_env["REDIS_URL"].partition("@")[2]
+
+
+def test_the_api_reads_its_hashed_keys_from_the_mounted_secret() -> None:
+    container = api_container()
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "api-keys"]
+    assert mount["readOnly"] is True
+    assert Path(env["FLASHCALL_API_KEYS_FILE"]).parent == Path(mount["mountPath"])
+    (volume,) = [v for v in api_pod()["volumes"] if v["name"] == "api-keys"]
+    assert volume["secret"]["secretName"] == "flashcall-api-keys"
+    # Readable by the pod's group (fsGroup), not by every user of the node's containers.
+    assert volume["secret"]["defaultMode"] & 0o007 == 0
+    assert api_pod()["securityContext"]["fsGroup"] == api_pod()["securityContext"]["runAsGroup"]
+
+
+def test_the_api_listens_on_every_interface_of_its_pod() -> None:
+    container = api_container()
+    assert container["command"] == ["flashcall"]
+    args = _parser().parse_args(container["args"])
+    assert args.command == "api"
+    assert args.host == "0.0.0.0"  # noqa: S104 - the pod's own interfaces, behind its Service
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": args.port, "metrics": args.metrics_port}
+
+
+def test_the_api_is_live_on_health_and_ready_on_ready() -> None:
+    container = api_container()
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+
+
+def test_the_api_grace_period_outlasts_a_checks_wait() -> None:
+    args = _parser().parse_args(api_container()["args"])
+    assert api_pod()["terminationGracePeriodSeconds"] > args.check_timeout
+
+
+def test_the_api_pod_runs_like_the_workers() -> None:
+    worker_context = resource("Deployment", "flashcall-worker")["spec"]["template"]["spec"]["securityContext"]
+    assert api_pod()["securityContext"] == worker_context
+    assert api_pod()["automountServiceAccountToken"] is False
+    assert api_container()["securityContext"] == worker_container()["securityContext"]
+
+
+def test_the_api_service_serves_its_port_and_its_metrics() -> None:
+    service = resource("Service", "flashcall-api")
+    labels = resource("Deployment", "flashcall-api")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    args = _parser().parse_args(api_container()["args"])
+    ports = {port["name"]: (port["port"], port["targetPort"]) for port in service["spec"]["ports"]}
+    assert ports == {"http": (args.port, "http"), "metrics": (args.metrics_port, "metrics")}
+
+
+def test_the_api_service_monitor_scrapes_the_api_services_metrics_port() -> None:
+    monitor = resource("ServiceMonitor", "flashcall-api")["spec"]
+    service = resource("Service", "flashcall-api")
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [endpoint["port"] for endpoint in monitor["endpoints"]] == ["metrics"]
+
+
+def test_the_disruption_budget_covers_the_api_pods() -> None:
+    selector = resource("PodDisruptionBudget", "flashcall-api")["spec"]["selector"]["matchLabels"]
+    labels = resource("Deployment", "flashcall-api")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()
 
 
 def test_the_scaled_object_watches_the_dramatiq_verification_queue() -> None:
