@@ -35,6 +35,9 @@ _START_REQUEST = {
         "id": _ID,
         "phone": {
             "type": "string",
+            # The library's rule (normalise_phone in flashcall.lua) once the ignored characters
+            # are dropped: +7, 7 or 8, then exactly 10 ASCII digits.
+            "pattern": "^[ ()-]*(\\+[ ()-]*7|[78])([ ()-]*[0-9]){10}[ ()-]*$",
             "description": "A Russian number: +7, 7 or 8 and 10 digits; "
             "spaces, '-', '(' and ')' are ignored.",
             "examples": ["+79991234567"],
@@ -49,7 +52,12 @@ _START_REQUEST = {
         },
         "code_length": {"type": "integer", "minimum": 4, "maximum": 6, "default": 4},
         "ttl": {"type": "integer", "minimum": 30, "maximum": 86400, "default": 600},
-        "client_ip": {"type": "string", "description": "The end user's IPv4 or IPv6 address."},
+        "client_ip": {
+            "type": "string",
+            "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+            "maxLength": 45,
+            "description": "The end user's IPv4 or IPv6 address (no zone id).",
+        },
         "limit_key": {"type": "string", "pattern": "^[A-Za-z0-9._:@/-]{1,128}$"},
         "metadata": {
             "type": "object",
