@@ -66,10 +66,23 @@ _START_REQUEST = {
     },
 }
 
-_START_ANSWER = {
+#: A verification's status (docs/protocol.md, statuses).
+_STATUS_WORD = {
+    "enum": ["pending", "sending", "sent", "approved", "failed", "expired", "canceled", "max_attempts"]
+}
+
+# A start the library took creates a pending verification; a repeat of its id answers the
+# verification as it is now. A refused start is a problem, never one of these.
+_STARTED = {
     "type": "object",
     "required": ["id", "status", "created"],
-    "properties": {"id": _ID, "status": {"type": "string"}, "created": {"type": "boolean"}},
+    "properties": {"id": _ID, "status": {"const": "pending"}, "created": {"const": True}},
+}
+
+_REPEATED = {
+    "type": "object",
+    "required": ["id", "status", "created"],
+    "properties": {"id": _ID, "status": _STATUS_WORD, "created": {"const": False}},
 }
 
 _CHECK_REQUEST = {
@@ -88,29 +101,33 @@ _CHECK_ANSWER = {
     "properties": {
         "id": _ID,
         "result": {"enum": ["approved", "rejected"]},
-        "status": {"type": "string"},
+        "status": {**_STATUS_WORD, "description": "The verification's status after the check."},
         "attempts_left": {"type": "integer", "minimum": 0},
     },
 }
 
 _STATUS = {
     "type": "object",
-    "required": ["id", "status", "phone", "policy", "attempts", "checks_left", "cost"],
+    "required": [
+        "id",
+        "status",
+        "phone",
+        "policy",
+        "attempts",
+        "checks_left",
+        "cost",
+        "created_at",
+        "updated_at",
+        "expires_at",
+    ],
     "properties": {
         "id": _ID,
-        "status": {
-            "enum": [
-                "pending",
-                "sending",
-                "sent",
-                "approved",
-                "failed",
-                "expired",
-                "canceled",
-                "max_attempts",
-            ]
+        "status": _STATUS_WORD,
+        "phone": {
+            "type": "string",
+            "pattern": "^\\+[0-9]{4}\\*{5}[0-9]{2}$",
+            "description": "Masked: +7999*****67.",
         },
-        "phone": {"type": "string", "description": "Masked: +7999*****67."},
         "policy": {"type": "string"},
         "attempts": {"type": "integer", "minimum": 0},
         "checks_left": {"type": "integer", "minimum": 0},
@@ -119,7 +136,7 @@ _STATUS = {
         "updated_at": {"type": "integer"},
         "expires_at": {"type": "integer"},
         "reason": {"type": "string"},
-        "step": {"type": "integer"},
+        "step": {"type": "integer", "minimum": 0},
         "channel": {"enum": ["flashcall", "voice", "sms"]},
         "provider": {"type": "string"},
         "metadata": {"type": "object"},
@@ -142,7 +159,7 @@ _PROBLEM = {
         "created": {"type": "boolean"},
         "refusal": {"enum": ["rate_limited", "fraud_suspected"]},
         "result": {"type": "string"},
-        "verification_status": {"type": "string"},
+        "verification_status": _STATUS_WORD,
         "attempts_left": {"type": "integer"},
     },
 }
@@ -152,20 +169,51 @@ def _json(schema: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
 
 
-def _problems(*reasons: str) -> dict[str, Any]:
-    """One response per HTTP status among these reasons, each a problem."""
+#: Headers the API sets on every answer of a status (worker/api/app.py).
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "required": True,
+            "schema": {"const": 'Bearer realm="flashcall"'},
+            "description": "How to authenticate (RFC 6750).",
+        }
+    },
+    429: {
+        "Retry-After": {
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Seconds until the limit or the hold admits a start under a new id.",
+        }
+    },
+    503: {
+        "Retry-After": {
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Seconds to wait before sending the request again.",
+        }
+    },
+}
+
+
+def _problems(*reasons: str, path_id: bool = False) -> dict[str, Any]:
+    """One response per HTTP status among these reasons, each a problem of those reasons only.
+
+    `path_id`: the path names an id, and one with a '/' in it is another path, which the
+    router answers as no path of the API (404, no_such_path)."""
     by_status: dict[int, list[str]] = {}
     for reason in ("invalid_request", "unauthorized", "unavailable", "internal", *reasons):
         by_status.setdefault(REASONS[reason][0], []).append(reason)
     responses: dict[str, Any] = {}
     for status, named in sorted(by_status.items()):
-        headers = {}
-        if status in (429, 503):
-            headers["Retry-After"] = {"schema": {"type": "integer"}, "description": "Seconds to wait."}
+        allowed = sorted({*named, "no_such_path"} if path_id and status == 404 else named)
+        schema = {
+            "allOf": [{"$ref": "#/components/schemas/Problem"}],
+            "properties": {"status": {"const": status}, "reason": {"enum": allowed}},
+        }
         responses[str(status)] = {
             "description": "A problem: " + ", ".join(f"`{reason}`" for reason in named),
-            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            **({"headers": headers} if headers else {}),
+            "content": {MEDIA_TYPE: {"schema": schema}},
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
         }
     return responses
 
@@ -204,12 +252,18 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "201": {
                             "description": "Created: the first call is on its way.",
-                            "headers": {"Location": {"schema": {"type": "string"}}},
+                            "headers": {
+                                "Location": {
+                                    "required": True,
+                                    "schema": {"type": "string", "pattern": "^/v1/verifications/"},
+                                    "description": "The verification's path.",
+                                }
+                            },
                             "content": _json("StartAnswer"),
                         },
                         "200": {
                             "description": "The id exists: nobody is called again.",
-                            "content": _json("StartAnswer"),
+                            "content": _json("RepeatAnswer"),
                         },
                         **_problems(
                             "id_conflict",
@@ -229,7 +283,7 @@ def document() -> dict[str, Any]:
                     "parameters": [_PATH_ID],
                     "responses": {
                         "200": {"description": "The status.", "content": _json("Verification")},
-                        **_problems("not_found"),
+                        **_problems("not_found", path_id=True),
                     },
                 }
             },
@@ -251,6 +305,7 @@ def document() -> dict[str, Any]:
                             "expired",
                             "check_timeout",
                             *body_problems,
+                            path_id=True,
                         ),
                     },
                 }
@@ -265,7 +320,7 @@ def document() -> dict[str, Any]:
                             "description": "The status after the cancellation.",
                             "content": _json("Verification"),
                         },
-                        **_problems("not_found"),
+                        **_problems("not_found", path_id=True),
                     },
                 }
             },
@@ -274,7 +329,8 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "An API key."}},
             "schemas": {
                 "StartRequest": _START_REQUEST,
-                "StartAnswer": _START_ANSWER,
+                "StartAnswer": _STARTED,
+                "RepeatAnswer": _REPEATED,
                 "CheckRequest": _CHECK_REQUEST,
                 "CheckAnswer": _CHECK_ANSWER,
                 "Verification": _STATUS,
