@@ -5,7 +5,8 @@ content type and body, and that it takes what the document calls valid and refus
 
 A few rules are the deployment's or span two places of a request, which JSON Schema cannot
 state and the document says in words: a start's id is in its body or its Idempotency-Key
-header (the same in both), a check's body id is its URL's, a policy is one of routing.yaml's.
+header (the same in both), a check's body id is its URL's, a policy is one of routing.yaml's,
+metadata is at most 1024 bytes once encoded.
 Valid requests are made to keep them before they are sent. Every start calls a number of its
 own and names its id under `schema-`, so that nothing another test of the session watches is
 touched; the document's example id stands for a verification this module started, so that
@@ -14,6 +15,7 @@ status, check and cancel answer a real one too.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -68,7 +70,7 @@ CHECKS = [
 ]
 
 #: Generated requests per operation in the fuzzing phase (the coverage phase adds its own).
-EXAMPLES = 40
+EXAMPLES = 100
 
 OPERATIONS = [
     operation["operationId"] for path in document()["paths"].values() for operation in path.values()
@@ -78,6 +80,8 @@ _SCHEMAS = document()["components"]["schemas"]
 PHONE = re.compile(_SCHEMAS["StartRequest"]["properties"]["phone"]["pattern"])
 ID = re.compile(_SCHEMAS["StartRequest"]["properties"]["id"]["pattern"])
 POLICY = re.compile(_SCHEMAS["StartRequest"]["properties"]["policy"]["pattern"])
+#: The library's limit on a start's metadata (MAX_METADATA_BYTES in flashcall.lua).
+MAX_METADATA_BYTES = 1024
 EXAMPLE_ID = _SCHEMAS["StartRequest"]["properties"]["id"]["examples"][0]
 
 
@@ -97,18 +101,25 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 128 and ID.fullmatch(value) is not None
 
 
+def _encoded_size(metadata: dict[str, Any]) -> int:
+    """At least the size the library finds once it encodes the metadata again, with the key's
+    name the API adds: cjson writes '/' as two bytes, and numbers no longer than Python does."""
+    encoded = json.dumps({**metadata, "api_key": "shop"}, ensure_ascii=False, separators=(",", ":"))
+    return len(encoded.encode("utf-8", "surrogatepass")) + encoded.count("/")
+
+
 def _own_id(value: Any) -> Any:
     """A valid id under `schema-`: the same generated id still names the same verification."""
     return f"schema-{value}"[:128] if _valid_id(value) else value
 
 
-def keep_to_the_words(case: Case, new_phone: Callable[[], str], live: str) -> None:
+def keep_to_the_words(case: Case, phone_for: Callable[[str], str], live: str) -> None:
     """Make a generated request keep what the document says in words, and this module's own.
 
     Only values the document calls valid are changed, and only into others it calls valid:
     a request generated invalid stays invalid."""
     # Copies: the coverage phase shares one body among the cases it derives from it.
-    body = dict(case.body) if isinstance(case.body, dict) else None
+    body: dict[str, Any] | None = dict(case.body) if isinstance(case.body, dict) else None
     if case.path_parameters and case.path_parameters.get("id") == EXAMPLE_ID:
         case.path_parameters = {**case.path_parameters, "id": live}
     if case.operation.path == "/v1/verifications":
@@ -119,13 +130,18 @@ def keep_to_the_words(case: Case, new_phone: Callable[[], str], live: str) -> No
             headers["Idempotency-Key"] = key
         if body is not None:
             if isinstance(body.get("phone"), str) and PHONE.match(body["phone"]):
-                body["phone"] = "+" + new_phone()
+                body["phone"] = phone_for(body["phone"])
             if "id" in body:
                 body["id"] = _own_id(body["id"])
                 if _valid_id(body["id"]) and _valid_id(key) and key != body["id"]:
                     del headers["Idempotency-Key"]
             elif key is None:
                 body["id"] = f"schema-{secrets.token_hex(4)}"
+            if (
+                isinstance(body.get("metadata"), dict)
+                and _encoded_size(body["metadata"]) > MAX_METADATA_BYTES
+            ):
+                del body["metadata"]
             policy = body.get("policy")
             if isinstance(policy, str) and POLICY.fullmatch(policy) and policy not in POLICIES:
                 body["policy"] = "default"
@@ -144,8 +160,18 @@ def test_the_api_answers_what_its_document_says(
     started = http.post("/v1/verifications", json={"id": live, "phone": "+" + new_phone()})
     assert started.status_code == 201, started.text
 
+    # One number of the session's own for each number generated: a request sent again is the
+    # same request, and answers as a repeated one does.
+    phones: dict[str, str] = {}
+
+    def phone_for(generated: str) -> str:
+        national = re.sub(r"[^0-9]", "", generated)[-10:]
+        if national not in phones:
+            phones[national] = "+" + new_phone()
+        return phones[national]
+
     def answers_as_documented(case: Case) -> None:
-        keep_to_the_words(case, new_phone, live)
+        keep_to_the_words(case, phone_for, live)
         case.call_and_validate(
             base_url=api.url, headers={"Authorization": f"Bearer {api.key}"}, checks=CHECKS, timeout=15
         )
