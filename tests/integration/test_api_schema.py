@@ -49,7 +49,7 @@ from schemathesis.pytest._test_builder import build_operation_test
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from tests.conftest import TEST_ROUTING
-from tests.support import Api
+from tests.support import API_KEY, Api
 from worker.api.openapi import document
 
 pytestmark = pytest.mark.integration
@@ -191,3 +191,56 @@ def test_the_api_answers_what_its_document_says(
         ),
     )
     test()
+
+
+#: What a request of each operation sends besides its key: a body the document calls valid.
+REQUESTS: dict[str, dict[str, Any]] = {
+    "startVerification": {"body": {"id": "schema-unauthorized", "phone": "+79990000000"}},
+    "getVerification": {"path_parameters": {"id": "schema-unauthorized"}},
+    "checkVerification": {"path_parameters": {"id": "schema-unauthorized"}, "body": {"code": "4567"}},
+    "cancelVerification": {"path_parameters": {"id": "schema-unauthorized"}},
+}
+DOCUMENTED_CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.mark.parametrize("operation_id", OPERATIONS)
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer not-a-key-of-this-api-0123456789abcdef", f"Basic {API_KEY}", "Bearer"],
+    ids=["no key", "an unknown key", "another scheme", "no token"],
+)
+def test_a_request_without_a_valid_key_answers_401_as_documented(
+    api_schema: OpenApiSchema, api: Api, http: httpx.Client, operation_id: str, authorization: str | None
+) -> None:
+    operation = api_schema.find_operation_by_id(operation_id)
+    case = operation.Case(**REQUESTS[operation_id])
+    headers = {} if authorization is None else {"Authorization": authorization}
+    answer = case.call(base_url=api.url, headers=headers, timeout=10)
+
+    assert answer.status_code == 401
+    assert answer.headers["content-type"] == ["application/problem+json"]
+    assert answer.headers["www-authenticate"] == ['Bearer realm="flashcall"']
+    assert answer.json()["reason"] == "unauthorized"
+    case.validate_response(answer, checks=DOCUMENTED_CHECKS)
+    # Nothing was taken: no verification of that id exists.
+    assert http.get("/v1/verifications/schema-unauthorized").status_code == 404
+
+
+def test_a_body_over_the_librarys_limit_answers_413_as_documented(
+    api_schema: OpenApiSchema, api: Api, http: httpx.Client, phone: str
+) -> None:
+    operation = api_schema.find_operation_by_id("startVerification")
+    case = operation.Case(
+        body={"id": "schema-too-large", "phone": "+" + phone, "metadata": {"note": "x" * 5000}}
+    )
+    answer = case.call(base_url=api.url, headers={"Authorization": f"Bearer {api.key}"}, timeout=10)
+
+    assert answer.status_code == 413
+    assert answer.json()["reason"] == "too_large"
+    case.validate_response(answer, checks=DOCUMENTED_CHECKS)
+    assert http.get("/v1/verifications/schema-too-large").status_code == 404
