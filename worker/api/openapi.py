@@ -195,27 +195,53 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
+def _problem(status: int, reasons: list[str], headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A response of this status: a problem of one of these reasons."""
+    schema = {
+        "allOf": [{"$ref": "#/components/schemas/Problem"}],
+        "properties": {"status": {"const": status}, "reason": {"enum": sorted(reasons)}},
+    }
+    return {
+        "description": "A problem: " + ", ".join(f"`{reason}`" for reason in reasons),
+        "content": {MEDIA_TYPE: {"schema": schema}},
+        **({"headers": headers} if headers else {}),
+    }
+
+
 def _problems(*reasons: str, path_id: bool = False) -> dict[str, Any]:
-    """One response per HTTP status among these reasons, each a problem of those reasons only.
+    """One response per HTTP status among these reasons and those of any request with a key.
 
     `path_id`: the path names an id, and one with a '/' in it is another path, which the
     router answers as no path of the API (404, no_such_path)."""
     by_status: dict[int, list[str]] = {}
     for reason in ("invalid_request", "unauthorized", "unavailable", "internal", *reasons):
         by_status.setdefault(REASONS[reason][0], []).append(reason)
-    responses: dict[str, Any] = {}
-    for status, named in sorted(by_status.items()):
-        allowed = sorted({*named, "no_such_path"} if path_id and status == 404 else named)
-        schema = {
-            "allOf": [{"$ref": "#/components/schemas/Problem"}],
-            "properties": {"status": {"const": status}, "reason": {"enum": allowed}},
+    responses = {
+        str(status): _problem(status, named, _HEADERS.get(status)) for status, named in by_status.items()
+    }
+    if path_id and "404" in responses:
+        responses["404"]["content"][MEDIA_TYPE]["schema"]["properties"]["reason"]["enum"].append(
+            "no_such_path"
+        )
+    return dict(sorted(responses.items()))
+
+
+def _keyless(
+    operation_id: str, summary: str, answer: dict[str, Any], problems: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A GET that takes no key (health checks, this document): its answer, and its problems."""
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "security": [],
+            "responses": {
+                "200": {"description": summary + ".", "content": {"application/json": {"schema": answer}}},
+                **(problems or {}),
+                "500": _problem(500, ["internal"]),
+            },
         }
-        responses[str(status)] = {
-            "description": "A problem: " + ", ".join(f"`{reason}`" for reason in named),
-            "content": {MEDIA_TYPE: {"schema": schema}},
-            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
-        }
-    return responses
+    }
 
 
 _PATH_ID = {"name": "id", "in": "path", "required": True, "schema": _ID}
@@ -324,6 +350,30 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/health": _keyless(
+                "health",
+                "The API is alive",
+                {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
+            ),
+            "/ready": _keyless(
+                "ready",
+                "Redis answers and holds a library the API can use",
+                {
+                    "type": "object",
+                    "required": ["ok", "library"],
+                    "properties": {
+                        "ok": {"const": True},
+                        "library": {"type": "string", "pattern": "^[0-9]+$", "description": "Its version."},
+                    },
+                },
+                # Not ready is the answer a load balancer reads, not one a client waits out.
+                {"503": _problem(503, ["unavailable"])},
+            ),
+            "/openapi.json": _keyless(
+                "openapi",
+                "This document",
+                {"type": "object", "required": ["openapi", "info", "paths"]},
+            ),
         },
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "An API key."}},
