@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
@@ -49,8 +50,11 @@ from schemathesis.pytest._test_builder import build_operation_test
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from tests.conftest import TEST_ROUTING
-from tests.support import API_KEY, Api
+from tests.support import API_KEY, Api, OwnStack
 from worker.api.openapi import document
+from worker.redis import functions
+from worker.redis.functions import PublishedConfig
+from worker.redis.library import install
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +248,50 @@ def test_a_body_over_the_librarys_limit_answers_413_as_documented(
     assert answer.json()["reason"] == "too_large"
     case.validate_response(answer, checks=DOCUMENTED_CHECKS)
     assert http.get("/v1/verifications/schema-too-large").status_code == 404
+
+
+def test_refusals_and_an_absent_library_answer_as_documented(
+    api_schema: OpenApiSchema, own_stack: OwnStack
+) -> None:
+    """What the session's stack never answers (its limits admit every start, it blocks no
+    number, its library is installed, its worker answers every check), on a stack of its own
+    without a worker: first no library, then one start a minute per number and a blocked one."""
+    with own_stack(TEST_ROUTING.read_text(encoding="utf-8")) as stack:
+        _, url = stack.start_api(keys=f"shop:{API_KEY}", args=["--check-timeout", "0.5"])
+        key = {"Authorization": f"Bearer {API_KEY}"}
+
+        def answer(operation_id: str, **request: Any) -> schemathesis.Response:
+            case = api_schema.find_operation_by_id(operation_id).Case(**request)
+            response = case.call(base_url=url, headers=key, timeout=10)
+            case.validate_response(response, checks=DOCUMENTED_CHECKS)
+            return response
+
+        absent = answer("startVerification", body={"id": "schema-early", "phone": "+79990000001"})
+        assert (absent.status_code, absent.headers["retry-after"]) == (503, ["5"])
+        assert answer("ready").status_code == 503
+
+        client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        install(client)
+        functions.publish_config(
+            PublishedConfig(
+                policies=tuple(POLICIES), per_phone=((1, 60_000),), lists={"79990000002": "blocked"}
+            )
+        ).run(client)
+        client.close()
+
+        assert answer("ready").status_code == 200
+        first = answer("startVerification", body={"id": "schema-first", "phone": "+79990000001"})
+        assert first.status_code == 201
+        unanswered = answer(
+            "checkVerification", path_parameters={"id": "schema-first"}, body={"code": "4567"}
+        )
+        assert (unanswered.status_code, unanswered.json()["reason"]) == (504, "check_timeout")
+        limited = answer("startVerification", body={"id": "schema-second", "phone": "+79990000001"})
+        assert limited.status_code == 429
+        assert limited.json()["reason"] == "rate_limited"
+        repeated = answer("startVerification", body={"id": "schema-second", "phone": "+79990000001"})
+        assert (repeated.status_code, repeated.json()["reason"]) == (409, "refused_id")
+        refused = answer("getVerification", path_parameters={"id": "schema-second"})
+        assert (refused.status_code, refused.json()["status"]) == (200, "failed")
+        blocked = answer("startVerification", body={"id": "schema-blocked", "phone": "+79990000002"})
+        assert (blocked.status_code, blocked.json()["reason"]) == (403, "blocked")
