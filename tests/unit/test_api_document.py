@@ -23,10 +23,21 @@ def test_the_document_is_openapi_3_1() -> None:
     assert document()["openapi"] == "3.1.0"
 
 
-def test_every_operation_documents_the_problems_every_request_can_get() -> None:
+def test_every_operation_with_a_key_documents_the_problems_every_request_can_get() -> None:
     for path in document()["paths"].values():
         for operation in path.values():
-            assert {"400", "401", "500", "503"} <= set(operation["responses"]), operation["operationId"]
+            if operation.get("security") != []:
+                assert {"400", "401", "500", "503"} <= set(operation["responses"]), operation["operationId"]
+
+
+def test_the_keyless_paths_are_documented_as_such() -> None:
+    keyless = {
+        path
+        for path, methods in document()["paths"].items()
+        for operation in methods.values()
+        if operation.get("security") == []
+    }
+    assert keyless == {"/health", "/ready", "/openapi.json"}
 
 
 def test_every_reason_but_the_routers_own_is_documented_on_some_operation() -> None:
