@@ -9,9 +9,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.core.errors import ConfigurationError, FlashcallError
+
+if TYPE_CHECKING:
+    # Imported where used: `flashcall --help` and the worker start without the receiver's imports.
+    from worker.callbacks.app import ReceiverLimits
 
 __all__ = ["main"]
 
@@ -134,22 +138,26 @@ _RECEIVER_LIMITS = {
 
 
 def _callbacks(args: argparse.Namespace, _: Sequence[str]) -> int:
-    from worker.callbacks.app import ReceiverLimits, serve
+    from worker.callbacks.app import serve
 
     port = _port(args.port, "--port")
     _configure_logging()
-    names = [option.replace("-", "_") for option in _RECEIVER_LIMITS]
-    limits = ReceiverLimits(
-        **{name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    )
+    limits = _receiver_limits(args)
     serve(args.host, port, redis_url=args.redis_url, limits=limits)
     return 0
+
+
+def _receiver_limits(args: argparse.Namespace) -> ReceiverLimits:
+    """The ReceiverLimits the options ask for, the rest at their defaults."""
+    from worker.callbacks.app import ReceiverLimits
+
+    names = [option.replace("-", "_") for option in _RECEIVER_LIMITS]
+    return ReceiverLimits(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
 
 
 def _api(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.api.app import serve
     from worker.api.keys import ApiKeys
-    from worker.callbacks.app import ReceiverLimits
     from worker.redis.connections import RedisTarget
 
     port = _port(args.port, "--port")
@@ -158,10 +166,7 @@ def _api(args: argparse.Namespace, _: Sequence[str]) -> int:
         raise FlashcallError(
             f"--check-timeout must be more than 0 and at most 60 seconds, not {args.check_timeout:g}"
         )
-    names = [option.replace("-", "_") for option in _RECEIVER_LIMITS]
-    limits = ReceiverLimits(
-        **{name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    )
+    limits = _receiver_limits(args)
     RedisTarget.parse(args.redis_url, setting="--redis-url")
     _configure_logging()
     keys = ApiKeys.from_env()

@@ -155,22 +155,23 @@ def test_an_api_without_keys_refuses_to_start(stack: LocalStack) -> None:
     ]
 
 
+def start_and_ready(stack: LocalStack, redis_url: str, phone: str) -> tuple[httpx.Response, httpx.Response]:
+    """A start and /ready of an API in front of `redis_url`."""
+    process, url = stack.start_api(keys=f"shop:{API_KEY}", name="api-elsewhere", env={"REDIS_URL": redis_url})
+    try:
+        answer = httpx.post(
+            f"{url}/v1/verifications", json={"id": "nowhere", "phone": phone}, headers=AUTHORIZATION
+        )
+        return answer, httpx.get(f"{url}/ready")
+    finally:
+        process.stop()
+
+
 class TestWithoutRedis:
     def test_a_redis_that_does_not_answer_is_503_with_retry_after(
         self, stack: LocalStack, phone: str
     ) -> None:
-        process, url = stack.start_api(
-            keys=f"shop:{API_KEY}",
-            name="api-no-redis",
-            env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
-        )
-        try:
-            answer = httpx.post(
-                f"{url}/v1/verifications", json={"id": "nowhere", "phone": phone}, headers=AUTHORIZATION
-            )
-            ready = httpx.get(f"{url}/ready")
-        finally:
-            process.stop()
+        answer, ready = start_and_ready(stack, f"redis://127.0.0.1:{free_port()}/0", phone)
 
         assert (answer.status_code, problem(answer)["reason"]) == (503, "unavailable")
         assert answer.headers["retry-after"] == "1"
@@ -178,16 +179,7 @@ class TestWithoutRedis:
 
     def test_a_redis_without_the_library_is_503_and_not_ready(self, stack: LocalStack, phone: str) -> None:
         with redis_server(Path(tempfile.mkdtemp(prefix="flashcall-api-"))) as empty:
-            process, url = stack.start_api(
-                keys=f"shop:{API_KEY}", name="api-no-library", env={"REDIS_URL": empty}
-            )
-            try:
-                answer = httpx.post(
-                    f"{url}/v1/verifications", json={"id": "nowhere", "phone": phone}, headers=AUTHORIZATION
-                )
-                ready = httpx.get(f"{url}/ready")
-            finally:
-                process.stop()
+            answer, ready = start_and_ready(stack, empty, phone)
 
         assert (answer.status_code, problem(answer)["reason"]) == (503, "unavailable")
         assert "flashcall redis install" in problem(answer)["detail"]

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -39,8 +38,7 @@ from starlette.routing import Route
 from worker.api.keys import ApiKeys
 from worker.api.openapi import document
 from worker.api.problems import Problem, problem
-from worker.callbacks.app import ReceiverLimits
-from worker.callbacks.protocol import DeadlineH11Protocol
+from worker.callbacks.app import ReceiverLimits, run_limited
 from worker.logs.structured import get_logger
 from worker.redis import functions
 from worker.redis.connections import async_client
@@ -371,17 +369,4 @@ def serve(
         check_timeout=check_timeout,
         **asdict(limits),
     )
-    uvicorn.run(
-        create_app(api),
-        host=host,
-        port=port,
-        http=DeadlineH11Protocol.with_deadlines(
-            header_timeout=limits.header_timeout, body_timeout=limits.body_timeout
-        ),
-        ws="none",
-        timeout_keep_alive=limits.idle_timeout,
-        limit_concurrency=limits.max_connections,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-    )
+    run_limited(create_app(api), host, port, limits)

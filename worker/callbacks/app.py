@@ -179,6 +179,12 @@ def serve(host: str, port: int, *, redis_url: str, limits: ReceiverLimits | None
     limits = limits or ReceiverLimits()
     app = create_app(Store.connect(redis_url, pool_size=32))
     log.info("callback receiver listening", url=f"http://{host}:{port}/callbacks/", **asdict(limits))
+    run_limited(app, host, port, limits)
+
+
+def run_limited(app: Starlette, host: str, port: int, limits: ReceiverLimits) -> None:
+    """Serve `app` with uvicorn under `limits` until SIGINT or SIGTERM: the receiver's and the
+    HTTP API's one way of holding off slow and hostile clients."""
     # uvicorn's own logging stays out: records go through the router's structlog setup.
     uvicorn.run(
         app,
