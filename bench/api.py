@@ -57,15 +57,15 @@ LOAD_RATE = 750
 """Verifications per second the worker reaches at 500 ms (to size the load)."""
 
 
-def api_part(bench: Bench, *, checks: int, read_seconds: float) -> dict[str, Any]:
+def api_part(bench: Bench, *, checks: int, loaded_checks: int, read_seconds: float) -> dict[str, Any]:
     """Status reads for `read_seconds`, then `checks` pairs of checks on a quiet worker and
-    as many under load, with one worker and one API process throughout."""
+    `loaded_checks` under load, with one worker and one API process throughout."""
     with project_worker(bench, 0) as worker:
         server, url = bench.started.start_api(keys=f"bench:{API_KEY}", name="api-bench")
         try:
             reads = status_reads(bench, server, worker, url, read_seconds)
             quiet = quiet_pairs(bench, url, checks)
-            loaded = loaded_pairs(bench, url, checks)
+            loaded = loaded_pairs(bench, url, loaded_checks)
         finally:
             server.stop()
             bench.started.processes.remove(server)
@@ -259,8 +259,8 @@ def loaded_pairs(bench: Bench, url: str, count: int) -> dict[str, Any]:
     load.start()
     try:
         time.sleep(min(2.0, bench.seconds / 5))
-        # Spread over the first half of the run, when every process is busiest.
-        pause = bench.seconds / count / 4
+        # A pair takes a few milliseconds more than its pauses: all of them within the run.
+        pause = bench.seconds / count / 8
         timed = time_pairs(bench.started.redis_url, url, wrong[0::2], wrong[1::2], pause)
     finally:
         load.join()
