@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.harness import LATENCIES
-from bench.report import TARGETS, Target, api_section, cpu_table, targets_table
+from bench.report import TARGETS, Target, api_section, cpu_table, targets_intro, targets_table
 from bench.scenarios import script_called
 from worker.redis import functions
 
@@ -215,3 +215,10 @@ def test_an_api_part_merged_alone_says_when_it_was_measured() -> None:
     measured = {**_api(), "machine": {"date": "2026-12-07 12:30 UTC", "commit": "abc1234"}}
     assert "Measured on 2026-12-07 12:30 UTC at commit abc1234" in api_section(measured)
     assert "Measured on" not in api_section(_api())
+
+
+def test_the_page_says_when_the_api_targets_come_from_a_run_of_their_own() -> None:
+    results = _results()
+    assert targets_intro(results) == "Every target of issues 20 and 22, from this one run."
+    results["api"]["machine"] = {"date": "2026-12-07 12:30 UTC", "commit": "abc1234"}
+    assert "the API's from its part run alone" in targets_intro(results)
