@@ -13,13 +13,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import api, report, scenarios
 from bench.harness import CPUS, ROOT, baselines_missing, machine, stack
 
 _NOTES = Path(__file__).with_name("notes.md")
 QUIET_CHECKS = 50
 """Checks of each kind of code on the quiet worker."""
 QUIET_CHECKS_QUICK = 5
+API_CHECKS = 50
+"""Pairs of checks (one over the API, one over Redis) on the quiet worker, as many as the quiet checks."""
+API_LOADED_CHECKS = 1000
+"""Pairs under load: a p99 of ten checks, not of the slowest one or two (the load lasts
+as long as they take, about 25 s)."""
+API_CHECKS_QUICK = 5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument(
         "--only",
-        choices=["replica", "shipped"],
+        choices=["replica", "shipped", "api"],
         help="run this part alone and print it, writing neither the page nor the results "
-        "(shipped: Redis per verification, quiet checks and start to approval on routing.yaml)",
+        "(shipped: Redis per verification, quiet checks and start to approval on routing.yaml; "
+        "api: the HTTP API's status reads and checks)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only api: put its figures into the results and the page, the other "
+        "figures as the last full run left them",
     )
     args = parser.parse_args(argv)
     missing = baselines_missing()
@@ -55,6 +68,18 @@ def main(argv: list[str] | None = None) -> int:
             replica = scenarios.replica_overhead(scenarios.Bench(started, seconds, say))
         print(json.dumps(replica, indent=2))
         print(report.replica_section(replica))
+        return 0
+    if args.only == "api":
+        with stack(0) as started:
+            measured = _api(scenarios.Bench(started, seconds, say), quick=args.quick)
+            measured["machine"] = machine(started.redis_url, seconds=seconds)
+        print(json.dumps(measured, indent=2))
+        print(report.api_section(measured))
+        if args.merge:
+            results = json.loads(args.results.read_text(encoding="utf-8"))
+            results["api"] = measured
+            write(results, args.docs, args.results)
+            print(f"\nmerged into: {args.docs / 'benchmarks.md'}, {args.results}")
         return 0
     if args.only == "shipped":
         with stack(0) as started:
@@ -101,6 +126,8 @@ def run(seconds: float, *, quick: bool, profile: bool, say: scenarios.Say) -> di
         best = max(run["project"]["rate"] for run in throughput)
         say("sandbox capacity")
         capacity = scenarios.sandbox_capacity(bench, best)
+        say("the HTTP API")
+        measured_api = _api(bench, quick=quick)
         profiled = scenarios.profile(bench) if profile else None
         ran_on = machine(started.redis_url, seconds=seconds)
     return {
@@ -115,8 +142,18 @@ def run(seconds: float, *, quick: bool, profile: bool, say: scenarios.Say) -> di
             "all_mb": [round(p, 1) for p in bench.peaks_mb],
         },
         "sandbox": capacity,
+        "api": measured_api,
         "profile": profiled,
     }
+
+
+def _api(bench: scenarios.Bench, *, quick: bool) -> dict[str, Any]:
+    return api.api_part(
+        bench,
+        checks=API_CHECKS_QUICK if quick else API_CHECKS,
+        loaded_checks=API_CHECKS_QUICK if quick else API_LOADED_CHECKS,
+        read_seconds=bench.seconds,
+    )
 
 
 def _shipped_sizes(seconds: float, *, quick: bool) -> dict[str, int]:

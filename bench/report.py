@@ -194,6 +194,28 @@ TARGETS = [
         _get("memory", "peak_rss_mb"),
         "peak over every run (flat over time: make soak)",
     ),
+    Target(
+        "API status reads on one core",
+        2000,
+        "/s",
+        _get("api", "status_reads", "requests_per_second"),
+        "GET /v1/verifications/{id}, the API pinned to one core",
+        at_most=False,
+    ),
+    Target(
+        "API check p99 over the Redis check p99, quiet worker",
+        10,
+        " ms",
+        _get("api", "checks", "quiet", "difference_p99_ms"),
+        "pairs of checks 0.2-0.5 s apart, right code",
+    ),
+    Target(
+        "API check p99 over the Redis check p99, under the 500 ms load",
+        10,
+        " ms",
+        _get("api", "checks", "load", "difference_p99_ms"),
+        "pairs of checks during a 500 ms start→delivered run",
+    ),
 ]
 
 
@@ -333,6 +355,8 @@ def details(results: dict[str, Any]) -> str:
             f"Peak RSS (VmHWM) of a worker process over every run: **{_fmt(memory['peak_rss_mb'], ' MB')}** "
             f"(all processes: {', '.join(_fmt(peak) for peak in memory['all_mb'])} MB)."
         )
+    if results.get("api"):
+        parts.append(api_section(results["api"]))
     sandbox = results.get("sandbox")
     if sandbox:
         instant = _run(results, 0)
@@ -390,6 +414,79 @@ def checks_section(results: dict[str, Any]) -> str:
         + markdown_table(["", "checks", "p50", "p99"], rows)
         + note
     )
+
+
+def api_section(measured: dict[str, Any]) -> str:
+    """The HTTP API (bench/api.py): status reads on one core, and checks over the API beside
+    the same checks over Redis."""
+    reads = measured["status_reads"]
+    if reads["pinned"]:
+        where = (
+            f"the API pinned to core {', '.join(map(str, reads['api_cores']))}, the generator, Redis, "
+            f"the sandbox and the worker to {', '.join(map(str, reads['generator_cores']))}"
+        )
+        busy = (
+            f"; the cores were busy {_percent(reads['api_core_busy'])} (the API's) and "
+            f"{_percent(reads['generator_cores_busy'])} (the rest's), everyone's processes counted"
+        )
+    else:
+        where, busy = "on one core, nothing pinned", ""
+    figures = markdown_table(
+        ["status reads", "value"],
+        [
+            [
+                "requests/s",
+                f"**{_fmt(reads['requests_per_second'])}** ({reads['count']} in {reads['seconds']} s)",
+            ],
+            ["API CPU per request", _fmt(reads["api_cpu_ms_per_request"], " ms")],
+            ["API process CPU", _percent(reads["api_cpu_share"]) + " of a core"],
+            ["generator process CPU", _percent(reads["generator_cpu_share"]) + " of a core"],
+            ["latency p50 / p99", f"{_fmt(reads['p50_ms'])} / {_fmt(reads['p99_ms'])} ms"],
+        ],
+    )
+    rows = []
+    for when, label in (("quiet", "quiet worker, right code"), ("load", "under the 500 ms load, wrong code")):
+        compared = measured["checks"].get(when)
+        if not compared:
+            continue
+        rows.append(
+            [
+                label,
+                str(compared["api"]["n"]),
+                _percentiles(compared["api"]),
+                _percentiles(compared["redis"]),
+                f"{_fmt(compared['difference_p50_ms'])} / {_fmt(compared['difference_p99_ms'])}",
+            ]
+        )
+    checks = markdown_table(
+        ["checks", "pairs", "API p50 / p95 / p99 ms", "Redis p50 / p95 / p99 ms", "difference p50 / p99 ms"],
+        rows,
+    )
+    ran = measured.get("machine")
+    when = (
+        f" Measured on {ran['date']} at commit {ran['commit']} (`python -m bench --only api`), "
+        "apart from the rest of this page."
+        if ran
+        else ""
+    )
+    return (
+        "### The HTTP API: status reads on one core, checks beside Redis\n\n"
+        f"GET /v1/verifications/{{id}} on open verifications from {reads['connections']} keep-alive "
+        f"connections (aiohttp), {where}{busy}.{when}\n\n"
+        + figures
+        + "\n\nEach pair: one check over the API (POST /v1/verifications/{id}/check, answered once a "
+        "worker compared the code) and one over Redis (FCALL flashcall_check, then BLPOP), each on a "
+        "verification of its own, alternately first, from one process of their own.\n\n" + checks
+    )
+
+
+def _percentiles(spread: dict[str, Any]) -> str:
+    # p95 joined later: results from before it have none.
+    return " / ".join(_fmt(spread[key]) for key in ("p50_ms", "p95_ms", "p99_ms") if key in spread)
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.0f}%"
 
 
 def approval_table(results: dict[str, Any]) -> str:
@@ -641,7 +738,7 @@ The raw figures are in [bench/results.json](../bench/results.json).
 
 ## Targets
 
-Every target of issue 20, from this one run.
+{targets_intro(results)}
 
 {targets_table(results)}
 
@@ -669,6 +766,15 @@ are per approved verification over the whole run, the idle worker's included.
 
 {method}
 """
+
+
+def targets_intro(results: dict[str, Any]) -> str:
+    if (results.get("api") or {}).get("machine"):
+        return (
+            "Every target of issues 20 and 22: the API's from its part run alone (see its section), "
+            "the others from this one run."
+        )
+    return "Every target of issues 20 and 22, from this one run."
 
 
 def console(results: dict[str, Any]) -> str:

@@ -4,6 +4,8 @@ and the JSON. The figures of such a short run mean nothing; `make bench` measure
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +48,7 @@ def test_the_page_holds_the_targets_the_throughput_table_and_every_section(quick
         "### A replica attached",
         "### Memory",
         "### The sandbox is no bottleneck",
+        "### The HTTP API",
     ):
         assert heading in page
 
@@ -104,3 +107,44 @@ def test_with_a_replica_attached_every_claim_waits_for_it_and_without_none_does(
     assert replica["alone"]["count"] > 0
     assert replica["alone"]["wait_per_verification"] == 0
     assert replica["replica"]["wait_per_verification"] >= 1
+
+
+@pytest.fixture(scope="module")
+def api_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The API part alone, merged into a copy of the committed results."""
+    out = tmp_path_factory.mktemp("bench-api")
+    shutil.copy(ROOT / "bench" / "results.json", out / "run.json")
+    argv = [sys.executable, "-m", "bench", "--only", "api", "--quick", "--merge"]
+    finished = subprocess.run(
+        [*argv, "--docs", str(out), "--results", str(out / "run.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_the_api_part_reports_status_reads_and_both_sides_of_each_check(api_run: Path) -> None:
+    measured = json.loads((api_run / "run.json").read_text(encoding="utf-8"))["api"]
+    reads = measured["status_reads"]
+    assert reads["count"] > 0
+    for figure in ("requests_per_second", "api_cpu_ms_per_request", "api_cpu_share", "generator_cpu_share"):
+        assert reads[figure] > 0
+    for when in ("quiet", "load"):
+        compared = measured["checks"][when]
+        assert compared["api"]["n"] == compared["redis"]["n"] > 0
+        assert all(math.isfinite(compared[f"difference_{p}_ms"]) for p in ("p50", "p99"))
+
+
+@pytest.mark.timeout(300)
+def test_the_merged_api_part_joins_the_page_and_its_targets(api_run: Path) -> None:
+    page = (api_run / "benchmarks.md").read_text(encoding="utf-8")
+    assert "### The HTTP API" in page
+    targets = page.split("## Throughput")[0]
+    api_rows = [line for line in targets.splitlines() if line.startswith("| API ")]
+    assert len(api_rows) == 3
+    assert not any("not measured" in row for row in api_rows)

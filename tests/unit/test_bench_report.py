@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.harness import LATENCIES
-from bench.report import TARGETS, Target, cpu_table, targets_table
+from bench.report import TARGETS, Target, api_section, cpu_table, targets_intro, targets_table
 from bench.scenarios import script_called
 from worker.redis import functions
 
@@ -40,6 +40,36 @@ def _results() -> dict[str, Any]:
         "quiet_checks": {"provider": {"p99_ms": 8.0}, "router": {"p99_ms": 4.0}},
         "breaker": {"overhead_p99_ms": 5.0},
         "memory": {"peak_rss_mb": 90.0},
+        "api": _api(),
+    }
+
+
+def _api() -> dict[str, Any]:
+    """The API part of a run within its targets."""
+    pair = {
+        "redis": {"n": 50, "p50_ms": 2.0, "p95_ms": 3.0, "p99_ms": 5.0},
+        "api": {"n": 50, "p50_ms": 3.5, "p95_ms": 6.0, "p99_ms": 9.0},
+        "difference_p50_ms": 1.5,
+        "difference_p99_ms": 4.0,
+    }
+    return {
+        "status_reads": {
+            "connections": 32,
+            "pinned": True,
+            "api_cores": [1],
+            "generator_cores": [0],
+            "count": 30000,
+            "seconds": 12.0,
+            "requests_per_second": 2500.0,
+            "api_cpu_ms_per_request": 0.38,
+            "api_cpu_share": 0.97,
+            "generator_cpu_share": 0.45,
+            "api_core_busy": 0.99,
+            "generator_cores_busy": 0.7,
+            "p50_ms": 12.0,
+            "p99_ms": 30.0,
+        },
+        "checks": {"quiet": dict(pair), "load": {**pair, "verifications": 9000}},
     }
 
 
@@ -59,8 +89,8 @@ def test_a_run_within_every_target_meets_them_all() -> None:
     assert {target.verdict(target.measured(results)) for target in TARGETS} == {"met"}
 
 
-def test_the_table_has_a_row_for_every_target_of_issue_20() -> None:
-    assert len(TARGETS) == 15
+def test_the_table_has_a_row_for_every_target_of_issues_20_and_22() -> None:
+    assert len(TARGETS) == 18
     rows = targets_table(_results()).splitlines()[2:]
     assert len(rows) == len(TARGETS)
     assert all(row.startswith(f"| {target.name} |") for row, target in zip(rows, TARGETS, strict=True))
@@ -147,3 +177,48 @@ def test_monitor_and_slowlog_lines_name_the_function_or_script_they_call() -> No
     acks = "EVALSHA 0123456789abcdef 2 flashcall:__acks__.3f0c-77.checks flashcall:checks.msgs m1"
     assert script_called(acks) == "script 01234567 on flashcall:__acks__.*.checks"
     assert script_called("HGETALL flashcall:v:a") is None
+
+
+def test_the_api_is_held_to_2000_reads_a_second_and_10_ms_over_the_redis_p99() -> None:
+    results = _results()
+    results["api"]["status_reads"]["requests_per_second"] = 1800.0
+    results["api"]["checks"]["load"]["difference_p99_ms"] = 12.5
+    assert _verdict(results, "API status reads on one core") == "**missed** by 200/s"
+    assert _verdict(results, "API check p99 over the Redis check p99, quiet worker") == "met"
+    assert _verdict(results, "API check p99 over the Redis check p99, under") == "**missed** by 2.5 ms"
+
+
+def test_a_run_without_the_api_part_has_its_targets_not_measured() -> None:
+    results = _results()
+    del results["api"]
+    api = [target for target in TARGETS if target.name.startswith("API ")]
+    assert len(api) == 3
+    assert {target.verdict(target.measured(results)) for target in api} == {"not measured"}
+
+
+def test_the_api_section_tells_reads_cpu_and_both_sides_of_each_check() -> None:
+    text = api_section(_api())
+    assert "**2,500** (30000 in 12.0 s)" in text
+    assert "| API CPU per request | 0.38 ms |" in text
+    assert "| generator process CPU | 45% of a core |" in text
+    assert "pinned to core 1" in text
+    rows = [
+        line for line in text.splitlines() if line.startswith("| quiet worker") or line.startswith("| under")
+    ]
+    assert rows == [
+        "| quiet worker, right code | 50 | 3.5 / 6 / 9 | 2 / 3 / 5 | 1.5 / 4 |",
+        "| under the 500 ms load, wrong code | 50 | 3.5 / 6 / 9 | 2 / 3 / 5 | 1.5 / 4 |",
+    ]
+
+
+def test_an_api_part_merged_alone_says_when_it_was_measured() -> None:
+    measured = {**_api(), "machine": {"date": "2026-12-07 12:30 UTC", "commit": "abc1234"}}
+    assert "Measured on 2026-12-07 12:30 UTC at commit abc1234" in api_section(measured)
+    assert "Measured on" not in api_section(_api())
+
+
+def test_the_page_says_when_the_api_targets_come_from_a_run_of_their_own() -> None:
+    results = _results()
+    assert targets_intro(results) == "Every target of issues 20 and 22, from this one run."
+    results["api"]["machine"] = {"date": "2026-12-07 12:30 UTC", "commit": "abc1234"}
+    assert "the API's from its part run alone" in targets_intro(results)
