@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.core.errors import ConfigurationError, FlashcallError
+from worker.core.errors import ConfigurationError, FlashcallError, UsageError
 
 if TYPE_CHECKING:
     # Imported where used: `flashcall --help` and the worker start without the receiver's imports.
@@ -35,9 +35,9 @@ def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from worker.routing.reload import RoutingHolder
 
     if not 0 <= args.check_processes <= 64 or not 0 <= args.nice <= 19:
-        raise FlashcallError("--check-processes must be from 0 to 64, --nice from 0 to 19")
+        raise UsageError("--check-processes must be from 0 to 64, --nice from 0 to 19")
     if args.check_processes and "--queues" in extra:
-        raise FlashcallError("--queues picks the queues itself: add --check-processes 0 to it")
+        raise UsageError("--queues picks the queues itself: add --check-processes 0 to it")
     if args.metrics_port is not None:
         metrics_port = _port(args.metrics_port, "--metrics-port")
     else:
@@ -108,7 +108,7 @@ _DEV_PACKAGE = "flashcall_dev"
 
 def _require_dev_tools(command: str) -> None:
     if importlib.util.find_spec(_DEV_PACKAGE) is None:
-        raise FlashcallError(
+        raise UsageError(
             f"`flashcall {command}` is a development tool ({_DEV_PACKAGE}, in the repository) and "
             "this installation has none: run it from the repository's venv (make install)"
         )
@@ -122,7 +122,7 @@ def _sandbox(args: argparse.Namespace, _: Sequence[str]) -> int:
     for item in args.provider_port:
         name, _, port = item.partition("=")
         if not port.isdigit():
-            raise FlashcallError(f"--provider-port takes NAME=PORT, not {item!r}")
+            raise UsageError(f"--provider-port takes NAME=PORT, not {item!r}")
         ports[name] = int(port)
     serve(args.host, args.port, provider_ports=ports, latency_ms=args.latency_ms)
     return 0
@@ -163,7 +163,7 @@ def _api(args: argparse.Namespace, _: Sequence[str]) -> int:
     port = _port(args.port, "--port")
     metrics_port = _port(args.metrics_port, "--metrics-port")
     if not 0 < args.check_timeout <= 60:
-        raise FlashcallError(
+        raise UsageError(
             f"--check-timeout must be more than 0 and at most 60 seconds, not {args.check_timeout:g}"
         )
     limits = _receiver_limits(args)
@@ -243,12 +243,12 @@ def _routing_explain(args: argparse.Namespace, _: Sequence[str]) -> int:
 
     config = load_routing(_routing_file(args))
     if args.policy not in config.policies:
-        raise FlashcallError(f"no policy {args.policy!r} in {_routing_file(args)}")
+        raise UsageError(f"no policy {args.policy!r} in {_routing_file(args)}")
     try:
         phone = normalise(args.phone)
         channels = [Channel(name) for name in args.channels.split(",")] if args.channels else []
     except ValueError as error:
-        raise FlashcallError(str(error)) from None
+        raise UsageError(str(error)) from None
     client = _redis(args)
     state = read_state(client, config, now_ms=int(time.time() * 1000))
     print(
@@ -268,7 +268,7 @@ def _breakers(args: argparse.Namespace, _: Sequence[str]) -> int:
     names = sorted(config.providers) if args.reset_all else args.reset
     unknown = sorted(set(names) - set(config.providers))
     if unknown:
-        raise FlashcallError(f"no provider {', '.join(unknown)} in {_routing_file(args)}")
+        raise UsageError(f"no provider {', '.join(unknown)} in {_routing_file(args)}")
     if names:
         reset_breakers(client, names)
         print(f"reset: {', '.join(names)}")
@@ -493,6 +493,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit statuses (docs/operations.md, "Exit statuses"): argparse's own for usage, and
+#: ours for everything else, so that scripts and probes can tell a typo from an outage.
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _one_line(error: BaseException) -> tuple[int, list[str]] | None:
+    """The status and the lines `flashcall` answers an error with, or None for one it does
+    not expect (a bug: its traceback is what a report needs)."""
+    if isinstance(error, FlashcallError):
+        # A line per problem (a routing file may have several), each saying whose it is.
+        code = EXIT_USAGE if isinstance(error, ConfigurationError) else EXIT_FAILURE
+        return code, str(error).splitlines() or [type(error).__name__]
+    # Looked up, not imported: a command that never imported redis cannot have raised its
+    # errors, and `flashcall --help` stays without its import.
+    redis_errors: Any = sys.modules.get("redis.exceptions")
+    if redis_errors is not None and isinstance(error, redis_errors.RedisError):
+        text = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error, redis_errors.ResponseError) and "function" in text.lower():
+            text += " (is the flashcall library loaded? flashcall redis install)"
+        return EXIT_FAILURE, [f"Redis: {text}"]
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename is not None else ""
+        return EXIT_FAILURE, [f"{where}{error.strerror or error}"]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -500,11 +527,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         code: int = args.handler(args, extra)
-    except FlashcallError as error:
-        # A line per problem (a routing file may have several), each saying whose it is.
-        for line in str(error).splitlines():
+    except Exception as error:
+        answer = _one_line(error)
+        if answer is None:
+            raise
+        status, lines = answer
+        for line in lines:
             print(f"flashcall: {line}", file=sys.stderr)
-        return 2
+        return status
     return code
 
 
