@@ -240,7 +240,7 @@ def _routing_explain(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.core.phone import normalise
     from worker.core.verification import Channel
     from worker.routing import load_routing
-    from worker.routing.report import explain, read_state
+    from worker.routing.report import explain, read_admission, read_state
 
     config = load_routing(_routing_file(args))
     if args.policy not in config.policies:
@@ -251,12 +251,21 @@ def _routing_explain(args: argparse.Namespace, _: Sequence[str]) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     client = _redis(args)
-    state = read_state(client, config, now_ms=int(time.time() * 1000))
-    print(
-        explain(
-            config, state, phone=phone, policy=args.policy, channels=channels, code_length=args.code_length
-        )
+    # What flashcall_start refuses never reaches a worker: asked first, as the start does.
+    refusal = read_admission(
+        client, phone=phone, policy=args.policy, client_ip=args.client_ip, limit_key=args.limit_key
     )
+    state = read_state(client, config, now_ms=int(time.time() * 1000))
+    text = explain(
+        config,
+        state,
+        phone=phone,
+        policy=args.policy,
+        channels=channels,
+        code_length=args.code_length,
+        refusal=refusal,
+    )
+    print(text)
     return 0
 
 
@@ -548,6 +557,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--code-length", type=int, default=4, help="digits of the code")
     explain.add_argument(
+        "--client-ip", help="the start's client_ip, for the limits by address (default: none, not asked)"
+    )
+    explain.add_argument(
+        "--limit-key", help="the start's limit_key, for the limits by key (default: none, not asked)"
+    )
+    explain.add_argument(
         "--file", type=Path, help="routing file (default $FLASHCALL_ROUTING or routing.yaml)"
     )
     _add_redis_url(explain)
@@ -623,6 +638,9 @@ def _one_line(error: BaseException) -> tuple[int, list[str]] | None:
     redis_errors: Any = sys.modules.get("redis.exceptions")
     if redis_errors is not None and isinstance(error, redis_errors.RedisError):
         text = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error, redis_errors.ResponseError) and text.startswith("flashcall: "):
+            # The library refusing the request, in its own words.
+            return EXIT_FAILURE, ["refused: " + text.removeprefix("flashcall: ")]
         if isinstance(error, redis_errors.ResponseError) and "function" in text.lower():
             text += " (is the flashcall library loaded? flashcall redis install)"
         return EXIT_FAILURE, [f"Redis: {text}"]
