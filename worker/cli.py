@@ -25,6 +25,10 @@ __all__ = ["main"]
 #: providers answering in 2 s (docs/benchmarks.md). Waiting threads cost no CPU.
 DEFAULT_THREADS = 512
 
+#: Seconds an operator's command waits for Redis to connect or answer: a Redis that hangs
+#: (a network partition, a frozen primary) is a one-line failure, not a command that hangs.
+REDIS_TIMEOUT_S = 10.0
+
 
 def _worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from dramatiq.cli import main as dramatiq_main
@@ -198,7 +202,7 @@ def _redis_install(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.redis.library import install, library_version
 
     target = RedisTarget.parse(args.redis_url, setting="--redis-url")
-    install(sync_client(target))
+    install(sync_client(target, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S))
     print(f"installed the flashcall library, version {library_version()}, into {target.describe()}")
     return 0
 
@@ -226,7 +230,10 @@ def _routing_file(args: argparse.Namespace) -> Path:
 def _redis(args: argparse.Namespace) -> Any:
     from worker.redis.connections import RedisTarget, sync_client
 
-    return sync_client(RedisTarget.parse(args.redis_url, setting="--redis-url"), decode_responses=True)
+    target = RedisTarget.parse(args.redis_url, setting="--redis-url")
+    return sync_client(
+        target, decode_responses=True, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
 
 
 def _routing_schema(args: argparse.Namespace, _: Sequence[str]) -> int:

@@ -10,6 +10,7 @@ Redis is 127.0.0.1:1, where nothing listens: every connection is refused at once
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,17 @@ def test_a_file_that_cannot_be_written_is_one_line_and_status_1(
 def test_a_number_explain_cannot_read_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["routing", "explain", "12345", "--file", ROUTING]) == EXIT_USAGE
     assert answered(capsys).startswith("flashcall: '12345' is not a Russian number")
+
+
+def test_a_redis_that_never_answers_is_one_line_and_status_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Connections are taken (the backlog) and never answered, as a frozen Redis does.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        monkeypatch.setattr("worker.cli.REDIS_TIMEOUT_S", 0.2)
+
+        status = main(["fraud", "list", "--redis-url", f"redis://127.0.0.1:{port}/0"])
+
+    assert status == EXIT_FAILURE
+    assert answered(capsys).startswith("flashcall: Redis: Timeout")
