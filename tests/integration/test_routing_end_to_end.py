@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -89,6 +90,8 @@ POLICIES = {
     "reload": ["rl-a", "rl-b"],
     "cli": ["cli-a", "cli-b", "cli-c", "cli-d"],
 }
+#: A range on the routing file's block list, which no other test numbers from.
+BLOCKED_RANGE = "7999000"
 CREDENTIALS = {VP: "{api_key: env:VOICEPASSWORD_API_KEY}", MG: "{api_key: env:MOBILGROUP_API_KEY}"}
 
 
@@ -110,6 +113,8 @@ def routing_text(urls: dict[str, str], costs: dict[str, str] | None = None) -> s
     lines += [
         "limits:",
         "  per_phone: [{limit: 2, per: 1h}]",
+        "fraud:",
+        f'  blocked: ["{BLOCKED_RANGE}"]',
         "health:",
         f"  min_samples: {HEALTH_MIN_SAMPLES}",
     ]
@@ -627,6 +632,59 @@ def test_routing_explain_refuses_a_kazakh_number_as_the_worker_does(routed: Rout
 
     assert output.splitlines()[-1].startswith("refused: bad_number: not an assigned Russian number")
     assert "chosen" not in output
+
+
+def fresh(prefix: str) -> str:
+    """A number of this prefix nobody started yet in this module."""
+    return prefix + f"{secrets.randbelow(10 ** (11 - len(prefix))):0{11 - len(prefix)}d}"
+
+
+def used_up(routed: Routed, phone: str) -> None:
+    """Both starts the module's per_phone limit allows within the hour, made and finished."""
+    for n in range(2):
+        finished(routed, start(routed, f"used-{phone}-{n}", phone, "cli")["id"])
+
+
+#: case -> (the number's prefix, what the start meets before, the outcome both must state).
+AGREEMENT: dict[str, tuple[str, Callable[[Routed, str], None] | None, str]] = {
+    "a Russian mobile number": ("7916", None, "cli-a"),
+    "a Moscow landline": ("7495", None, "cli-a"),
+    "a Kazakh mobile number": ("7701", None, "bad_number"),
+    "an Almaty landline": ("7727", None, "bad_number"),
+    "a number on the block list": (BLOCKED_RANGE, None, "blocked"),
+    "a number past its per_phone limit": ("7926", used_up, "rate_limited"),
+}
+
+
+def explained(output: str) -> str:
+    """What an explanation's closing line says the start comes to: its provider or refusal."""
+    last = output.splitlines()[-1]
+    if last.startswith("next attempt: "):
+        return last.removeprefix("next attempt: ").split(",")[0]
+    assert last.startswith("refused: "), last
+    return last.split(": ")[1]
+
+
+def came_to(routed: Routed, verification_id: str, phone: str) -> str:
+    """What a real start of the number came to: its first attempt's provider, or its refusal."""
+    answer = start(routed, verification_id, phone, "cli")
+    if answer["status"] == "failed":
+        return str(answer["reason"])
+    event = finished(routed, verification_id)
+    return str(event.get("provider") or event["reason"])
+
+
+@pytest.mark.parametrize("case", list(AGREEMENT))
+def test_routing_explain_states_what_a_real_start_comes_to(routed: Routed, case: str) -> None:
+    prefix, before, expected = AGREEMENT[case]
+    phone = fresh(prefix)
+    if before is not None:
+        before(routed, phone)
+
+    told = explained(flashcall(routed, "routing", "explain", "+" + phone, "--policy", "cli"))
+
+    assert told == expected
+    assert came_to(routed, f"agree-{phone}", phone) == told
 
 
 @pytest.mark.usefixtures("cli_state")

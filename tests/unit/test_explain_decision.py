@@ -23,7 +23,7 @@ from worker.core.verification import Channel, Outcome, Verification
 from worker.providers.base import Provider
 from worker.providers.registry import PROVIDER_TYPES, inspectable_provider
 from worker.routing.config import RoutingConfig
-from worker.routing.report import explain, explain_verification
+from worker.routing.report import Refusal, explain, explain_verification
 from worker.routing.select import Choice, GiveUp, next_attempt
 from worker.routing.state import SKIP, ChannelHealth, Conversion, ProviderState, RoutingState, leader_key
 
@@ -281,3 +281,38 @@ def test_explain_marks_only_the_provider_of_the_weight_band_the_attempt_goes_to(
     assert re.search(r"chosen for (25|75)% of attempts, by weight$", chosen)
     assert re.search(r"takes (25|75)% of attempts, by weight$", other)
     assert lines[-1] == f"next attempt: {chosen.split()[1]}, by flashcall (step 0)"
+
+
+def test_explain_of_a_number_flashcall_start_blocks_states_the_refusal_and_no_provider() -> None:
+    config, _ = kazakh_case()
+
+    text = explain(config, RoutingState(), phone="79990001234", now_ms=NOW_MS, refusal=Refusal("blocked"))
+
+    assert text.splitlines()[-1].startswith(
+        "refused: blocked: the number is on the routing file's fraud.blocked"
+    )
+    assert "->" not in text
+    assert "next attempt" not in text
+
+
+def test_explain_of_a_rate_limited_number_names_the_limit_and_the_wait() -> None:
+    config, _ = kazakh_case()
+    refusal = Refusal("rate_limited", "per_phone", 120)
+
+    text = explain(config, RoutingState(), phone="79991234567", now_ms=NOW_MS, refusal=refusal)
+
+    assert text.splitlines()[-1].startswith(
+        "refused: rate_limited: the per_phone limit is reached: a start is admitted again in 120 s"
+    )
+
+
+def test_explain_of_a_held_range_names_the_range_and_how_long() -> None:
+    config, _ = kazakh_case()
+    refusal = Refusal("fraud_suspected", None, 900)
+
+    last = explain(config, RoutingState(), phone="79991234567", now_ms=NOW_MS, refusal=refusal).splitlines()[
+        -1
+    ]
+
+    assert last.startswith("refused: fraud_suspected: the conversion guard holds the range 7999123")
+    assert "for 900 s" in last

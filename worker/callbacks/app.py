@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from worker.callbacks.protocol import DeadlineH11Protocol
-from worker.core.errors import FlashcallError, StoreUnavailable
+from worker.core.errors import StoreUnavailable, UsageError
 from worker.core.verification import CallState
 from worker.logs.structured import get_logger
 from worker.providers.registry import PROVIDER_TYPES
@@ -72,7 +72,7 @@ class ReceiverLimits:
         for limit in fields(self):
             value = getattr(self, limit.name)
             if value < 1:
-                raise FlashcallError(f"--{limit.name.replace('_', '-')} must be 1 or more, not {value}")
+                raise UsageError(f"--{limit.name.replace('_', '-')} must be 1 or more, not {value}")
 
 
 class _TooLarge(Exception):

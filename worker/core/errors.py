@@ -11,6 +11,11 @@ class ConfigurationError(FlashcallError):
     """The environment or a routing file is wrong; fix it and restart (or save the file again)."""
 
 
+class UsageError(ConfigurationError):
+    """A command was given arguments it cannot take; `flashcall` exits with status 2, as
+    argparse does for the ones it refuses itself."""
+
+
 class RoutingFileError(ConfigurationError):
     """A routing file failed validation; the message names the line and the field."""
 

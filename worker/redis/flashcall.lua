@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '17'
+local VERSION = '18'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -865,17 +865,18 @@ local function guard_release(key, range, now, why)
     guard_change('released ' .. range .. ' ' .. why)
 end
 
--- Milliseconds the range stays held, or nil; a hold that ran out is released here.
-local function guard_held(state, now)
+-- Milliseconds the range stays held, or nil; with `write`, a hold that ran out is released
+-- here (without, it is only not held, as it would be once released).
+local function guard_held(state, now, write)
     if not state.held_until then return nil end
     if now < state.held_until then return state.held_until - now end
-    guard_release(state.key, state.range, now, 'expired')
+    if write then guard_release(state.key, state.range, now, 'expired') end
     return nil
 end
 
--- Whether this start, counted with the range's, makes it suspect: then the range is held
--- and the milliseconds of the hold returned.
-local function guard_judge(guard, state, now)
+-- Whether this start, counted with the range's, makes it suspect: then the milliseconds of
+-- the hold are returned and, with `write`, the range is held.
+local function guard_judge(guard, state, now, write)
     local starts = state.starts + 1
     local history = state.history + 1
     if starts < guard.min_starts then return nil end
@@ -883,6 +884,7 @@ local function guard_judge(guard, state, now)
     if state.approved / starts >= guard.min_conversion then return nil end
     local level = state.level + 1
     local hold = math.min(guard.max_hold, guard.hold * 2 ^ (level - 1))
+    if not write then return hold end
     redis.call('HSET', state.key, 'held_until', fmt_int(now + hold), 'level', level)
     redis.call('PEXPIRE', state.key, fmt_int(2 * guard.history))
     redis.call('SADD', K_HELD, state.range)
@@ -946,6 +948,43 @@ local function refused(request, now, reason, wait_ms, limit)
                          retry_after = wait_ms and math.ceil(wait_ms / 1000) or nil})
 end
 
+-- Why flashcall_start refuses a new verification of this request now (blocked,
+-- fraud_suspected, rate_limited), with the milliseconds to wait and the limit for limits and
+-- holds; nil and what the start counts itself in when it takes it. The per-number limits and
+-- the other guards are read in one go. With `write` as the start itself: a hold that ran
+-- out is released, a held range counts the start, a hold this start triggers is recorded.
+-- Without, the same decision from the same reads, and nothing written (flashcall_admission).
+local function admission(request, now, write)
+    local published = redis.call('MGET', K_LIMITS, K_GUARDS)
+    local guards = published[2] and cjson.decode(published[2]) or {}
+    -- A number on the block list is never called; one on the safe list passes every limit
+    -- but its own number's. The longest prefix listed decides.
+    local listed = guards.lists and longest_prefix(K_LISTS, request.phone)
+    if listed == 'blocked' then return 'blocked' end
+    local guard = listed ~= 'safe' and guards.guard or nil
+    local range = guard and guard_read(guard, request.phone, now)
+    local held = range and guard_held(range, now, write)
+    if held then
+        -- Counted all the same: a pump that goes on while its range is held finds the
+        -- range's window full of starts nobody approved once the hold ends, and is held
+        -- again at once, for longer.
+        if write then guard_count(guard, range, now) end
+        return 'fraud_suspected', held
+    end
+    local starts = phone_starts(request.phone, published[1])
+    local keyed = keyed_limits(request, now, listed ~= 'safe' and guards.limits or nil)
+    local retry_after, limit = phone_limited(starts, now), 'per_phone'
+    local keyed_wait, keyed_kind = keyed_limited(keyed, now)
+    if keyed_wait and (not retry_after or keyed_wait > retry_after) then retry_after, limit = keyed_wait, keyed_kind end
+    if retry_after then return 'rate_limited', retry_after, limit end
+    local hold = range and guard_judge(guard, range, now, write)
+    if hold then
+        if write then guard_count(guard, range, now) end
+        return 'fraud_suspected', hold
+    end
+    return nil, nil, nil, {starts = starts, keyed = keyed, guard = guard, range = range}
+end
+
 local function start(_, args)
     local request, err = validate_start(args)
     if not request then return refuse(err) end
@@ -962,34 +1001,9 @@ local function start(_, args)
                              reason = REFUSALS[existing[4]] and existing[4] or nil})
     end
 
-    -- The per-number limits and the other guards, in one read.
-    local published = redis.call('MGET', K_LIMITS, K_GUARDS)
-    local guards = published[2] and cjson.decode(published[2]) or {}
-    -- A number on the block list is never called; one on the safe list passes every limit
-    -- but its own number's. The longest prefix listed decides.
-    local listed = guards.lists and longest_prefix(K_LISTS, request.phone)
-    if listed == 'blocked' then return refused(request, now, 'blocked') end
-    local guard = listed ~= 'safe' and guards.guard or nil
-    local range = guard and guard_read(guard, request.phone, now)
-    local held = range and guard_held(range, now)
-    if held then
-        -- Counted all the same: a pump that goes on while its range is held finds the
-        -- range's window full of starts nobody approved once the hold ends, and is held
-        -- again at once, for longer.
-        guard_count(guard, range, now)
-        return refused(request, now, 'fraud_suspected', held)
-    end
-    local starts = phone_starts(request.phone, published[1])
-    local keyed = keyed_limits(request, now, listed ~= 'safe' and guards.limits or nil)
-    local retry_after, limit = phone_limited(starts, now), 'per_phone'
-    local keyed_wait, keyed_kind = keyed_limited(keyed, now)
-    if keyed_wait and (not retry_after or keyed_wait > retry_after) then retry_after, limit = keyed_wait, keyed_kind end
-    if retry_after then return refused(request, now, 'rate_limited', retry_after, limit) end
-    local hold = range and guard_judge(guard, range, now)
-    if hold then
-        guard_count(guard, range, now)
-        return refused(request, now, 'fraud_suspected', hold)
-    end
+    local reason, wait_ms, limit, admitted = admission(request, now, true)
+    if reason then return refused(request, now, reason, wait_ms, limit) end
+    local starts, keyed, guard, range = admitted.starts, admitted.keyed, admitted.guard, admitted.range
     local at = fmt_int(now)
     local expires_at = fmt_int(now + request.ttl * 1000)
     local code_length = fmt_int(request.code_length)
@@ -1027,6 +1041,20 @@ local function start(_, args)
         .. ',"phone":' .. quoted(request.phone) .. ',"policy":' .. quoted(request.policy)
         .. ',"expires_at":' .. expires_at .. '}', at)
     return '{"id":' .. quoted(request.id) .. ',"status":"pending","created":true}'
+end
+
+-- What flashcall_start would answer a new verification of this request now, without
+-- starting it or counting anything: {"admitted": true}, or a refusal as flashcall_start
+-- answers it ({"status": "failed", "reason", "limit", "retry_after"}). The request's id is
+-- not looked up: `flashcall routing explain` asks about a number, not a verification.
+local function admission_of(_, args)
+    local request, err = validate_start(args)
+    if not request then return refuse(err) end
+    local now = now_ms()
+    local reason, wait_ms, limit = admission(request, now, false)
+    if not reason then return '{"admitted":true}' end
+    return cjson.encode({status = 'failed', reason = reason, limit = limit,
+                         retry_after = wait_ms and math.ceil(wait_ms / 1000) or nil})
 end
 
 local CHECK_FIELDS = {id = true, code = true}
@@ -2034,6 +2062,7 @@ local function version() return VERSION end
 
 redis.register_function('flashcall_start', start)
 redis.register_function('flashcall_check', check)
+redis.register_function{function_name = 'flashcall_admission', callback = admission_of, flags = {'no-writes'}}
 redis.register_function{function_name = 'flashcall_status', callback = status, flags = {'no-writes'}}
 redis.register_function('flashcall_cancel', cancel)
 redis.register_function{function_name = 'flashcall_version', callback = version, flags = {'no-writes'}}

@@ -32,6 +32,7 @@ __all__ = [
     "HeldRange",
     "PublishedConfig",
     "TimerPass",
+    "admission",
     "apply_check",
     "attempt_delivered",
     "attempt_failed",
@@ -123,6 +124,14 @@ def start(request_json: str, *, via: str | None = None) -> Call[dict[str, Any]]:
     `via` is the HTTP API's JSON object of what came beside the body: `id` (its
     Idempotency-Key header) and `api_key` (the name of the key it was sent with)."""
     return Call("flashcall_start", (request_json,) if via is None else (request_json, via), _document)
+
+
+def admission(request_json: str) -> Call[dict[str, Any]]:
+    """What `start` would answer a new verification of this request now, from the same code
+    and without starting it or counting anything: `{"admitted": true}`, or its refusal
+    (`status` failed, `reason` blocked, fraud_suspected or rate_limited, `limit`,
+    `retry_after`). A read-only function: FCALL_RO runs it too."""
+    return Call("flashcall_admission", (request_json,), _document)
 
 
 def check(request_json: str, *, via: str | None = None) -> Call[str]:

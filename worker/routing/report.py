@@ -1,13 +1,17 @@
 """What operators read: `flashcall routing explain` and `flashcall breakers`.
 
 Both read the routing state every worker shares in Redis, so they tell what the workers
-would do now, from any machine with the routing file and REDIS_URL.
+would do now, from any machine with the routing file and REDIS_URL. An explanation is made
+by the code that decides: the library's admission of a start (flashcall_admission, the
+checks flashcall_start makes, without their writes), then the worker's `decide`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -18,10 +22,53 @@ from worker.core.verification import Channel, Verification, moscow_day
 from worker.providers.registry import inspectable_provider
 from worker.redis import functions
 from worker.routing.config import LearningConfig, RoutingConfig
+from worker.routing.operators import operator_of
 from worker.routing.select import Candidate, Choice, Decision, GiveUp, StepReview, Why, decide
 from worker.routing.state import SKIP, ProviderState, RoutingState
 
-__all__ = ["breaker_report", "explain", "explain_verification", "read_state", "reset_breakers"]
+__all__ = [
+    "Refusal",
+    "breaker_report",
+    "explain",
+    "explain_verification",
+    "read_admission",
+    "read_state",
+    "reset_breakers",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why flashcall_start refuses a new verification of a number before any routing."""
+
+    reason: str
+    """blocked, fraud_suspected or rate_limited."""
+    limit: str | None = None
+    """The limit reached (per_phone, per_ip, ...), for rate_limited."""
+    retry_after: int | None = None
+    """Seconds until a start is admitted again, for limits and holds."""
+
+
+def read_admission(
+    client: redis.Redis,
+    *,
+    phone: str,
+    policy: str = "default",
+    client_ip: str | None = None,
+    limit_key: str | None = None,
+) -> Refusal | None:
+    """What flashcall_start would answer a start of this number now: None when it takes it.
+
+    Read only (FCALL_RO): nothing is counted, no hold made or released."""
+    request: dict[str, str] = {"id": "explain", "phone": phone, "policy": policy}
+    if client_ip is not None:
+        request["client_ip"] = client_ip
+    if limit_key is not None:
+        request["limit_key"] = limit_key
+    answer = functions.admission(json.dumps(request)).run_read_only(client)
+    if answer.get("admitted"):
+        return None
+    return Refusal(str(answer["reason"]), answer.get("limit"), answer.get("retry_after"))
 
 
 def read_state(client: redis.Redis, config: RoutingConfig, *, now_ms: int) -> RoutingState:
@@ -80,10 +127,11 @@ def explain(
     channels: Iterable[Channel] = (),
     code_length: int = 4,
     now_ms: int | None = None,
+    refusal: Refusal | None = None,
 ) -> str:
-    """What a first attempt made now would do: the decision of worker/routing/select.py,
-    each step with every candidate's cost, health, breaker and money, and why it is
-    chosen or dropped."""
+    """What a start made now would do: refused as `refusal` says (read_admission's answer),
+    or its first attempt as worker/routing/select.py decides it, each step with every
+    candidate's cost, health, breaker and money, and why it is chosen or dropped."""
     verification = Verification(
         id="explain",
         phone=phone,
@@ -91,6 +139,10 @@ def explain(
         channels=tuple(channels),
         code_length=code_length,
     )
+    if refusal is not None:
+        operator = operator_of(phone, config.operators)
+        header = f"routing for {mask(phone)} ({operator}), policy {policy}, {code_length}-digit code;"
+        return "\n".join([header, "", _render_refusal(refusal, phone)])
     return explain_verification(
         config, state, verification, now_ms=int(time.time() * 1000) if now_ms is None else now_ms
     )
@@ -223,6 +275,23 @@ def _render_outcome(outcome: Choice | GiveUp, v: Verification) -> str:
     waits = not outcome.hard and v.delivered > 0
     ends = "it waits for the code delivered earlier" if waits else "the verification fails"
     return f"{'refused' if outcome.hard else 'gives up'}: {outcome.reason}: {why}; {ends}"
+
+
+def _render_refusal(refusal: Refusal, phone: str) -> str:
+    """flashcall_start's refusal, as _render_outcome renders the worker's."""
+    wait = f"{refusal.retry_after} s" if refusal.retry_after is not None else "a while"
+    if refusal.reason == "blocked":
+        why = "the number is on the routing file's fraud.blocked list"
+    elif refusal.reason == "rate_limited":
+        why = f"the {refusal.limit} limit is reached: a start is admitted again in {wait}"
+    elif refusal.reason == "fraud_suspected":
+        why = (
+            f"the conversion guard holds the range {phone[:-4]} (or would, at this start) for {wait} "
+            "(flashcall fraud release ends a hold)"
+        )
+    else:
+        why = "flashcall_start refuses it"
+    return f"refused: {refusal.reason}: {why}; no provider is called, the start fails at once"
 
 
 def breaker_report(client: redis.Redis, config: RoutingConfig, *, now_ms: int | None = None) -> str:
