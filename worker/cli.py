@@ -306,9 +306,10 @@ def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
 def _health(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.process.health import health_dir, liveness, readiness
 
-    problem = liveness(args.dir or health_dir(), max_age=args.max_age)
+    directory = args.dir or health_dir()
+    problem = liveness(directory, max_age=args.max_age)
     if problem is None and args.ready:
-        problem = readiness(args.redis_url, _routing_file(args))
+        problem = readiness(args.redis_url, _routing_file(args), directory=directory, max_age=args.max_age)
     if problem is not None:
         print(f"flashcall health: {problem}", file=sys.stderr)
         return 1
