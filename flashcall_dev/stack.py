@@ -241,12 +241,15 @@ class LocalStack:
 
 
 @contextlib.contextmanager
-def redis_server(log_dir: Path, *, name: str = "redis", args: Sequence[str] = ()) -> Iterator[str]:
-    """A redis-server of our own on a free port, without persistence; yields its URL."""
+def redis_server(
+    log_dir: Path, *, name: str = "redis", args: Sequence[str] = (), port: int | None = None
+) -> Iterator[str]:
+    """A redis-server of our own on `port` (by default a free one), without persistence;
+    yields its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FlashcallError(REDIS_INSTALL_HINT)
-    port = free_port()
+    port = port or free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *args]
     process = _spawn(name, argv, os.environ, log_dir)
     try:

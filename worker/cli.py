@@ -92,13 +92,13 @@ def _port(value: int | str, setting: str) -> int:
 
 
 def _prepare_metrics(directory: Path, port: int) -> None:
-    """Multiprocess Prometheus files in `directory`, emptied first (files of processes from
-    an earlier run would be summed with this one's), served on `port` by Dramatiq's
-    exposition server. Set before any process starts: prometheus-client reads it on import."""
-    import shutil
+    """Multiprocess Prometheus files in `directory`, served on `port` by Dramatiq's exposition
+    server, both claimed for this worker first (worker/process/metrics_dir.py: a second worker
+    on them refuses instead of emptying the first one's files). Set before any process
+    starts: prometheus-client reads it on import."""
+    from worker.process.metrics_dir import claim_metrics
 
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    claim_metrics(directory, port)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     # Dramatiq's own (lower-case) names for these two.
     os.environ["dramatiq_prom_db"] = str(directory)  # noqa: SIM112
@@ -323,9 +323,10 @@ def _providers_errors(args: argparse.Namespace, _: Sequence[str]) -> int:
 def _health(args: argparse.Namespace, _: Sequence[str]) -> int:
     from worker.process.health import health_dir, liveness, readiness
 
-    problem = liveness(args.dir or health_dir(), max_age=args.max_age)
+    directory = args.dir or health_dir()
+    problem = liveness(directory, max_age=args.max_age)
     if problem is None and args.ready:
-        problem = readiness(args.redis_url, _routing_file(args))
+        problem = readiness(args.redis_url, _routing_file(args), directory=directory, max_age=args.max_age)
     if problem is not None:
         print(f"flashcall health: {problem}", file=sys.stderr)
         return 1

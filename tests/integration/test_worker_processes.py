@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from flashcall_dev.stack import ManagedProcess
+from flashcall_dev.stack import LocalStack, ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -38,3 +39,29 @@ def test_queues_cannot_be_chosen_while_check_processes_choose_them(tmp_path: Pat
     assert done.returncode != 0
     assert "--check-processes 0" in done.stderr
     assert not (tmp_path / "metrics").exists()
+
+
+def test_a_second_worker_on_the_metrics_directory_and_port_of_another_refuses_and_leaves_them(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    port = free_port()
+    first = stack.start_worker(
+        processes=1, threads=4, check_processes=0, name="metrics-owner", metrics_port=port
+    )
+    directory = stack.log_dir / "metrics-owner-metrics"
+    argv = [sys.executable, "-m", "worker", "worker", "--processes", "1", "--check-processes", "0"]
+    argv += ["--metrics-dir", str(directory), "--metrics-port", str(port)]
+
+    second = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, check=False, env=stack.worker_env()
+    )
+
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.startswith("flashcall: "), second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert f"port {port}" in second.stderr
+    assert str(directory) in second.stderr
+    assert "--metrics-dir" in second.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert "flashcall_" in response.read().decode()
+    first.stop()

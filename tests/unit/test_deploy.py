@@ -116,6 +116,58 @@ def test_the_compose_api_is_healthy_when_ready_and_starts_once_redis_is() -> Non
     assert "--user flashcall-api" in " ".join(compose_service("redis")["healthcheck"]["test"])
 
 
+def compose_services() -> dict[str, Any]:
+    return cast(dict[str, Any], yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"])
+
+
+def probe_url(service: dict[str, Any]) -> str:
+    """The URL a service's Python healthcheck opens."""
+    found = re.search(r'urlopen\("([^"]+)"', " ".join(service["healthcheck"]["test"]))
+    assert found is not None, service["healthcheck"]
+    return found.group(1)
+
+
+def test_the_compose_worker_is_healthy_once_every_process_has_booted_and_redis_answers() -> None:
+    test = compose_service("worker")["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "flashcall"]
+    args = _parser().parse_args(test[2:])
+    assert (args.command, args.ready) == ("health", True)
+
+
+def test_the_compose_callback_receiver_is_healthy_when_it_answers_on_its_port() -> None:
+    callbacks = compose_service("callbacks")
+    port = _parser().parse_args(callbacks["command"]).port
+    assert probe_url(callbacks) == f"http://127.0.0.1:{port}/health"
+
+
+def test_the_compose_sandbox_is_healthy_when_its_control_api_answers() -> None:
+    sandbox = compose_service("sandbox")
+    port = _parser().parse_args(sandbox["command"]).port
+    assert probe_url(sandbox) == f"http://127.0.0.1:{port}/_sandbox/health"
+
+
+@pytest.mark.parametrize("name", ["worker", "callbacks", "api"])
+def test_the_compose_router_services_start_once_redis_is_healthy(name: str) -> None:
+    assert compose_service(name)["depends_on"]["redis"] == {"condition": "service_healthy"}
+
+
+def test_the_compose_worker_starts_once_the_sandbox_it_calls_is_healthy() -> None:
+    assert compose_service("worker")["depends_on"]["sandbox"] == {"condition": "service_healthy"}
+
+
+def test_every_compose_service_waited_for_until_healthy_has_a_healthcheck() -> None:
+    services = compose_services()
+    awaited = {
+        dependency
+        for service in services.values()
+        if isinstance(service.get("depends_on"), dict)
+        for dependency, condition in service["depends_on"].items()
+        if condition.get("condition") == "service_healthy"
+    }
+    assert awaited
+    assert all("healthcheck" in services[name] for name in awaited)
+
+
 def test_prometheus_scrapes_the_compose_api_on_its_metrics_port() -> None:
     metrics_port = _parser().parse_args(compose_service("api")["command"]).metrics_port
     jobs = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["scrape_configs"]

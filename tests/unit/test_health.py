@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.process.health import DEFAULT_DIR, HEALTH_DIR, Heartbeat, health_dir, liveness
+from worker.process.health import DEFAULT_DIR, HEALTH_DIR, Heartbeat, health_dir, liveness, readiness, waiting
 
 NOW = 1_800_000_000.0
 
@@ -94,3 +94,57 @@ def test_the_heartbeat_task_beats_until_cancelled(tmp_path: Path) -> None:
 def test_the_directory_comes_from_the_environment_or_defaults() -> None:
     assert health_dir({HEALTH_DIR: "/run/health"}) == Path("/run/health")
     assert health_dir({}) == Path(DEFAULT_DIR)
+
+
+def test_a_process_waiting_to_boot_says_what_it_waits_for(tmp_path: Path) -> None:
+    Heartbeat(tmp_path, pid=7).waiting("waiting for Redis (3 s so far): ConnectionError: refused")
+
+    problem = waiting(tmp_path, max_age=30)
+
+    assert (
+        problem == "worker process 7 has not booted: waiting for Redis (3 s so far): ConnectionError: refused"
+    )
+
+
+def test_a_process_that_has_booted_no_longer_waits(tmp_path: Path) -> None:
+    heartbeat = Heartbeat(tmp_path, pid=7)
+    heartbeat.waiting("waiting for Redis")
+
+    heartbeat.booted()
+
+    assert waiting(tmp_path, max_age=30) is None
+
+
+def test_a_waiting_marker_older_than_the_limit_is_a_killed_process_s_and_ignored(tmp_path: Path) -> None:
+    heartbeat = Heartbeat(tmp_path, pid=7)
+    heartbeat.waiting("waiting for Redis")
+    os.utime(heartbeat.waiting_path, (NOW - 31, NOW - 31))
+
+    assert waiting(tmp_path, max_age=30, now=lambda: NOW) is None
+
+
+def test_a_process_waiting_to_boot_is_alive(tmp_path: Path) -> None:
+    heartbeat = Heartbeat(tmp_path, pid=7)
+    heartbeat.waiting("waiting for Redis")
+    heartbeat.beat()
+
+    assert liveness(tmp_path, max_age=30) is None
+
+
+def test_a_clean_stop_removes_the_waiting_marker_too(tmp_path: Path) -> None:
+    heartbeat = Heartbeat(tmp_path, pid=7)
+    heartbeat.beat()
+    heartbeat.waiting("waiting for Redis")
+
+    heartbeat.remove()
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_readiness_fails_while_a_process_waits_to_boot_before_asking_redis(tmp_path: Path) -> None:
+    Heartbeat(tmp_path, pid=7).waiting("waiting for Redis")
+
+    # A URL no Redis answers: the waiting process is the answer, not the probe's own PING.
+    problem = readiness("redis://127.0.0.1:1/0", Path("routing.yaml"), directory=tmp_path)
+
+    assert problem == "worker process 7 has not booted: waiting for Redis"

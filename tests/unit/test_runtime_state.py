@@ -18,6 +18,7 @@ from worker.process import runtime as runtime_module
 from worker.process.metrics import Metrics
 from worker.process.runtime import IDLE_STATE_INTERVAL, Runtime
 from worker.process.settings import Settings
+from worker.redis.store import Store
 from worker.routing.state import RoutingState
 
 INTERVAL = 1.0
@@ -150,3 +151,38 @@ def test_while_it_does_not_route_the_state_is_read_only_every_idle_interval(
     asyncio.run(ticks())
 
     assert reads.count == 3
+
+
+class Closable:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def test_a_start_that_redis_leaves_half_way_closes_what_it_opened(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    provider = Closable()
+    provider.prepare = lambda: None  # type: ignore[attr-defined]
+    store = Closable()
+
+    async def mode() -> None:
+        raise StoreUnavailable("Redis is unreachable (Connection refused); the message will be retried")
+
+    store.replicas = SimpleNamespace(mode=mode)  # type: ignore[attr-defined]
+    routing = SimpleNamespace(providers={"vp": provider}, config=SimpleNamespace(providers={}, learning=None))
+    monkeypatch.setattr(runtime_module, "sync_client", lambda *args, **kwargs: SimpleNamespace())
+    monkeypatch.setattr(runtime_module, "RoutingHolder", lambda *args: SimpleNamespace(current=routing))
+    monkeypatch.setattr(Store, "connect", lambda *args, **kwargs: store)
+    monkeypatch.setattr(runtime_module, "Metrics", lambda: Metrics(CollectorRegistry()))
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0", code_secret=b"s" * 16, routing_path=tmp_path / "r.yaml"
+    )
+
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(Runtime.start(settings, environ={}))
+
+    assert provider.closed
+    assert store.closed

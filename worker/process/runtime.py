@@ -130,14 +130,21 @@ class Runtime:
             routes=routes,
             reports=roles.claim_reporter(env),
         )
-        runtime._prepare_providers()
-        # Refused by the ACL stops the process here, saying what to allow, before any claim.
-        await store.replicas.mode()
-        await runtime._publish()
-        if runtime.routes:
-            await runtime._read_state()
-        if runtime.reports:
-            await runtime._report()
+        try:
+            runtime._prepare_providers()
+            # Refused by the ACL stops the process here, saying what to allow, before any claim.
+            await store.replicas.mode()
+            await runtime._publish()
+            if runtime.routes:
+                await runtime._read_state()
+            if runtime.reports:
+                await runtime._report()
+        except BaseException:
+            # A boot that Redis went away from is tried again (worker/process/middleware/boot.py):
+            # the providers' clients and the store's pool of each attempt must not pile up.
+            with contextlib.suppress(Exception):
+                await runtime.stop()
+            raise
         # `flashcall health`: touched from this loop, so that a wedged loop stops it.
         runtime.heartbeat = Heartbeat(health_dir(env))
         runtime._tasks = [

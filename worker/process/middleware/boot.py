@@ -1,9 +1,25 @@
-"""Builds the process's Runtime at worker boot and tears it down at shutdown."""
+"""Builds the process's Runtime at worker boot and tears it down at shutdown.
+
+Start order does not matter: a process that finds Redis away at boot (not started yet,
+restarting, loading its data, failing over) keeps trying, a few seconds apart, and boots
+once Redis answers, installing the library then. Until it has booted its consumers fetch
+nothing, so no message meets a process without a runtime (it would be dead-lettered, or
+spend its retries); its heartbeat keeps it alive for `flashcall health`, and a marker
+beside it keeps `flashcall health --ready` saying it waits for Redis. Anything else that
+stops a boot (settings, the routing file, an ACL that refuses a command) does not pass by
+waiting: the process exits, before its consumers take anything.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
+import logging
+import os
+import sys
+import threading
+import time
 from typing import Any, NoReturn
 
 import dramatiq
@@ -11,13 +27,14 @@ import redis
 from dramatiq.asyncio import get_event_loop_thread
 
 from worker.core import keys
-from worker.core.errors import ConfigurationError, FlashcallError
+from worker.core.errors import ConfigurationError, FlashcallError, StoreUnavailable
 from worker.logs.structured import get_logger
+from worker.process.health import Heartbeat, health_dir
 from worker.process.runtime import Runtime
 from worker.process.settings import Settings
 from worker.redis.library import install
 
-__all__ = ["EXIT_BOOT_FAILED", "EXIT_CONFIGURATION", "RuntimeBoot"]
+__all__ = ["EXIT_BOOT_FAILED", "EXIT_CONFIGURATION", "RETRY_DELAYS", "WAIT_WARNING_INTERVAL", "RuntimeBoot"]
 
 log = get_logger(__name__)
 
@@ -26,41 +43,163 @@ _BOOT_TIMEOUT = 30.0
 EXIT_CONFIGURATION = 2
 """A process's exit status when its settings or routing file are wrong: `flashcall`'s own."""
 EXIT_BOOT_FAILED = 3
-"""When its boot failed otherwise (Redis unreachable): Dramatiq's for a broker it cannot reach."""
+"""When its boot failed otherwise (Redis refused it): Dramatiq's for a broker it cannot reach."""
+
+RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
+"""Seconds before each boot attempt while Redis is away, the last repeated: a worker started
+just before Redis boots within a second of it, one waiting longer costs Redis a connection
+attempt every 5 s."""
+WAIT_WARNING_INTERVAL = 30.0
+"""While a process waits for Redis it says so when it starts waiting, then once this often."""
+
+#: What Redis being away looks like at boot: it will pass. A wrong password or an ACL that
+#: refuses a command (AuthenticationError, NoPermissionError) will not.
+_AWAY: tuple[type[BaseException], ...] = (
+    redis.BusyLoadingError,
+    redis.TimeoutError,
+    redis.ReadOnlyError,
+    StoreUnavailable,
+    TimeoutError,
+    ConnectionRefusedError,
+)
+_NOT_AWAY: tuple[type[BaseException], ...] = (
+    redis.AuthenticationError,
+    redis.exceptions.AuthorizationError,
+)
+
+#: How often a consumer held back until the runtime is up looks whether its worker stops.
+_HOLD_POLL = 0.5
+
+
+def _redis_away(error: BaseException) -> bool:
+    if isinstance(error, _NOT_AWAY):
+        return False
+    return isinstance(error, (*_AWAY, redis.ConnectionError))
 
 
 class RuntimeBoot(dramatiq.Middleware):
     """Must come after Dramatiq's AsyncIO middleware, whose event loop it builds on."""
 
-    def __init__(self, *, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        *,
+        client: redis.Redis,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        warning_interval: float = WAIT_WARNING_INTERVAL,
+    ) -> None:
         self._client = client
+        self._retry_delays = retry_delays
+        self._warning_interval = warning_interval
         self._runtime: Runtime | None = None
+        self._booted = threading.Event()
+        self._waiting: concurrent.futures.Future[None] | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         try:
             settings = Settings.from_env()
-            # Before any consumer starts: the first message may already call a function.
-            install(self._client)
             # Set by ProcessRoles, or Dramatiq's --queues: None for every queue.
             queues = worker.consumer_whitelist
             routes = not queues or keys.VERIFY_QUEUE in queues
-            self._runtime = asyncio.run_coroutine_threadsafe(
-                Runtime.start(settings, routes=routes), _loop()
-            ).result(_BOOT_TIMEOUT)
+            loop = _loop()
         except Exception as error:  # noqa: BLE001 - whatever it is, the process must not consume
             _end_process(error)
+        try:
+            self._runtime = asyncio.run_coroutine_threadsafe(self._attempt(settings, routes), loop).result()
+        except Exception as error:  # noqa: BLE001 - as above, unless it is Redis being away
+            if not _redis_away(error):
+                _end_process(error)
+            waiting = self._boot_once_redis_answers(settings, routes, error)
+            self._waiting = asyncio.run_coroutine_threadsafe(waiting, loop)
+            return
+        self._booted.set()
+
+    def after_consumer_thread_boot(self, broker: dramatiq.Broker, thread: Any) -> None:
+        """Holds each consumer back until the runtime is up (at once after a boot that found
+        Redis), or until its worker stops it: a message fetched before would meet no runtime."""
+        while not self._booted.wait(_HOLD_POLL):
+            if not thread.running:
+                return
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        # What the process holds for its whole life (modules, the runtime, its threads) goes
-        # where the collector no longer looks: every full collection traversed it all, a
-        # 40-120 ms pause of every verification in the process, several a minute under load.
-        gc.collect()
-        gc.freeze()
+        if self._booted.is_set():
+            _freeze()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        if self._waiting is not None:
+            self._waiting.cancel()
+            self._waiting = None
         if self._runtime is not None:
             asyncio.run_coroutine_threadsafe(self._runtime.stop(), _loop()).result(_BOOT_TIMEOUT)
             self._runtime = None
+
+    async def _attempt(self, settings: Settings, routes: bool) -> Runtime:
+        async def boot() -> Runtime:
+            # Before any consumer starts: the first message may already call a function.
+            await asyncio.to_thread(install, self._client)
+            return await Runtime.start(settings, routes=routes)
+
+        return await asyncio.wait_for(boot(), _BOOT_TIMEOUT)
+
+    async def _boot_once_redis_answers(self, settings: Settings, routes: bool, error: BaseException) -> None:
+        """On the event loop, as the heartbeat is (a wedged loop must stop it)."""
+        heartbeat = Heartbeat(health_dir())
+        beating = asyncio.create_task(heartbeat.run())
+        began = time.monotonic()
+        warned_at: float | None = None
+        attempt = 0
+        try:
+            while True:
+                delay = self._retry_delays[min(attempt, len(self._retry_delays) - 1)]
+                attempt += 1
+                now = time.monotonic()
+                reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                heartbeat.waiting(f"waiting for Redis ({now - began:.0f} s so far): {reason}")
+                if warned_at is None or now - warned_at >= self._warning_interval:
+                    warned_at = now
+                    log.warning(
+                        "worker process waiting for Redis; it takes no message until it has booted",
+                        error=reason,
+                        waited_s=round(now - began),
+                        retry_every_s=self._retry_delays[-1],
+                    )
+                await asyncio.sleep(delay)
+                try:
+                    self._runtime = await self._attempt(settings, routes)
+                except Exception as failure:  # noqa: BLE001 - whatever it is, the process must not consume
+                    if not _redis_away(failure):
+                        _end_process_now(failure)
+                    error = failure
+                    continue
+                break
+        except BaseException:
+            heartbeat.remove()
+            raise
+        finally:
+            beating.cancel()
+        heartbeat.booted()
+        log.info("Redis answers: worker process booted", waited_s=round(time.monotonic() - began))
+        _freeze()
+        self._booted.set()
+
+
+def _freeze() -> None:
+    # What the process holds for its whole life (modules, the runtime, its threads) goes
+    # where the collector no longer looks: every full collection traversed it all, a
+    # 40-120 ms pause of every verification in the process, several a minute under load.
+    gc.collect()
+    gc.freeze()
+
+
+def _refusal(error: BaseException) -> int:
+    unexpected = not isinstance(error, FlashcallError | redis.RedisError | TimeoutError)
+    code = EXIT_CONFIGURATION if isinstance(error, ConfigurationError) else EXIT_BOOT_FAILED
+    log.critical(
+        "worker process cannot start; it exits before taking any message",
+        error=str(error) or type(error).__name__,
+        exit_status=code,
+        exc_info=unexpected,
+    )
+    return code
 
 
 def _end_process(error: Exception) -> NoReturn:
@@ -74,19 +213,23 @@ def _end_process(error: Exception) -> NoReturn:
     process then stops the other processes and exits with that code. os._exit would skip
     that `finally`, and the main process would wait out its worker fork timeout (30 s).
     """
-    unexpected = not isinstance(error, FlashcallError | redis.RedisError | TimeoutError)
-    code = EXIT_CONFIGURATION if isinstance(error, ConfigurationError) else EXIT_BOOT_FAILED
-    log.critical(
-        "worker process cannot start; it exits before taking any message",
-        error=str(error) or type(error).__name__,
-        exit_status=code,
-        exc_info=unexpected,
-    )
+    code = _refusal(error)
     # Dramatiq's event loop thread is no daemon: the exiting process would wait for it.
     thread = get_event_loop_thread()
     if thread is not None:
         thread.stop()  # type: ignore[no-untyped-call]
     raise SystemExit(code)
+
+
+def _end_process_now(error: Exception) -> NoReturn:
+    """End this process from its event loop, after it waited for Redis: its consumers exist
+    but hold back (no message was fetched), and the main thread sleeps in Dramatiq's loop,
+    out of reach of an exception. The main process sees the status, as after _end_process."""
+    code = _refusal(error)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _loop() -> asyncio.AbstractEventLoop:
