@@ -769,27 +769,38 @@ def test_the_node_snippet_is_valid_javascript(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
-def _node_has(module: str) -> bool:
-    return (
-        shutil.which("node") is not None
-        and _ran(["node", "-e", f"require.resolve('{module}')"], REPOSITORY).returncode == 0
-    )
+def node_modules_with(package: str) -> Path | None:
+    """A node_modules directory holding `package`: the repository's, FLASHCALL_NODE_MODULES,
+    or npm's global one. An ES module finds packages only in the node_modules of its own
+    directory or above it, so the test links the one found beside the snippet."""
+    candidates = [REPOSITORY / "node_modules"]
+    if os.environ.get("FLASHCALL_NODE_MODULES"):
+        candidates.append(Path(os.environ["FLASHCALL_NODE_MODULES"]))
+    if shutil.which("npm") is not None:
+        found = _ran(["npm", "root", "--global"], REPOSITORY, timeout=30)
+        if found.returncode == 0 and found.stdout.strip():
+            candidates.append(Path(found.stdout.strip()))
+    return next((path for path in candidates if (path / package / "package.json").is_file()), None)
 
 
-@pytest.mark.skipif(not _node_has("redis"), reason="node-redis is not installed where node finds it")
 def test_the_node_snippet_starts_a_verification_and_reads_events(
     stack: LocalStack, worker: object, new_phone: Callable[[], str], client: redis.Redis, tmp_path: Path
 ) -> None:
+    modules = node_modules_with("redis") if shutil.which("node") is not None else None
+    if modules is None:
+        pytest.skip("no node, or no node-redis where node finds it (FLASHCALL_NODE_MODULES names one)")
     [snippet] = snippets("js")
     verification_id = f"order-node-{secrets.token_hex(4)}"
     port = urlsplit(stack.redis_url).port
     assert port is not None
+    (tmp_path / "node_modules").symlink_to(modules, target_is_directory=True)
     (tmp_path / "snippet.mjs").write_text(_for_the_stack(snippet, port, verification_id, new_phone()))
 
-    printed = _runs_into_its_event_loop(["node", "snippet.mjs"], REPOSITORY)
+    printed = _runs_into_its_event_loop(["node", "snippet.mjs"], tmp_path)
 
     assert "pending true" in printed
-    assert functions.status(verification_id).run(client)["status"] == "canceled"
+    # Canceled, unless the snippet's code happened to be the one delivered.
+    assert functions.status(verification_id).run(client)["status"] in ("canceled", "approved")
 
 
 @pytest.mark.skipif(shutil.which("php") is None, reason="no php on PATH")
@@ -816,7 +827,8 @@ def test_the_php_snippet_starts_a_verification_and_reads_events(
 
     _runs_into_its_event_loop(["php", str(tmp_path / "snippet.php")], tmp_path)
 
-    assert functions.status(verification_id).run(client)["status"] == "canceled"
+    # Canceled, unless the snippet's code happened to be the one delivered.
+    assert functions.status(verification_id).run(client)["status"] in ("canceled", "approved")
 
 
 def test_no_documented_verification_explores_on_its_first_attempt() -> None:
