@@ -728,13 +728,32 @@ func durableStart(ctx context.Context, rdb *redis.Client, request []byte) {
 """
 
 
-@pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain on PATH")
-def test_the_go_snippets_compile_and_pass_go_vet(tmp_path: Path) -> None:
+def go_module(directory: Path) -> Path:
+    """The Go snippets as one package: the program, and the durable start in a function."""
     [fragment, program] = snippets("go")
     assert program.startswith("package main\n")
-    (tmp_path / "main.go").write_text(program, encoding="utf-8")
+    (directory / "main.go").write_text(program, encoding="utf-8")
     body = "".join(f"\t{line}\n" if line else "\n" for line in fragment.splitlines())
-    (tmp_path / "durable.go").write_text(GO_FRAGMENT % body, encoding="utf-8")
+    (directory / "durable.go").write_text(GO_FRAGMENT % body, encoding="utf-8")
+    return directory
+
+
+needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain on PATH")
+
+
+@needs_go
+def test_the_go_snippets_are_gofmt_clean_go(tmp_path: Path) -> None:
+    # gofmt parses without the dependencies, so this holds where go-redis cannot be fetched.
+    formatted = _ran(
+        ["gofmt", "-e", "-l", *(path.name for path in go_module(tmp_path).glob("*.go"))], tmp_path
+    )
+    assert formatted.returncode == 0, formatted.stderr
+    assert formatted.stdout == ""
+
+
+@needs_go
+def test_the_go_snippets_build_and_pass_go_vet(tmp_path: Path) -> None:
+    go_module(tmp_path)
     assert _ran(["go", "mod", "init", "snippets"], tmp_path).returncode == 0
     fetched = _ran(["go", "mod", "tidy"], tmp_path)
     if fetched.returncode != 0:
