@@ -788,11 +788,15 @@ def test_the_node_snippet_is_valid_javascript(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
+#: Where `npm ci --prefix tests/snippets/node` (.ci/run) installs node-redis, locked.
+SNIPPET_NODE_MODULES = REPOSITORY / "tests" / "snippets" / "node" / "node_modules"
+
+
 def node_modules_with(package: str) -> Path | None:
-    """A node_modules directory holding `package`: the repository's, FLASHCALL_NODE_MODULES,
+    """A node_modules directory holding `package`: tests/snippets/node's, FLASHCALL_NODE_MODULES,
     or npm's global one. An ES module finds packages only in the node_modules of its own
     directory or above it, so the test links the one found beside the snippet."""
-    candidates = [REPOSITORY / "node_modules"]
+    candidates = [SNIPPET_NODE_MODULES]
     if os.environ.get("FLASHCALL_NODE_MODULES"):
         candidates.append(Path(os.environ["FLASHCALL_NODE_MODULES"]))
     if shutil.which("npm") is not None:
@@ -807,7 +811,7 @@ def test_the_node_snippet_starts_a_verification_and_reads_events(
 ) -> None:
     modules = node_modules_with("redis") if shutil.which("node") is not None else None
     if modules is None:
-        pytest.skip("no node, or no node-redis where node finds it (FLASHCALL_NODE_MODULES names one)")
+        pytest.skip("no node, or no node-redis: npm ci --prefix tests/snippets/node installs it")
     [snippet] = snippets("js")
     verification_id = f"order-node-{secrets.token_hex(4)}"
     port = urlsplit(stack.redis_url).port
