@@ -766,7 +766,7 @@ def test_the_go_snippets_build_and_pass_go_vet(tmp_path: Path) -> None:
 def _for_the_stack(snippet: str, port: int, verification_id: str, phone: str) -> str:
     """The snippet pointed at the stack's Redis, with an id and a phone of its own."""
     snippet = snippet.replace("127.0.0.1:6379", f"127.0.0.1:{port}").replace("6379", str(port))
-    return snippet.replace("order-42", verification_id).replace("+79991234567", f"+{phone}")
+    return _NATIONAL.sub(lambda m: m[1] + phone[1:], _ID.sub(verification_id, snippet))
 
 
 def _runs_into_its_event_loop(argv: list[str], cwd: Path) -> str:
