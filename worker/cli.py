@@ -212,12 +212,7 @@ def _routing_check(args: argparse.Namespace, _: Sequence[str]) -> int:
 
     config = load_routing(args.file)
     print(f"{args.file}: valid ({len(config.providers)} providers, {len(config.policies)} policies)")
-    unset = sorted(
-        variable
-        for entry in config.providers.values()
-        for variable in entry.credential_variables().values()
-        if not os.environ.get(variable)
-    )
+    unset = config.unset_credentials(os.environ)
     if unset:
         print("note: not set in this environment: " + ", ".join(unset))
     return 0

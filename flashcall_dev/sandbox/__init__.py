@@ -14,6 +14,6 @@ Sandbox credentials, fixtures and defaults are detailed in each provider's modul
   app_secret `sandbox-telphin-app-secret`; limits and code lifetime set by `/_sandbox/settings`.
 """
 
-from flashcall_dev.sandbox.app import RunningSandbox, serve, start
+from flashcall_dev.sandbox.app import DEFAULT_PORT, RunningSandbox, default_provider_ports, serve, start
 
-__all__ = ["RunningSandbox", "serve", "start"]
+__all__ = ["DEFAULT_PORT", "RunningSandbox", "default_provider_ports", "serve", "start"]

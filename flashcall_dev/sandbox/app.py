@@ -18,7 +18,7 @@ from flashcall_dev.sandbox import control, gateway, mobilgroup, telphin, voicepa
 from flashcall_dev.sandbox.shared import SANDBOX, ProviderSpec, Sandbox
 from flashcall_dev.sandbox.state import SandboxState
 
-__all__ = ["PROVIDERS", "RunningSandbox", "serve", "start"]
+__all__ = ["DEFAULT_PORT", "PROVIDERS", "RunningSandbox", "default_provider_ports", "serve", "start"]
 
 PROVIDERS: tuple[ProviderSpec, ...] = (
     voicepassword.PROVIDER,
@@ -26,6 +26,8 @@ PROVIDERS: tuple[ProviderSpec, ...] = (
     telphin.PROVIDER,
     mobilgroup.PROVIDER,
 )
+#: `flashcall sandbox`'s control port; the providers follow it (default_provider_ports).
+DEFAULT_PORT = 8600
 CONTROL_PREFIX = "/_sandbox"
 # Hanging requests end on shutdown; this bounds the wait for any other request in flight.
 SHUTDOWN_TIMEOUT_S = 2.0
@@ -104,11 +106,18 @@ async def _serve(host: str, port: int, provider_ports: Mapping[str, int], latenc
         await running.stop()
 
 
+def default_provider_ports(port: int = DEFAULT_PORT) -> dict[str, int]:
+    """Where `flashcall sandbox --port PORT` serves each provider: port+1, port+2, ... in the
+    order of PROVIDERS (voicepassword, gateway, telphin, mobilgroup). The compose stack's
+    provider URLs are these (tests/unit/test_sandbox_ports.py holds them to it)."""
+    return {spec.name: port + 1 + index for index, spec in enumerate(PROVIDERS)}
+
+
 def serve(
     host: str, port: int, *, provider_ports: Mapping[str, int] | None = None, latency_ms: int = 0
 ) -> None:
     """Serve the sandbox until SIGINT or SIGTERM. Providers without a port in `provider_ports`
-    get port+1, port+2, ... in the order of PROVIDERS."""
-    ports = {spec.name: port + 1 + index for index, spec in enumerate(PROVIDERS)} if port else {}
+    get their default_provider_ports(port) (free ports when `port` is 0)."""
+    ports = default_provider_ports(port) if port else {}
     ports.update(provider_ports or {})
     asyncio.run(_serve(host, port, ports, latency_ms))

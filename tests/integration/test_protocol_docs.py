@@ -1,5 +1,5 @@
-"""The redis-cli and curl examples of docs/protocol.md, run against the session's Redis,
-worker and HTTP API.
+"""The redis-cli and curl examples of docs/protocol.md and README.md, run against a real
+Redis, worker and HTTP API.
 
 The conventions are stated at the top of docs/protocol.md. A runnable example is a
 ```console block right after an HTML comment `example: NAME` (optionally `code=DIGITS`);
@@ -8,18 +8,29 @@ lines under it. An example whose name ends in `-curl` is the HTTP twin of the ex
 before it: each `$ curl ...` line runs in a POSIX shell as written, with the API's real
 address for http://127.0.0.1:8800 and FLASHCALL_API_KEY set to the `shop` key. `<name>`
 in an output line matches any text and remembers it for later commands of the same
-example; JSON objects are compared as JSON. Ids `order-N`, the documented phone and the
-consumer group `backend` are made unique for every run.
+example; JSON objects are compared as JSON.
+
+Two ways to run them. Alone, each on the session's stack: ids `order-N`, each documented
+phone and the consumer group `backend` are made unique for every run, and the shipped
+routing's Telphin at 0.30 stands for the test routing's vp-main at 0.35. In order, every
+example of README.md and then of docs/protocol.md on one fresh stack with the shipped
+routing.yaml, as a reader runs them: ids, phones and providers as written.
+
+The client snippets of docs/protocol.md are compiled where their toolchain is installed
+(Go: `go vet`; Node: `node --check`; PHP: `php -l`) and run against a stack where their
+Redis client is too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,17 +41,25 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+import yaml
 
-from flashcall_dev.stack import LocalStack
-from tests.support import Api, Sandbox
+from flashcall_dev.sandbox import default_provider_ports
+from flashcall_dev.sandbox.app import PROVIDERS as SANDBOX_PROVIDERS
+from flashcall_dev.stack import REPO_ROUTING, LocalStack, free_port, local_stack
+from tests.support import API_KEY, Api, Sandbox
 from worker.api.problems import REASONS
 from worker.core import keys
 from worker.core.phone import mask
 from worker.redis import functions
+from worker.redis.library import library_version
+from worker.routing.config import load_routing, url_override_variable
+from worker.routing.select import exploring
 
 pytestmark = pytest.mark.integration
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+REPOSITORY = Path(__file__).resolve().parents[2]
+DOC = REPOSITORY / "docs" / "protocol.md"
+README = REPOSITORY / "README.md"
 
 _EXAMPLE = re.compile(
     r"^<!-- example: (?P<name>[\w-]+)(?P<attrs>(?: \w+=\S+)*) -->\n```console\n(?P<body>.*?)^```$",
@@ -49,15 +68,15 @@ _EXAMPLE = re.compile(
 _PLACEHOLDER = re.compile(r"<([^<>\n]+)>")
 _SENTINEL = re.compile(r"@@(\d+)@@")
 _ID = re.compile(r"\border-\d+\b")
+#: The documented phones, national part: 999 123-45-67 and its neighbours, in every form
+#: shown (+7..., 7..., 8 (999) 123-45-67, masked +7999*****67).
+_NATIONAL = re.compile(r"(?<!\d)([78]?)(999123\d{4})(?!\d)")
+_SPACED = re.compile(r"\((999)\) (123)-(\d\d)-(\d\d)")
+_MASKED = re.compile(r"\+7999\*{5}(\d\d)")
 _GROUP = re.compile(r"\bbackend\b")
 _CODE = re.compile(r'("code":")(\d+)(")')
 _TABLE_ERROR = re.compile(r"^\|.*\| `(ERR flashcall: [^`]+)` \|$", re.MULTILINE)
 
-# The values the examples show, and what they stand for in the test session.
-DOC_NATIONAL = "9991234567"  # +79991234567, 79991234567, 89991234567
-DOC_SPACED = "(999) 123-45-67"
-DOC_MASKED = "+7999*****67"
-DOC_PROVIDER = "voicepassword"
 #: Where the curl examples find the API: `flashcall api`'s default address.
 DOC_API = "http://127.0.0.1:8800"
 CURL_SUFFIX = "-curl"
@@ -69,9 +88,6 @@ NOT_OVER_HTTP = (
     "ERR flashcall: the second argument must be",
     "ERR flashcall: 'api_key' must be",
 )
-#: The cheapest provider of tests/routing.test.yaml, where routing.yaml has voicepassword.
-TEST_PROVIDER = "vp-main"
-
 #: Commands that only read: retried until their output matches, as verifications move on
 #: asynchronously.
 READ_ONLY_COMMANDS = frozenset(
@@ -133,6 +149,7 @@ def load_examples(text: str) -> list[Example]:
 
 
 EXAMPLES = load_examples(DOC.read_text(encoding="utf-8"))
+README_EXAMPLES = load_examples(README.read_text(encoding="utf-8"))
 REDIS_EXAMPLES = [example for example in EXAMPLES if not example.over_http]
 CURL_EXAMPLES = [example for example in EXAMPLES if example.over_http]
 
@@ -270,6 +287,13 @@ def _spaced(phone: str) -> str:
     return f"({national[:3]}) {national[3:6]}-{national[6:8]}-{national[8:]}"
 
 
+def documented_phones(example: Example) -> list[str]:
+    """The national parts of the phones an example shows, in order of appearance."""
+    text = "\n".join(line for step in example.steps for line in (step.command, *step.expected))
+    text = _SPACED.sub(lambda m: "".join(m.groups()), text)
+    return list(dict.fromkeys(national for _, national in _NATIONAL.findall(text)))
+
+
 def _read_only(argv: list[str]) -> bool:
     command = argv[0].upper()
     return command in READ_ONLY_COMMANDS or (
@@ -285,28 +309,49 @@ class Run:
         example: Example,
         *,
         port: int,
-        phone: str,
         sandbox: Sandbox,
+        new_phone: Callable[[], str] | None = None,
         api: Api | None = None,
         curl_env: dict[str, str] | None = None,
     ) -> None:
+        """`new_phone` makes the session's unique numbers that stand for the documented ones;
+        without it the example runs verbatim: its ids, phones and providers as written."""
         self.example = example
         self.port = port
         self.api = api
         self.curl_env = curl_env
-        self.phone = phone
         self.sandbox = sandbox
-        self.suffix = secrets.token_hex(4)
+        self.verbatim = new_phone is None
+        self.suffix = "" if self.verbatim else f"-{secrets.token_hex(4)}"
+        self.phones = {
+            national: national if new_phone is None else new_phone()[1:]
+            for national in documented_phones(example)
+        }
         self.ids: dict[str, str] = {}
         self.groups: dict[str, str] = {}
         self.captured: dict[str, str] = {}
         self.started_at = time.time()
 
+    @property
+    def phone(self) -> str:
+        """The number the example's codes reach, as 7XXXXXXXXXX: its first phone's."""
+        assert self.phones, f"example {self.example.name}: a code= example shows no phone"
+        return "7" + next(iter(self.phones.values()))
+
+    def _masked(self, found: re.Match[str]) -> str:
+        shown = [doc for doc in self.phones if doc.endswith(found[1])]
+        return mask("7" + self.phones[shown[0]]) if shown else found[0]
+
     def unique(self, text: str) -> str:
-        text = _ID.sub(lambda m: self.ids.setdefault(m[0], f"{m[0]}-{self.suffix}"), text)
-        text = _GROUP.sub(lambda m: self.groups.setdefault(m[0], f"{m[0]}-{self.suffix}"), text)
-        text = text.replace(DOC_MASKED, mask(self.phone)).replace(DOC_SPACED, _spaced(self.phone))
-        return text.replace(DOC_NATIONAL, self.phone[1:])
+        text = _ID.sub(lambda m: self.ids.setdefault(m[0], f"{m[0]}{self.suffix}"), text)
+        text = _GROUP.sub(lambda m: self.groups.setdefault(m[0], f"{m[0]}{self.suffix}"), text)
+        if self.verbatim:
+            return text
+        text = _MASKED.sub(self._masked, text)
+        text = _SPACED.sub(
+            lambda m: _spaced("7" + self.phones.get("".join(m.groups()), "".join(m.groups()))), text
+        )
+        return _NATIONAL.sub(lambda m: m[1] + self.phones.get(m[2], m[2]), text)
 
     def delivered_codes(self) -> list[str]:
         deadline = time.monotonic() + RETRY_FOR_S
@@ -358,7 +403,7 @@ class Run:
         return command.replace(DOC_API, self.api.url)
 
     def expected(self, lines: tuple[str, ...]) -> list[str]:
-        return [self.unique(line).replace(DOC_PROVIDER, TEST_PROVIDER) for line in lines]
+        return [self.unique(line) for line in lines]
 
     def _runner(self, command: str) -> tuple[str, Callable[[], list[str]], bool]:
         """What the step runs (as the failure message shows it), how, and whether it only reads."""
@@ -407,6 +452,56 @@ class Run:
             client.xgroup_destroy(keys.EVENTS, group)
 
 
+@dataclass(frozen=True)
+class DocsStack:
+    """Redis, the sandbox, a worker and the API with the `shop` key, on one routing file."""
+
+    port: int
+    sandbox: Sandbox
+    api: Api
+    client: redis.Redis
+
+
+@contextlib.contextmanager
+def docs_stack(routing_path: Path) -> Iterator[DocsStack]:
+    with local_stack(routing_path=routing_path) as started:
+        started.start_worker(processes=1, threads=32)
+        metrics_port = free_port()
+        process, url = started.start_api(keys=f"shop:{API_KEY}", metrics_port=metrics_port)
+        api = Api(
+            url=url, key=API_KEY, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", process=process
+        )
+        port = urlsplit(started.redis_url).port
+        assert port is not None
+        control = Sandbox(started.sandbox_url)
+        connection = redis.Redis.from_url(started.redis_url, decode_responses=True)
+        try:
+            yield DocsStack(port=port, sandbox=control, api=api, client=connection)
+        finally:
+            connection.close()
+            control.close()
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsStack]:
+    """For the examples one at a time: the shipped routing.yaml, ranked statically, so that
+    the providers the examples show do not move however many of them run (learned routing
+    explores 5% of attempts, chosen by their ids, and learns from what it sees)."""
+    routing = yaml.safe_load(REPO_ROUTING.read_text(encoding="utf-8"))
+    del routing["learning"]
+    path = tmp_path_factory.mktemp("routing") / "routing.yaml"
+    path.write_text(yaml.safe_dump(routing), encoding="utf-8")
+    with docs_stack(path) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def fresh() -> Iterator[DocsStack]:
+    """For the examples in order: the shipped routing.yaml as it is."""
+    with docs_stack(REPO_ROUTING) as started:
+        yield started
+
+
 @pytest.fixture
 def client(stack: LocalStack) -> Iterator[redis.Redis]:
     connection = redis.Redis.from_url(stack.redis_url, decode_responses=True)
@@ -432,18 +527,11 @@ def test_protocol_doc_has_runnable_examples_with_unique_names() -> None:
 
 @pytest.mark.parametrize("example", REDIS_EXAMPLES, ids=[example.name for example in REDIS_EXAMPLES])
 def test_redis_cli_example_prints_the_documented_output(
-    example: Example,
-    stack: LocalStack,
-    worker: object,
-    sandbox: Sandbox,
-    phone: str,
-    client: redis.Redis,
+    example: Example, alone: DocsStack, new_phone: Callable[[], str]
 ) -> None:
-    port = urlsplit(stack.redis_url).port
-    assert port is not None
     attempts = STREAM_ATTEMPTS if example.reads_stream else 1
     for attempt in range(1, attempts + 1):
-        run = Run(example, port=port, phone=phone, sandbox=sandbox)
+        run = Run(example, port=alone.port, sandbox=alone.sandbox, new_phone=new_phone)
         try:
             run.play()
         except Mismatch:
@@ -452,26 +540,21 @@ def test_redis_cli_example_prints_the_documented_output(
         else:
             break
         finally:
-            run.clean_up(client)
+            run.clean_up(alone.client)
 
 
 @pytest.mark.parametrize("example", CURL_EXAMPLES, ids=[example.name for example in CURL_EXAMPLES])
 def test_curl_example_prints_the_documented_output(
-    example: Example,
-    stack: LocalStack,
-    api: Api,
-    sandbox: Sandbox,
-    phone: str,
-    client: redis.Redis,
-    tmp_path: Path,
+    example: Example, alone: DocsStack, new_phone: Callable[[], str], tmp_path: Path
 ) -> None:
-    port = urlsplit(stack.redis_url).port
-    assert port is not None
-    run = Run(example, port=port, phone=phone, sandbox=sandbox, api=api, curl_env=curl_env(api.key, tmp_path))
+    env = curl_env(alone.api.key, tmp_path)
+    run = Run(
+        example, port=alone.port, sandbox=alone.sandbox, new_phone=new_phone, api=alone.api, curl_env=env
+    )
     try:
         run.play()
     finally:
-        run.clean_up(client)
+        run.clean_up(alone.client)
 
 
 def test_every_example_the_api_can_serve_has_its_curl_twin_right_after_it() -> None:
@@ -546,3 +629,240 @@ def test_size_limit_errors_read_as_the_table_says(
         assert len(answer) == 1
         assert match_text(documented, answer[0]) is not None, (documented, answer)
     assert functions.status(verification_id).run(client)["status"] == "not_found"
+
+
+# In order, verbatim, on a fresh stack --------------------------------------------------
+
+
+def test_readme_has_runnable_examples_of_redis_and_http() -> None:
+    assert [example.over_http for example in README_EXAMPLES] == [False, True]
+
+
+def test_the_examples_of_readme_then_protocol_run_in_order_verbatim_on_a_fresh_stack(
+    fresh: DocsStack, tmp_path: Path
+) -> None:
+    # Each example is cleaned up before the next (what it started is canceled), so that the
+    # event stream example reads its own events, not a late one of an earlier example.
+    env = curl_env(fresh.api.key, tmp_path)
+    for example in [*README_EXAMPLES, *EXAMPLES]:
+        run = Run(example, port=fresh.port, sandbox=fresh.sandbox, api=fresh.api, curl_env=env)
+        try:
+            run.play()
+        finally:
+            run.clean_up(fresh.client)
+
+
+def test_the_library_version_the_table_gives_is_the_library_version() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    [version] = re.findall(r"^\| `flashcall_version` \| none \| the library's version, `(\d+)`", text, re.M)
+    assert version == library_version()
+
+
+# README.md's "By hand" ---------------------------------------------------------------
+
+
+def by_hand_exports() -> dict[str, str]:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("\n## By hand\n") :].split("\n## ", 2)[1]
+    return dict(re.findall(r"^export (\w+)=(\S+)", section, re.M))
+
+
+def test_by_hand_exports_every_credential_the_shipped_routing_enables_as_the_sandbox_has_it() -> None:
+    exports = by_hand_exports()
+    routing = load_routing(REPO_ROUTING, environ={})
+    specs = {spec.name: spec for spec in SANDBOX_PROVIDERS}
+    expected = {
+        variable: specs[entry.type].credentials[credential]
+        for entry in routing.providers.values()
+        if entry.enabled
+        for credential, variable in entry.credential_variables().items()
+    }
+
+    assert {variable: exports.get(variable) for variable in expected} == expected
+    assert routing.unset_credentials(exports) == []
+
+
+def test_by_hand_points_every_provider_at_the_sandbox_default_port() -> None:
+    exports = by_hand_exports()
+    routing = load_routing(REPO_ROUTING, environ={})
+    ports = default_provider_ports()
+    expected = {
+        url_override_variable(name): f"http://127.0.0.1:{ports[entry.type]}"
+        for name, entry in routing.providers.items()
+    }
+
+    assert {variable: exports.get(variable) for variable in expected} == expected
+
+
+def test_by_hand_gives_the_api_the_key_the_curl_examples_send() -> None:
+    exports = by_hand_exports()
+
+    assert exports["FLASHCALL_API_KEYS"] == f"shop:{exports['FLASHCALL_API_KEY']}"
+
+
+# Client snippets ---------------------------------------------------------------------
+
+
+def snippets(language: str) -> list[str]:
+    text = DOC.read_text(encoding="utf-8")
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.M | re.S)
+
+
+def _ran(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+#: The durable start's fragment, in a function of the Go program's package.
+GO_FRAGMENT = """package main
+
+import (
+\t"context"
+\t"log"
+\t"time"
+
+\t"github.com/redis/go-redis/v9"
+)
+
+func durableStart(ctx context.Context, rdb *redis.Client, request []byte) {
+%s}
+"""
+
+
+def go_module(directory: Path) -> Path:
+    """The Go snippets as one package: the program, and the durable start in a function."""
+    [fragment, program] = snippets("go")
+    assert program.startswith("package main\n")
+    (directory / "main.go").write_text(program, encoding="utf-8")
+    body = "".join(f"\t{line}\n" if line else "\n" for line in fragment.splitlines())
+    (directory / "durable.go").write_text(GO_FRAGMENT % body, encoding="utf-8")
+    return directory
+
+
+needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain on PATH")
+
+
+@needs_go
+def test_the_go_snippets_are_gofmt_clean_go(tmp_path: Path) -> None:
+    # gofmt parses without the dependencies, so this holds where go-redis cannot be fetched.
+    formatted = _ran(
+        ["gofmt", "-e", "-l", *(path.name for path in go_module(tmp_path).glob("*.go"))], tmp_path
+    )
+    assert formatted.returncode == 0, formatted.stderr
+    assert formatted.stdout == ""
+
+
+@needs_go
+def test_the_go_snippets_build_and_pass_go_vet(tmp_path: Path) -> None:
+    go_module(tmp_path)
+    assert _ran(["go", "mod", "init", "snippets"], tmp_path).returncode == 0
+    fetched = _ran(["go", "mod", "tidy"], tmp_path)
+    if fetched.returncode != 0:
+        pytest.skip(f"go mod tidy could not fetch go-redis: {fetched.stderr.strip()[-300:]}")
+    for command in (["go", "vet", "./..."], ["go", "build", "./..."]):
+        done = _ran(command, tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _for_the_stack(snippet: str, port: int, verification_id: str, phone: str) -> str:
+    """The snippet pointed at the stack's Redis, with an id and a phone of its own."""
+    snippet = snippet.replace("127.0.0.1:6379", f"127.0.0.1:{port}").replace("6379", str(port))
+    return _NATIONAL.sub(lambda m: m[1] + phone[1:], _ID.sub(verification_id, snippet))
+
+
+def _runs_into_its_event_loop(argv: list[str], cwd: Path) -> str:
+    """Run a snippet that ends reading events forever: it must still be reading after a while,
+    not have stopped on an error. Answers what it printed."""
+    try:
+        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=15, check=False)
+    except subprocess.TimeoutExpired as still_reading:
+        out = still_reading.stdout
+        return out.decode() if isinstance(out, bytes) else out or ""
+    raise AssertionError(f"the snippet stopped ({done.returncode}):\n{done.stdout}{done.stderr}")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no node on PATH")
+def test_the_node_snippet_is_valid_javascript(tmp_path: Path) -> None:
+    [snippet] = snippets("js")
+    (tmp_path / "snippet.mjs").write_text(snippet, encoding="utf-8")
+    checked = _ran(["node", "--check", "snippet.mjs"], tmp_path)
+    assert checked.returncode == 0, checked.stderr
+
+
+#: Where `npm ci --prefix tests/snippets/node` (.ci/run) installs node-redis, locked.
+SNIPPET_NODE_MODULES = REPOSITORY / "tests" / "snippets" / "node" / "node_modules"
+
+
+def node_modules_with(package: str) -> Path | None:
+    """A node_modules directory holding `package`: tests/snippets/node's, FLASHCALL_NODE_MODULES,
+    or npm's global one. An ES module finds packages only in the node_modules of its own
+    directory or above it, so the test links the one found beside the snippet."""
+    candidates = [SNIPPET_NODE_MODULES]
+    if os.environ.get("FLASHCALL_NODE_MODULES"):
+        candidates.append(Path(os.environ["FLASHCALL_NODE_MODULES"]))
+    if shutil.which("npm") is not None:
+        found = _ran(["npm", "root", "--global"], REPOSITORY, timeout=30)
+        if found.returncode == 0 and found.stdout.strip():
+            candidates.append(Path(found.stdout.strip()))
+    return next((path for path in candidates if (path / package / "package.json").is_file()), None)
+
+
+def test_the_node_snippet_starts_a_verification_and_reads_events(
+    stack: LocalStack, worker: object, new_phone: Callable[[], str], client: redis.Redis, tmp_path: Path
+) -> None:
+    modules = node_modules_with("redis") if shutil.which("node") is not None else None
+    if modules is None:
+        pytest.skip("no node, or no node-redis: npm ci --prefix tests/snippets/node installs it")
+    [snippet] = snippets("js")
+    verification_id = f"order-node-{secrets.token_hex(4)}"
+    port = urlsplit(stack.redis_url).port
+    assert port is not None
+    (tmp_path / "node_modules").symlink_to(modules, target_is_directory=True)
+    (tmp_path / "snippet.mjs").write_text(_for_the_stack(snippet, port, verification_id, new_phone()))
+
+    printed = _runs_into_its_event_loop(["node", "snippet.mjs"], tmp_path)
+
+    assert "pending true" in printed
+    # Canceled, unless the snippet's code happened to be the one delivered.
+    assert functions.status(verification_id).run(client)["status"] in ("canceled", "approved")
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="no php on PATH")
+def test_the_php_snippet_is_valid_php(tmp_path: Path) -> None:
+    [snippet] = snippets("php")
+    (tmp_path / "snippet.php").write_text(snippet, encoding="utf-8")
+    checked = _ran(["php", "-l", "snippet.php"], tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _php_has_redis() -> bool:
+    return shutil.which("php") is not None and "redis" in _ran(["php", "-m"], REPOSITORY).stdout.split()
+
+
+@pytest.mark.skipif(not _php_has_redis(), reason="php has no redis extension (php -m)")
+def test_the_php_snippet_starts_a_verification_and_reads_events(
+    stack: LocalStack, worker: object, new_phone: Callable[[], str], client: redis.Redis, tmp_path: Path
+) -> None:
+    [snippet] = snippets("php")
+    verification_id = f"order-php-{secrets.token_hex(4)}"
+    port = urlsplit(stack.redis_url).port
+    assert port is not None
+    (tmp_path / "snippet.php").write_text(_for_the_stack(snippet, port, verification_id, new_phone()))
+
+    _runs_into_its_event_loop(["php", str(tmp_path / "snippet.php")], tmp_path)
+
+    # Canceled, unless the snippet's code happened to be the one delivered.
+    assert functions.status(verification_id).run(client)["status"] in ("canceled", "approved")
+
+
+def test_no_documented_verification_explores_on_its_first_attempt() -> None:
+    # Learned routing explores a share of attempts chosen by the verification's id: an id
+    # that explored would show a reader another provider than the page does.
+    learning = load_routing(REPO_ROUTING, environ={}).learning
+    assert learning is not None
+    ids = {
+        found
+        for example in [*README_EXAMPLES, *EXAMPLES]
+        for step in example.steps
+        for found in _ID.findall(step.command)
+    }
+    assert [name for name in sorted(ids) if exploring(name, 0, learning.explore)] == []

@@ -18,6 +18,7 @@ from typing import ClassVar, Self
 import pydantic
 import pytest
 
+from worker.cli import main
 from worker.core.errors import RoutingFileError
 from worker.core.verification import Channel
 from worker.providers.base import Provider, SendRequest, SendResult
@@ -599,3 +600,56 @@ def test_an_operator_range_prefix_must_be_a_russian_number_prefix(tmp_path: Path
     path = write(tmp_path, VALID + 'operators: {north: ["8921"]}\n')
 
     assert "operators.north.0: String should match pattern" in error_of(path)
+
+
+# --- credentials the environment lacks ----------------------------------------------
+
+
+def test_unset_credentials_names_the_variables_of_enabled_providers_the_environment_lacks(
+    tmp_path: Path,
+) -> None:
+    config = load_routing(write(tmp_path, VALID), environ={})
+
+    assert config.unset_credentials({}) == ["VP_KEY"]
+    assert config.unset_credentials({"VP_KEY": "secret"}) == []
+
+
+def test_unset_credentials_leaves_out_a_disabled_provider(tmp_path: Path) -> None:
+    text = VALID.replace("policies:", DISABLED_GATEWAY + "policies:")
+    config = load_routing(write(tmp_path, text), environ={})
+
+    assert config.unset_credentials({}) == ["VP_KEY"]
+
+
+def test_routing_check_of_the_shipped_file_notes_no_credential_of_its_disabled_gateway(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("VOICEPASSWORD_API_KEY", "MOBILGROUP_API_KEY", "TELPHIN_APP_ID", "TELPHIN_APP_SECRET"):
+        monkeypatch.setenv(variable, "set")
+    for variable in ("GATEWAY_LOGIN", "GATEWAY_PASSWORD"):
+        monkeypatch.delenv(variable, raising=False)
+
+    assert main(["routing", "check", str(REPOSITORY / "routing.yaml")]) == 0
+
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_routing_check_notes_the_credentials_an_enabled_provider_lacks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TELPHIN_APP_SECRET", raising=False)
+
+    assert main(["routing", "check", str(REPOSITORY / "routing.yaml")]) == 0
+
+    assert "TELPHIN_APP_SECRET" in capsys.readouterr().out
+
+
+DISABLED_GATEWAY = """\
+  gateway:
+    type: gateway
+    base_url: https://gateway.example.test/api/message
+    credentials: {login: env:GATEWAY_LOGIN, password: env:GATEWAY_PASSWORD}
+    enabled: false
+    channels:
+      flashcall: {cost: 0.45}
+"""

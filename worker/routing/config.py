@@ -447,6 +447,19 @@ class RoutingConfig(_Frozen):
                 )
         return self
 
+    def unset_credentials(self, environ: Mapping[str, str]) -> list[str]:
+        """The credential variables a worker would need that `environ` lacks, sorted: those of
+        enabled providers only, since a disabled one is never built and needs none."""
+        return sorted(
+            {
+                variable
+                for entry in self.providers.values()
+                if entry.enabled
+                for variable in entry.credential_variables().values()
+                if not environ.get(variable)
+            }
+        )
+
 
 def url_override_variable(provider_name: str) -> str:
     return "FLASHCALL_" + re.sub(r"[^A-Z0-9]", "_", provider_name.upper()) + "_URL"
