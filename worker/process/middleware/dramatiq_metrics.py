@@ -3,23 +3,35 @@
 Dramatiq's Prometheus middleware measures message durations in milliseconds, which
 `promtool check metrics` refuses (Prometheus wants base units): this keeps every other
 metric of it and records `dramatiq_message_duration_seconds` instead.
+
+Its exposition server runs in a fork process of Dramatiq's, which Dramatiq's main process
+does not watch: a SIGTERM to that process alone would end it and leave the worker serving
+without metrics. So a SIGTERM there stops the whole worker, as one to any worker process does.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware.prometheus import Prometheus
+from dramatiq.middleware.prometheus import Prometheus, _run_exposition_server
 
-__all__ = ["DramatiqMetrics"]
+__all__ = ["DramatiqMetrics", "run_exposition_server"]
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class DramatiqMetrics(Prometheus):
+    @property
+    def forks(self) -> list[Callable[[], int]]:
+        return [run_exposition_server]
+
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         super().after_process_boot(broker)  # type: ignore[no-untyped-call]
         import prometheus_client as prom
@@ -55,3 +67,26 @@ class DramatiqMetrics(Prometheus):
             self.total_errored_messages.labels(*labels).inc()
 
     after_skip_message = after_process_message
+
+
+def run_exposition_server() -> int:
+    """Dramatiq's exposition server, in the fork process Dramatiq starts for it, after the
+    fork has installed its signal handlers."""
+    main_process = os.getppid()
+    dramatiq_handler = signal.getsignal(signal.SIGTERM)
+    told = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal told
+        # Once: the main process forwards SIGTERM to this process too. And only to the
+        # process that started this one: an orphan's parent is someone else's (init).
+        if not told and os.getppid() == main_process:
+            told = True
+            os.kill(main_process, signal.SIGTERM)
+        if callable(dramatiq_handler):
+            dramatiq_handler(signum, frame)
+
+    if callable(dramatiq_handler):
+        signal.signal(signal.SIGTERM, handler)
+    code: int = _run_exposition_server()  # type: ignore[no-untyped-call]
+    return code
