@@ -160,10 +160,11 @@ class LocalStack:
         env: Mapping[str, str] | None = None,
         name: str = "worker",
         metrics_port: int | None = None,
+        args: Sequence[str] = (),
     ) -> ManagedProcess:
-        """Start `flashcall worker` (with its default threads when `threads` is None); returns
-        once its processes have installed the library and booted."""
-        argv = [sys.executable, "-m", "worker", "worker", "--processes", str(processes)]
+        """Start `flashcall worker` (with its default threads when `threads` is None, and more
+        `args`); returns once its processes have installed the library and booted."""
+        argv = [sys.executable, "-m", "worker", "worker", "--processes", str(processes), *args]
         argv += ["--check-processes", str(check_processes)]
         if threads is not None:
             argv += ["--threads", str(threads)]
