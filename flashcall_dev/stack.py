@@ -66,8 +66,8 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.process.poll() is None:
-            # The leader only: Dramatiq's main process forwards SIGTERM to its workers, and
-            # a worker that receives a second one exits without shutting down cleanly.
+            # The leader only, as Kubernetes does: Dramatiq's main process forwards SIGTERM
+            # to its workers (a SIGTERM to the group stops them as well).
             self.process.terminate()
             try:
                 self.process.wait(timeout)
