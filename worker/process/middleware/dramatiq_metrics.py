@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import dramatiq
@@ -70,23 +70,27 @@ class DramatiqMetrics(Prometheus):
 
 
 def run_exposition_server() -> int:
-    """Dramatiq's exposition server, in the fork process Dramatiq starts for it, after the
-    fork has installed its signal handlers."""
+    """Dramatiq's exposition server, in the fork process Dramatiq starts for it.
+
+    The server runs on a thread and this one waits for a stop signal, to know who sent it
+    (a handler cannot): one from the main process is part of stopping the worker already,
+    one from anyone else stops the main process too, which stops every other process.
+    """
     main_process = os.getppid()
-    dramatiq_handler = signal.getsignal(signal.SIGTERM)
-    told = False
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal told
-        # Once: the main process forwards SIGTERM to this process too. And only to the
-        # process that started this one: an orphan's parent is someone else's (init).
-        if not told and os.getppid() == main_process:
-            told = True
+    stops = {signal.SIGTERM, signal.SIGHUP}
+    # Blocked before the thread starts, which inherits the mask: the signals then wait for
+    # sigtimedwait, which tells their sender, instead of running Dramatiq's handlers.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    server = threading.Thread(target=_run_exposition_server, name="exposition", daemon=True)
+    server.start()
+    while server.is_alive():
+        received = signal.sigtimedwait(stops, 1.0)
+        if received is None:
+            continue
+        from_main = received.si_pid == main_process
+        # An orphan's parent is someone else's (init): only the main process that started this one.
+        if received.si_signo == signal.SIGTERM and not from_main and os.getppid() == main_process:
             os.kill(main_process, signal.SIGTERM)
-        if callable(dramatiq_handler):
-            dramatiq_handler(signum, frame)
-
-    if callable(dramatiq_handler):
-        signal.signal(signal.SIGTERM, handler)
-    code: int = _run_exposition_server()  # type: ignore[no-untyped-call]
-    return code
+        return 0
+    # The server ended by itself (its port taken, say): its thread printed why.
+    return 1
