@@ -51,6 +51,7 @@ def stop_signals() -> Iterator[list[int]]:
     yield received
     for signum, handler in previous.items():
         signal.signal(signum, handler)
+    shutdown.stop_requested.clear()
 
 
 def deliver(signum: int) -> None:
@@ -67,6 +68,15 @@ def test_the_first_stop_signal_reaches_dramatiq_and_repeated_ones_do_not(stop_si
     deliver(signal.SIGHUP)
 
     assert stop_signals == [signal.SIGTERM]
+
+
+def test_the_first_stop_signal_is_told_to_what_waits_at_boot(stop_signals: list[int]) -> None:
+    OneShutdown().after_process_boot(StubBroker())
+    assert not shutdown.stop_requested.is_set()
+
+    deliver(signal.SIGTERM)
+
+    assert shutdown.stop_requested.is_set()
 
 
 def test_the_event_loop_runs_on_a_daemon_thread_and_stops_with_the_worker(broker: StubBroker) -> None:

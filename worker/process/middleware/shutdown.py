@@ -34,7 +34,7 @@ from dramatiq.middleware import AsyncIO
 
 from worker.logs.structured import get_logger
 
-__all__ = ["LOOP_STOP_TIMEOUT", "DaemonAsyncIO", "OneShutdown"]
+__all__ = ["LOOP_STOP_TIMEOUT", "DaemonAsyncIO", "OneShutdown", "stop_requested"]
 
 log = get_logger(__name__)
 
@@ -47,12 +47,13 @@ _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if
 
 _Handler = Callable[[int, FrameType | None], Any]
 
+stop_requested = threading.Event()
+"""Set by the process's first stop signal: for whatever waits at boot (Redis away), which
+Dramatiq's flag cannot reach and a repeated signal no longer cuts short."""
+
 
 class OneShutdown(dramatiq.Middleware):
     """Lets the first stop signal of a worker process through to Dramatiq, and no other."""
-
-    def __init__(self) -> None:
-        self._stopping = False
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         # Dramatiq installs its handlers just before this hook; a broker booted otherwise
@@ -66,8 +67,8 @@ class OneShutdown(dramatiq.Middleware):
 
     def _once(self, dramatiq_handler: _Handler) -> _Handler:
         def handler(signum: int, frame: FrameType | None) -> None:
-            if not self._stopping:
-                self._stopping = True
+            if not stop_requested.is_set():
+                stop_requested.set()
                 dramatiq_handler(signum, frame)
                 return
             log.info(
