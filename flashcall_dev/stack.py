@@ -66,8 +66,8 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.process.poll() is None:
-            # The leader only: Dramatiq's main process forwards SIGTERM to its workers, and
-            # a worker that receives a second one exits without shutting down cleanly.
+            # The leader only, as Kubernetes does: Dramatiq's main process forwards SIGTERM
+            # to its workers (a SIGTERM to the group stops them as well).
             self.process.terminate()
             try:
                 self.process.wait(timeout)
@@ -160,10 +160,11 @@ class LocalStack:
         env: Mapping[str, str] | None = None,
         name: str = "worker",
         metrics_port: int | None = None,
+        args: Sequence[str] = (),
     ) -> ManagedProcess:
-        """Start `flashcall worker` (with its default threads when `threads` is None); returns
-        once its processes have installed the library and booted."""
-        argv = [sys.executable, "-m", "worker", "worker", "--processes", str(processes)]
+        """Start `flashcall worker` (with its default threads when `threads` is None, and more
+        `args`); returns once its processes have installed the library and booted."""
+        argv = [sys.executable, "-m", "worker", "worker", "--processes", str(processes), *args]
         argv += ["--check-processes", str(check_processes)]
         if threads is not None:
             argv += ["--threads", str(threads)]

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import dramatiq
 import redis
 from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.broker import MessageProxy
 
 from worker.core import keys
 from worker.core.errors import ConfigurationError, FlashcallError, StoreUnavailable
@@ -39,6 +40,8 @@ __all__ = ["EXIT_BOOT_FAILED", "EXIT_CONFIGURATION", "RETRY_DELAYS", "WAIT_WARNI
 log = get_logger(__name__)
 
 _BOOT_TIMEOUT = 30.0
+#: Closing providers and Redis pools takes milliseconds; more only when something blocks the loop.
+_STOP_TIMEOUT = 3.0
 
 EXIT_CONFIGURATION = 2
 """A process's exit status when its settings or routing file are wrong: `flashcall`'s own."""
@@ -93,6 +96,8 @@ class RuntimeBoot(dramatiq.Middleware):
         self._runtime: Runtime | None = None
         self._booted = threading.Event()
         self._waiting: concurrent.futures.Future[None] | None = None
+        self._in_progress: set[str] = set()
+        """Ids of the messages worker threads are processing (set.add and discard are atomic)."""
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         try:
@@ -125,12 +130,45 @@ class RuntimeBoot(dramatiq.Middleware):
             _freeze()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # A boot still waiting for Redis stops waiting: its consumers will take nothing.
         if self._waiting is not None:
             self._waiting.cancel()
             self._waiting = None
-        if self._runtime is not None:
-            asyncio.run_coroutine_threadsafe(self._runtime.stop(), _loop()).result(_BOOT_TIMEOUT)
-            self._runtime = None
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self._in_progress.add(message.message_id)
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
+    ) -> None:
+        self._in_progress.discard(message.message_id)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self._in_progress.discard(message.message_id)
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # After the worker threads, not before: closing the providers under a call in flight
+        # failed it as "disconnected" and the verification went on to its next step at once,
+        # a second call to someone the first may have reached. Before the event loop stops
+        # (Dramatiq runs these hooks in reverse order: AsyncIO's comes after this one).
+        runtime, self._runtime = self._runtime, None
+        if runtime is None:
+            return
+        in_flight = len(self._in_progress)
+        if in_flight:
+            # Past --shutdown-timeout: left as they are, unacknowledged, as a crash leaves
+            # them; the broker redelivers them and each attempt's lease stops a second call.
+            log.warning(
+                "messages still in progress at the end of the shutdown: the broker redelivers them",
+                in_progress=in_flight,
+            )
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(runtime.stop(), _loop()).result(_STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "the runtime did not close in time: the process exits without it", waited_s=_STOP_TIMEOUT
+            )
 
     async def _attempt(self, settings: Settings, routes: bool) -> Runtime:
         async def boot() -> Runtime:

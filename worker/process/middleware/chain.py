@@ -1,15 +1,17 @@
 """The broker every worker process runs on: worker/redis/broker.py's FlashcallBroker with
-Dramatiq's Retries and AsyncIO and the router's own middleware, in the order they must run."""
+Dramatiq's Retries and AsyncIO (its loop on a daemon thread) and the router's own middleware,
+in the order they must run."""
 
 from __future__ import annotations
 
 from dramatiq import Middleware
-from dramatiq.middleware import AsyncIO, Retries
+from dramatiq.middleware import Retries
 
 from worker.process.middleware.boot import RuntimeBoot
 from worker.process.middleware.deadletters import DeadLetterLog
 from worker.process.middleware.logcontext import LogContext
 from worker.process.middleware.roles import ProcessRoles
+from worker.process.middleware.shutdown import DaemonAsyncIO, OneShutdown
 from worker.redis.broker import FlashcallBroker
 from worker.redis.connections import sync_client
 
@@ -30,9 +32,10 @@ def build_broker(redis_url: str) -> FlashcallBroker:
         ProcessRoles(),
         Retries(),
         DramatiqMetrics(),
-        AsyncIO(),
+        DaemonAsyncIO(),
         RuntimeBoot(client=client),
         LogContext(),
         DeadLetterLog(),
+        OneShutdown(),
     ]
     return FlashcallBroker(client=client, middleware=middleware)
