@@ -312,6 +312,32 @@ def test_the_rules_and_alerts_query_only_metrics_the_router_exports() -> None:
     assert queried_names(exprs) <= exported_names()
 
 
+def alert(name: str) -> dict[str, Any]:
+    (rule,) = [rule for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+               for rule in group["rules"] if rule.get("alert") == name]  # fmt: skip
+    return cast(dict[str, Any], rule)
+
+
+def keda_ceiling() -> int:
+    """The backlog past which KEDA can add no worker pod: maxReplicaCount x the per-pod target."""
+    (scaled,) = [doc for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / "keda.yaml").read_text())
+                 if doc["kind"] == "ScaledObject"]  # fmt: skip
+    (trigger,) = [t for t in scaled["spec"]["triggers"] if t["type"] == "prometheus"]
+    return int(scaled["spec"]["maxReplicaCount"]) * int(trigger["metadata"]["threshold"])
+
+
+def test_the_backlog_alert_reads_the_backlog_of_each_queue_not_the_list_alone() -> None:
+    expr = alert("FlashcallQueueBacklog")["expr"]
+    assert queried_names(expr) == {"flashcall_backlog"}
+    # max: every worker host exports the same figure, read from Redis.
+    assert re.match(r"max by \(queue\) \(flashcall_backlog\) > \d+$", expr.strip()), expr
+
+
+def test_the_backlog_alert_fires_past_what_keda_can_scale_for() -> None:
+    expr = alert("FlashcallQueueBacklog")["expr"]
+    assert int(expr.rsplit(">", 1)[1]) == keda_ceiling()
+
+
 @pytest.mark.parametrize(
     "panel_topic",
     ["Traffic", "Outcomes", "Latency", "Fallbacks and breakers", "Cost and conversion", "Queues"],
