@@ -298,10 +298,57 @@ def queried_names(text: str) -> set[str]:
     return set(re.findall(r"\b(?:flashcall|dramatiq)[_:][a-z0-9_:]+", text))
 
 
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "flashcall.json"
+
+
+def dashboard() -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(DASHBOARD.read_text()))
+
+
+def values_of(node: Any, key: str) -> list[Any]:
+    """Every value held under `key` anywhere in a JSON document."""
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == key] + [
+            found for v in node.values() for found in values_of(v, key)
+        ]
+    if isinstance(node, list):
+        return [found for item in node for found in values_of(item, key)]
+    return []
+
+
+def test_the_dashboard_picks_its_prometheus_from_a_datasource_variable() -> None:
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+
+
+def test_no_panel_target_or_variable_of_the_dashboard_names_a_fixed_datasource() -> None:
+    board = dashboard()
+    sources = values_of(board["panels"], "datasource") + values_of(board["templating"], "datasource")
+    assert sources
+    assert all(source == {"type": "prometheus", "uid": "${datasource}"} for source in sources), sources
+    # A panel or target without one would read Grafana's default data source, whatever is chosen.
+    panels = [panel for panel in board["panels"] if panel["type"] != "row"]
+    assert all("datasource" in panel for panel in panels)
+    assert all("datasource" in target for panel in panels for target in panel["targets"])
+    assert set(values_of(board, "uid")) == {board["uid"], "${datasource}"}
+
+
+def dashboard_queries() -> list[str]:
+    """What the dashboard asks Prometheus: its targets' expressions and its variables' queries."""
+    board = dashboard()
+    variables = [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    return values_of(board["panels"], "expr") + [
+        query["query"] if isinstance(query, dict) else query for query in variables
+    ]
+
+
 def test_the_dashboard_queries_only_metrics_the_router_exports() -> None:
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "flashcall.json").read_text())
-    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", []))
-    assert queried_names(exprs) <= exported_names()
+    queries = dashboard_queries()
+    panels = [panel for panel in dashboard()["panels"] if panel["type"] != "row"]
+    assert len(queries) >= len(panels)
+    assert all(queried_names(query) for query in queries), queries
+    assert set().union(*map(queried_names, queries)) <= exported_names()
 
 
 def test_the_rules_and_alerts_query_only_metrics_the_router_exports() -> None:
@@ -343,5 +390,4 @@ def test_the_backlog_alert_fires_past_what_keda_can_scale_for() -> None:
     ["Traffic", "Outcomes", "Latency", "Fallbacks and breakers", "Cost and conversion", "Queues"],
 )
 def test_the_dashboard_has_a_row_for(panel_topic: str) -> None:
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "flashcall.json").read_text())
-    assert panel_topic in {panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"}
+    assert panel_topic in {panel["title"] for panel in dashboard()["panels"] if panel["type"] == "row"}
