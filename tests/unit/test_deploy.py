@@ -359,18 +359,36 @@ def test_the_rules_and_alerts_query_only_metrics_the_router_exports() -> None:
     assert queried_names(exprs) <= exported_names()
 
 
+@needs_promtool
+def test_promtool_parses_every_query_of_the_dashboard(tmp_path: Path) -> None:
+    # As Grafana sends them: "All" operator ranges is the variable's allValue.
+    operator = {v["name"]: v for v in dashboard()["templating"]["list"]}["operator"]["allValue"]
+    rules = [{"record": f"dashboard:query:{n}", "expr": query.replace("$operator", operator)}
+             for n, query in enumerate(values_of(dashboard()["panels"], "expr"))]  # fmt: skip
+    rule_file = {"groups": [{"name": "dashboard", "rules": rules}]}
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rule_file))
+    checked = run("promtool", "check", "rules", "dashboard.yml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def alert(name: str) -> dict[str, Any]:
     (rule,) = [rule for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
                for rule in group["rules"] if rule.get("alert") == name]  # fmt: skip
     return cast(dict[str, Any], rule)
 
 
-def keda_ceiling() -> int:
-    """The backlog past which KEDA can add no worker pod: maxReplicaCount x the per-pod target."""
+def keda_scaling() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The workers' ScaledObject spec and its prometheus trigger's metadata."""
     (scaled,) = [doc for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / "keda.yaml").read_text())
                  if doc["kind"] == "ScaledObject"]  # fmt: skip
     (trigger,) = [t for t in scaled["spec"]["triggers"] if t["type"] == "prometheus"]
-    return int(scaled["spec"]["maxReplicaCount"]) * int(trigger["metadata"]["threshold"])
+    return scaled["spec"], trigger["metadata"]
+
+
+def keda_ceiling() -> int:
+    """The backlog past which KEDA can add no worker pod: maxReplicaCount x the per-pod target."""
+    spec, trigger = keda_scaling()
+    return int(spec["maxReplicaCount"]) * int(trigger["threshold"])
 
 
 def test_the_backlog_alert_reads_the_backlog_of_each_queue_not_the_list_alone() -> None:
@@ -387,7 +405,124 @@ def test_the_backlog_alert_fires_past_what_keda_can_scale_for() -> None:
 
 @pytest.mark.parametrize(
     "panel_topic",
-    ["Traffic", "Outcomes", "Latency", "Fallbacks and breakers", "Cost and conversion", "Queues"],
+    [
+        "Traffic",
+        "Outcomes",
+        "Latency",
+        "Fallbacks and breakers",
+        "Cost and conversion",
+        "Queues",
+        "Learned routing",
+    ],
 )
 def test_the_dashboard_has_a_row_for(panel_topic: str) -> None:
     assert panel_topic in {panel["title"] for panel in dashboard()["panels"] if panel["type"] == "row"}
+
+
+def test_the_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
+    panels = dashboard()["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0, panel["title"]
+        assert 0 < grid["w"] <= 24 - grid["x"], panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def panel(title: str) -> dict[str, Any]:
+    (found,) = [panel for panel in dashboard()["panels"] if panel["title"] == title]
+    return cast(dict[str, Any], found)
+
+
+def dashed_lines(panel: dict[str, Any]) -> list[float]:
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] == "dashed"
+    return [step["value"] for step in defaults["thresholds"]["steps"] if step["value"] is not None]
+
+
+def test_the_backlog_panel_shows_each_queue_and_where_keda_can_add_no_pod() -> None:
+    backlog = panel("Backlog per queue (what KEDA scales on)")
+    exprs = [target["expr"] for target in backlog["targets"]]
+    assert exprs[0] == "max by (queue) (flashcall_backlog)"
+    assert dashed_lines(backlog) == [keda_ceiling()]
+
+
+def test_the_backlog_panel_asks_for_the_pods_keda_asks_for() -> None:
+    spec, trigger = keda_scaling()
+    pods = f"clamp(ceil({trigger['query']} / {trigger['threshold']}), "
+    pods += f"{spec['minReplicaCount']}, {spec['maxReplicaCount']})"
+    assert pods in [target["expr"] for target in panel("Backlog per queue (what KEDA scales on)")["targets"]]
+
+
+def test_the_learned_routing_row_shows_every_learned_metric() -> None:
+    board = dashboard()
+    row = [panel["title"] for panel in board["panels"]].index("Learned routing")
+    following = board["panels"][row + 1 :]
+    learned = following[: next((n for n, p in enumerate(following) if p["type"] == "row"), len(following))]
+    names = set().union(*(queried_names(target["expr"]) for p in learned for target in p["targets"]))
+    assert {"flashcall_learned_conversion", "flashcall_learned_samples"} <= names
+    assert "flashcall_learned_demotions_total" in names
+
+
+def test_the_samples_panel_marks_the_attempts_an_estimate_needs_to_move_traffic() -> None:
+    min_samples = yaml.safe_load((DEPLOY.parent / "routing.yaml").read_text())["learning"]["min_samples"]
+    assert dashed_lines(panel("Attempts the estimates rest on")) == [min_samples]
+
+
+@needs_promtool
+def test_the_dashboard_figures_come_out_as_their_descriptions_say(tmp_path: Path) -> None:
+    def expr(title: str, n: int = 0) -> str:
+        return str(panel(title)["targets"][n]["expr"]).replace('=~"$operator"', '=~".*"')
+
+    figures = {
+        "pods": expr("Backlog per queue (what KEDA scales on)", 1),
+        "learned": expr("Learned conversion by provider and channel"),
+        "share": expr("Share of each channel's attempts by provider"),
+        "cost": expr("Roubles per approval at the learned conversion"),
+    }
+    rules = [{"record": f"figure:{name}", "expr": text} for name, text in figures.items()]
+    (tmp_path / "figures.yml").write_text(yaml.safe_dump({"groups": [{"name": "figures", "rules": rules}]}))
+    vp = 'provider="vp",channel="flashcall"'
+    series = {
+        # Two worker hosts export the same backlog and the same estimates: counted once.
+        'flashcall_backlog{queue="verifications",instance="a"}': "700x20",
+        'flashcall_backlog{queue="verifications",instance="b"}': "700x20",
+        f'flashcall_learned_conversion{{{vp},operator="mts",instance="a"}}': "0.5x20",
+        f'flashcall_learned_conversion{{{vp},operator="mts",instance="b"}}': "0.5x20",
+        f'flashcall_learned_samples{{{vp},operator="mts",instance="a"}}': "30x20",
+        f'flashcall_learned_samples{{{vp},operator="mts",instance="b"}}': "30x20",
+        f'flashcall_learned_conversion{{{vp},operator="megafon"}}': "0.9x20",
+        f'flashcall_learned_samples{{{vp},operator="megafon"}}': "10x20",
+        f'flashcall_provider_requests_total{{{vp},outcome="delivered"}}': "0+60x20",
+        f'flashcall_provider_requests_total{{{vp},outcome="timeout"}}': "0+20x20",
+        'flashcall_provider_requests_total{provider="mg",channel="flashcall",outcome="delivered"}': "0+20x20",
+        'flashcall_provider_requests_total{provider="mg",channel="sms",outcome="delivered"}': "0+5x20",
+        f"flashcall_cost_roubles_total{{{vp}}}": "0+90x20",
+    }
+    expected: dict[str, list[tuple[str, float]]] = {
+        "pods": [("", 4)],  # ceil(700 / 200)
+        "learned": [(vp, 0.6)],  # (0.5 x 30 + 0.9 x 10) / 40: the rate over every range
+        "share": [(vp, 0.8), ('provider="mg",channel="flashcall"', 0.2), ('provider="mg",channel="sms"', 1)],
+        "cost": [(vp, 2.5)],  # 1.5 roubles per delivered call / 0.6
+    }
+    tests = {
+        "rule_files": ["figures.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": name, "values": values} for name, values in series.items()],
+            "promql_expr_test": [
+                {"expr": f"round(figure:{name}, 0.001)", "eval_time": "16m",
+                 "exp_samples": [{"labels": f"{{{labels}}}", "value": value} for labels, value in samples]}
+                for name, samples in expected.items()
+            ],
+        }],
+    }  # fmt: skip
+    (tmp_path / "figures.test.yml").write_text(yaml.safe_dump(tests))
+    tested = run("promtool", "test", "rules", "figures.test.yml", cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
