@@ -526,3 +526,14 @@ def test_the_dashboard_figures_come_out_as_their_descriptions_say(tmp_path: Path
     (tmp_path / "figures.test.yml").write_text(yaml.safe_dump(tests))
     tested = run("promtool", "test", "rules", "figures.test.yml", cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_the_operations_guide_lists_every_metric_the_workers_export_under_its_exposed_name() -> None:
+    """So that what the dashboard and alerts may query (exported_names) is what operators read of."""
+    guide = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    section = guide[guide.index("\n## Metrics\n") : guide.index("\n## Health checks\n")]
+    listed = set(re.findall(r"^\| `(flashcall_[a-z0-9_]+)` \|", section, re.MULTILINE))
+    registry = prometheus_client.CollectorRegistry()
+    Metrics(registry)
+    exposed = {family.name + ("_total" if family.type == "counter" else "") for family in registry.collect()}
+    assert listed == exposed
