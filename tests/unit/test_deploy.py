@@ -298,10 +298,57 @@ def queried_names(text: str) -> set[str]:
     return set(re.findall(r"\b(?:flashcall|dramatiq)[_:][a-z0-9_:]+", text))
 
 
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "flashcall.json"
+
+
+def dashboard() -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(DASHBOARD.read_text()))
+
+
+def values_of(node: Any, key: str) -> list[Any]:
+    """Every value held under `key` anywhere in a JSON document."""
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == key] + [
+            found for v in node.values() for found in values_of(v, key)
+        ]
+    if isinstance(node, list):
+        return [found for item in node for found in values_of(item, key)]
+    return []
+
+
+def test_the_dashboard_picks_its_prometheus_from_a_datasource_variable() -> None:
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+
+
+def test_no_panel_target_or_variable_of_the_dashboard_names_a_fixed_datasource() -> None:
+    board = dashboard()
+    sources = values_of(board["panels"], "datasource") + values_of(board["templating"], "datasource")
+    assert sources
+    assert all(source == {"type": "prometheus", "uid": "${datasource}"} for source in sources), sources
+    # A panel or target without one would read Grafana's default data source, whatever is chosen.
+    panels = [panel for panel in board["panels"] if panel["type"] != "row"]
+    assert all("datasource" in panel for panel in panels)
+    assert all("datasource" in target for panel in panels for target in panel["targets"])
+    assert set(values_of(board, "uid")) == {board["uid"], "${datasource}"}
+
+
+def dashboard_queries() -> list[str]:
+    """What the dashboard asks Prometheus: its targets' expressions and its variables' queries."""
+    board = dashboard()
+    variables = [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    return values_of(board["panels"], "expr") + [
+        query["query"] if isinstance(query, dict) else query for query in variables
+    ]
+
+
 def test_the_dashboard_queries_only_metrics_the_router_exports() -> None:
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "flashcall.json").read_text())
-    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", []))
-    assert queried_names(exprs) <= exported_names()
+    queries = dashboard_queries()
+    panels = [panel for panel in dashboard()["panels"] if panel["type"] != "row"]
+    assert len(queries) >= len(panels)
+    assert all(queried_names(query) for query in queries), queries
+    assert set().union(*map(queried_names, queries)) <= exported_names()
 
 
 def test_the_rules_and_alerts_query_only_metrics_the_router_exports() -> None:
@@ -312,10 +359,181 @@ def test_the_rules_and_alerts_query_only_metrics_the_router_exports() -> None:
     assert queried_names(exprs) <= exported_names()
 
 
+@needs_promtool
+def test_promtool_parses_every_query_of_the_dashboard(tmp_path: Path) -> None:
+    # As Grafana sends them: "All" operator ranges is the variable's allValue.
+    operator = {v["name"]: v for v in dashboard()["templating"]["list"]}["operator"]["allValue"]
+    rules = [{"record": f"dashboard:query:{n}", "expr": query.replace("$operator", operator)}
+             for n, query in enumerate(values_of(dashboard()["panels"], "expr"))]  # fmt: skip
+    rule_file = {"groups": [{"name": "dashboard", "rules": rules}]}
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rule_file))
+    checked = run("promtool", "check", "rules", "dashboard.yml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def alert(name: str) -> dict[str, Any]:
+    (rule,) = [rule for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+               for rule in group["rules"] if rule.get("alert") == name]  # fmt: skip
+    return cast(dict[str, Any], rule)
+
+
+def keda_scaling() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The workers' ScaledObject spec and its prometheus trigger's metadata."""
+    (scaled,) = [doc for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / "keda.yaml").read_text())
+                 if doc["kind"] == "ScaledObject"]  # fmt: skip
+    (trigger,) = [t for t in scaled["spec"]["triggers"] if t["type"] == "prometheus"]
+    return scaled["spec"], trigger["metadata"]
+
+
+def keda_ceiling() -> int:
+    """The backlog past which KEDA can add no worker pod: maxReplicaCount x the per-pod target."""
+    spec, trigger = keda_scaling()
+    return int(spec["maxReplicaCount"]) * int(trigger["threshold"])
+
+
+def test_the_backlog_alert_reads_the_backlog_of_each_queue_not_the_list_alone() -> None:
+    expr = alert("FlashcallQueueBacklog")["expr"]
+    assert queried_names(expr) == {"flashcall_backlog"}
+    # max: every worker host exports the same figure, read from Redis.
+    assert re.match(r"max by \(queue\) \(flashcall_backlog\) > \d+$", expr.strip()), expr
+
+
+def test_the_backlog_alert_fires_past_what_keda_can_scale_for() -> None:
+    expr = alert("FlashcallQueueBacklog")["expr"]
+    assert int(expr.rsplit(">", 1)[1]) == keda_ceiling()
+
+
 @pytest.mark.parametrize(
     "panel_topic",
-    ["Traffic", "Outcomes", "Latency", "Fallbacks and breakers", "Cost and conversion", "Queues"],
+    [
+        "Traffic",
+        "Outcomes",
+        "Latency",
+        "Fallbacks and breakers",
+        "Cost and conversion",
+        "Queues",
+        "Learned routing",
+    ],
 )
 def test_the_dashboard_has_a_row_for(panel_topic: str) -> None:
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "flashcall.json").read_text())
-    assert panel_topic in {panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"}
+    assert panel_topic in {panel["title"] for panel in dashboard()["panels"] if panel["type"] == "row"}
+
+
+def test_the_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
+    panels = dashboard()["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0, panel["title"]
+        assert 0 < grid["w"] <= 24 - grid["x"], panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def panel(title: str) -> dict[str, Any]:
+    (found,) = [panel for panel in dashboard()["panels"] if panel["title"] == title]
+    return cast(dict[str, Any], found)
+
+
+def dashed_lines(panel: dict[str, Any]) -> list[float]:
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] == "dashed"
+    return [step["value"] for step in defaults["thresholds"]["steps"] if step["value"] is not None]
+
+
+def test_the_backlog_panel_shows_each_queue_and_where_keda_can_add_no_pod() -> None:
+    backlog = panel("Backlog per queue (what KEDA scales on)")
+    exprs = [target["expr"] for target in backlog["targets"]]
+    assert exprs[0] == "max by (queue) (flashcall_backlog)"
+    assert dashed_lines(backlog) == [keda_ceiling()]
+
+
+def test_the_backlog_panel_asks_for_the_pods_keda_asks_for() -> None:
+    spec, trigger = keda_scaling()
+    pods = f"clamp(ceil({trigger['query']} / {trigger['threshold']}), "
+    pods += f"{spec['minReplicaCount']}, {spec['maxReplicaCount']})"
+    assert pods in [target["expr"] for target in panel("Backlog per queue (what KEDA scales on)")["targets"]]
+
+
+def test_the_learned_routing_row_shows_every_learned_metric() -> None:
+    board = dashboard()
+    row = [panel["title"] for panel in board["panels"]].index("Learned routing")
+    following = board["panels"][row + 1 :]
+    learned = following[: next((n for n, p in enumerate(following) if p["type"] == "row"), len(following))]
+    names = set().union(*(queried_names(target["expr"]) for p in learned for target in p["targets"]))
+    assert {"flashcall_learned_conversion", "flashcall_learned_samples"} <= names
+    assert "flashcall_learned_demotions_total" in names
+
+
+def test_the_samples_panel_marks_the_attempts_an_estimate_needs_to_move_traffic() -> None:
+    min_samples = yaml.safe_load((DEPLOY.parent / "routing.yaml").read_text())["learning"]["min_samples"]
+    assert dashed_lines(panel("Attempts the estimates rest on")) == [min_samples]
+
+
+@needs_promtool
+def test_the_dashboard_figures_come_out_as_their_descriptions_say(tmp_path: Path) -> None:
+    def expr(title: str, n: int = 0) -> str:
+        return str(panel(title)["targets"][n]["expr"]).replace('=~"$operator"', '=~".*"')
+
+    figures = {
+        "pods": expr("Backlog per queue (what KEDA scales on)", 1),
+        "learned": expr("Learned conversion by provider and channel"),
+        "share": expr("Share of each channel's attempts by provider"),
+        "cost": expr("Roubles per approval at the learned conversion"),
+    }
+    rules = [{"record": f"figure:{name}", "expr": text} for name, text in figures.items()]
+    (tmp_path / "figures.yml").write_text(yaml.safe_dump({"groups": [{"name": "figures", "rules": rules}]}))
+    vp = 'provider="vp",channel="flashcall"'
+    series = {
+        # Two worker hosts export the same backlog and the same estimates: counted once.
+        'flashcall_backlog{queue="verifications",instance="a"}': "700x20",
+        'flashcall_backlog{queue="verifications",instance="b"}': "700x20",
+        f'flashcall_learned_conversion{{{vp},operator="mts",instance="a"}}': "0.5x20",
+        f'flashcall_learned_conversion{{{vp},operator="mts",instance="b"}}': "0.5x20",
+        f'flashcall_learned_samples{{{vp},operator="mts",instance="a"}}': "30x20",
+        f'flashcall_learned_samples{{{vp},operator="mts",instance="b"}}': "30x20",
+        f'flashcall_learned_conversion{{{vp},operator="megafon"}}': "0.9x20",
+        f'flashcall_learned_samples{{{vp},operator="megafon"}}': "10x20",
+        f'flashcall_provider_requests_total{{{vp},outcome="delivered"}}': "0+60x20",
+        f'flashcall_provider_requests_total{{{vp},outcome="timeout"}}': "0+20x20",
+        'flashcall_provider_requests_total{provider="mg",channel="flashcall",outcome="delivered"}': "0+20x20",
+        'flashcall_provider_requests_total{provider="mg",channel="sms",outcome="delivered"}': "0+5x20",
+        f"flashcall_cost_roubles_total{{{vp}}}": "0+90x20",
+    }
+    expected: dict[str, list[tuple[str, float]]] = {
+        "pods": [("", 4)],  # ceil(700 / 200)
+        "learned": [(vp, 0.6)],  # (0.5 x 30 + 0.9 x 10) / 40: the rate over every range
+        "share": [(vp, 0.8), ('provider="mg",channel="flashcall"', 0.2), ('provider="mg",channel="sms"', 1)],
+        "cost": [(vp, 2.5)],  # 1.5 roubles per delivered call / 0.6
+    }
+    tests = {
+        "rule_files": ["figures.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": name, "values": values} for name, values in series.items()],
+            "promql_expr_test": [
+                {"expr": f"round(figure:{name}, 0.001)", "eval_time": "16m",
+                 "exp_samples": [{"labels": f"{{{labels}}}", "value": value} for labels, value in samples]}
+                for name, samples in expected.items()
+            ],
+        }],
+    }  # fmt: skip
+    (tmp_path / "figures.test.yml").write_text(yaml.safe_dump(tests))
+    tested = run("promtool", "test", "rules", "figures.test.yml", cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_the_operations_guide_lists_every_metric_the_workers_export_under_its_exposed_name() -> None:
+    """So that what the dashboard and alerts may query (exported_names) is what operators read of."""
+    guide = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    section = guide[guide.index("\n## Metrics\n") : guide.index("\n## Health checks\n")]
+    listed = set(re.findall(r"^\| `(flashcall_[a-z0-9_]+)` \|", section, re.MULTILINE))
+    registry = prometheus_client.CollectorRegistry()
+    Metrics(registry)
+    exposed = {family.name + ("_total" if family.type == "counter" else "") for family in registry.collect()}
+    assert listed == exposed
