@@ -13,13 +13,14 @@ waiting: the process exits, before its consumers take anything.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import gc
 import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from typing import Any, NoReturn
 
 import dramatiq
@@ -95,7 +96,7 @@ class RuntimeBoot(dramatiq.Middleware):
         self._warning_interval = warning_interval
         self._runtime: Runtime | None = None
         self._booted = threading.Event()
-        self._waiting: concurrent.futures.Future[None] | None = None
+        self._waiting: asyncio.Task[None] | None = None
         self._in_progress: set[str] = set()
         """Ids of the messages worker threads are processing (set.add and discard are atomic)."""
 
@@ -114,7 +115,7 @@ class RuntimeBoot(dramatiq.Middleware):
             if not _redis_away(error):
                 _end_process(error)
             waiting = self._boot_once_redis_answers(settings, routes, error)
-            self._waiting = asyncio.run_coroutine_threadsafe(waiting, loop)
+            self._waiting = asyncio.run_coroutine_threadsafe(_spawn(waiting), loop).result(_STOP_TIMEOUT)
             return
         self._booted.set()
 
@@ -130,10 +131,15 @@ class RuntimeBoot(dramatiq.Middleware):
             _freeze()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        # A boot still waiting for Redis stops waiting: its consumers will take nothing.
-        if self._waiting is not None:
-            self._waiting.cancel()
-            self._waiting = None
+        # A boot still waiting for Redis stops waiting: its consumers will take nothing. It
+        # is awaited, not only cancelled, so that it removes its heartbeat before the event
+        # loop stops.
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(_cancelled(waiting), _loop()).result(_STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("the boot waiting for Redis did not stop in time", waited_s=_STOP_TIMEOUT)
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self._in_progress.add(message.message_id)
@@ -218,6 +224,16 @@ class RuntimeBoot(dramatiq.Middleware):
         log.info("Redis answers: worker process booted", waited_s=round(time.monotonic() - began))
         _freeze()
         self._booted.set()
+
+
+async def _spawn(waiting: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    return asyncio.create_task(waiting)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _freeze() -> None:
