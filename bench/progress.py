@@ -137,7 +137,8 @@ class Progress:
         if self._tty:
             filled = round(share * BAR)
             bar = "#" * filled + "." * (BAR - filled)
-            text = " ".join([f"{self.phase} [{bar}] {amount} {share:4.0%}", *rate, left])
+            # What matters most first: a narrow terminal cuts the line's end.
+            text = ", ".join([f"{self.phase} [{bar}] {share:4.0%} {amount}", left, *rate])
             return f"{text} | {extra}" if extra else text
         parts = [f"{self.phase}: {amount} ({share:.0%})", *rate, left]
         return "; ".join([", ".join(parts), *([extra] if extra else [])])

@@ -58,11 +58,11 @@ def test_durations_read_as_a_clock() -> None:
     assert [format_duration(s) for s in (5, 125, 3725)] == ["0:05", "2:05", "1:02:05"]
 
 
-def test_a_terminal_line_shows_a_bar_the_count_the_rate_and_the_eta() -> None:
+def test_a_terminal_line_shows_the_bar_and_the_count_then_the_eta_then_the_rate() -> None:
     clock, done = Clock(), [100.0]
     shown = reporter(Terminal(), clock, done)
     clock.now += 10
-    assert shown.line() == "runs [####................] 100/500 verifications  20% 10.0/s ETA 0:40"
+    assert shown.line() == "runs [####................]  20% 100/500 verifications, ETA 0:40, 10.0/s"
 
 
 def test_a_terminal_line_redraws_in_place_over_the_previous_one() -> None:
