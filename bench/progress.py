@@ -151,7 +151,7 @@ class Progress:
         return f"{amount} {self.unit}" if self.unit else amount
 
     def _rate(self, done: float, elapsed: float) -> list[str]:
-        if elapsed <= 0:
+        if elapsed <= 0 or done <= 0:
             return []
         rate = done / elapsed
         if self.duration:
