@@ -9,11 +9,10 @@ import argparse
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bench import api, report, scenarios
+from bench import api, progress, report, scenarios
 from bench.harness import CPUS, ROOT, baselines_missing, machine, stack
 
 _NOTES = Path(__file__).with_name("notes.md")
@@ -58,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = 0.5 if args.quick else args.seconds
     # A plain SIGTERM would skip the `finally` blocks that stop Redis, the sandbox and workers.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    began = time.monotonic()
-
-    def say(text: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
-
+    say = progress.sayer(width=6)
     if args.only == "replica":
         with stack(0) as started:
             replica = scenarios.replica_overhead(scenarios.Bench(started, seconds, say))

@@ -31,6 +31,7 @@ from typing import Any, Literal, cast
 import httpx
 import redis
 
+from bench.progress import Progress
 from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
 from worker.core import keys
 from worker.redis import functions
@@ -163,6 +164,13 @@ def drive_project(
     done: dict[str, int] = {}
     delivered: dict[str, str] = {}
     progressed = began
+    first_length = length
+
+    def reached() -> int:
+        # While only the stream's length is read, it tells how many got there, near enough.
+        return min(len(phones), max(len(done), (length - first_length) // _FEWEST_EVENTS[goal]))
+
+    shown = Progress(f"{label}: {goal}", len(phones), reached, unit="verifications").start()
     try:
         while len(done) < len(phones) and time.time() - progressed < STALL_S:
             if not reading:
@@ -184,6 +192,7 @@ def drive_project(
             cursor, _ = _take_events(answer, cursor, prefix, goal, created, delivered, done, users)
             reading = not answer
     finally:
+        shown.stop()
         if users:
             users.stop()
         feeder.join()
@@ -363,11 +372,12 @@ def drive_baseline(
         )
         began = last = time.time()
         done = 0
-        while done < count and time.time() - last < STALL_S:
-            time.sleep(0.02)
-            now = int(cast(bytes | None, client.get("bench:done")) or 0)
-            if now > done:
-                done, last = now, time.time()
+        with Progress(f"{module}: done", count, lambda: done, unit="messages"):
+            while done < count and time.time() - last < STALL_S:
+                time.sleep(0.02)
+                now = int(cast(bytes | None, client.get("bench:done")) or 0)
+                if now > done:
+                    done, last = now, time.time()
         seconds = last - began
         used = machine_cpu(started, worker_pids(worker)).per(before, done)
         sender.wait()

@@ -684,6 +684,16 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (make install installs it)"
+    figure = scaling_figure(results)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return None
+
+
+def scaling_figure(results: dict[str, Any]) -> Any:
+    """Throughput against processes and against latency, the project beside bare_async_actor."""
+    import matplotlib.pyplot as plt
+
     cpus = results["machine"]["cpus"]
     figure, (by_processes, by_latency) = plt.subplots(1, 2, figsize=(11, 4.2))
     at_500 = sorted(
@@ -697,26 +707,35 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         (by_latency, at_cpus, "latency_ms", f"provider latency, ms ({cpus} processes)"),
     ):
         xs = [run[key] for run in runs]
-        axis.plot(xs, [run["project"]["rate"] for run in runs], "o-", label="flashcall-router")
-        axis.plot(
-            xs, [_baseline_rate(run, "bare_async_actor") for run in runs], "s--", label="bare_async_actor"
-        )
+        project = [run["project"]["rate"] for run in runs]
+        bare = [_baseline_rate(run, "bare_async_actor") for run in runs]
+        top = max([rate for rate in [*project, *bare] if rate is not None], default=1.0) * 1.6
         caps = [
             run["processes"] * THREADS / (run["latency_ms"] / 1000) if run["latency_ms"] else None
             for run in runs
         ]
-        if any(cap is not None for cap in caps):
-            axis.plot(xs, caps, ":", color="grey", label="threads / latency")
+        _curve(axis, xs, project, "o-", top, label="flashcall-router")
+        _curve(axis, xs, bare, "s--", top, label="bare_async_actor")
+        # The ceiling runs far above the curves at low latency: drawn only where it is in
+        # view, with markers, so that a run or two at one latency still show it.
+        _curve(axis, xs, caps, "^:", top, label="threads / latency", color="grey", markersize=4)
         axis.set_xlabel(label)
         axis.set_ylabel("verifications / s")
-        axis.set_ylim(bottom=0, top=max(run["project"]["rate"] for run in runs) * 1.6 if runs else 1)
+        axis.set_ylim(bottom=0, top=top)
         axis.set_xticks(xs)
         axis.grid(alpha=0.3)
-        axis.legend()
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return None
+    return figure
+
+
+def _curve(axis: Any, xs: list[Any], ys: list[float | None], style: str, top: float, **options: Any) -> None:
+    """A series, or nothing when none of its points would be in view: a legend entry with
+    no line beside it tells the reader nothing."""
+    if not any(y is not None and 0 <= y <= top for y in ys):
+        return
+    axis.plot(xs, [float("nan") if y is None else y for y in ys], style, **options)
 
 
 def _baseline_rate(run: dict[str, Any], module: str) -> float | None:

@@ -11,11 +11,11 @@ import argparse
 import json
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from bench import progress
 from bench.capacity import report
 from bench.capacity.measure import measure_step
 from bench.harness import ROOT, machine
@@ -64,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(groups: list[int], count: int, latency_ms: int, routing: Path) -> dict[str, Any]:
-    began = time.monotonic()
-
-    def say(text: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
-
+    say = progress.sayer(width=6)
     steps: list[dict[str, Any]] = []
     with local_stack(sandbox_latency_ms=latency_ms, routing_path=routing) as stack:
         for n, size in enumerate(groups):

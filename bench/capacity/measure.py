@@ -24,6 +24,7 @@ from bench.capacity.users import Users
 from bench.chaos.cluster import WorkerGroups
 from bench.chaos.traffic import Traffic
 from bench.harness import cpu_seconds, is_verification_process, reset, worker_pids
+from bench.progress import Progress
 from flashcall_dev.stack import LocalStack, ManagedProcess
 from worker.core import keys
 from worker.core.errors import FlashcallError
@@ -196,22 +197,23 @@ def _follow(
     cursor = "0-0"
     progress = time.monotonic()
     due = progress + SAMPLE_S
-    while approved < accepted and time.monotonic() - progress < STALL_S:
-        # BLOCK 0 would wait forever.
-        block = max(1, int((due - time.monotonic()) * 1000))
-        answer = cast(list[Any], client.xread({keys.EVENTS: cursor}, block=block, count=5000) or [])
-        for _, entries in answer:
-            for entry_id, fields in entries:
-                cursor = entry_id
-                events[fields["event"]] += 1
-                if fields["event"] == "delivered":
-                    providers[fields.get("provider", "")] += 1
-                elif fields["event"] == "approved":
-                    approved += 1
-                    progress = time.monotonic()
-        if time.monotonic() >= due:
-            samples.append(probe.sample(approved))
-            due += SAMPLE_S
+    with Progress("approved", accepted, lambda: approved, unit="verifications"):
+        while approved < accepted and time.monotonic() - progress < STALL_S:
+            # BLOCK 0 would wait forever.
+            block = max(1, int((due - time.monotonic()) * 1000))
+            answer = cast(list[Any], client.xread({keys.EVENTS: cursor}, block=block, count=5000) or [])
+            for _, entries in answer:
+                for entry_id, fields in entries:
+                    cursor = entry_id
+                    events[fields["event"]] += 1
+                    if fields["event"] == "delivered":
+                        providers[fields.get("provider", "")] += 1
+                    elif fields["event"] == "approved":
+                        approved += 1
+                        progress = time.monotonic()
+            if time.monotonic() >= due:
+                samples.append(probe.sample(approved))
+                due += SAMPLE_S
     samples.append(probe.sample(approved))
     return samples, events, providers
 

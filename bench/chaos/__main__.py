@@ -13,11 +13,11 @@ import datetime
 import json
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from bench import progress
 from bench.chaos.scenarios import RECOVERY_BOUND_S, SCENARIOS
 from bench.harness import ROOT, markdown_table
 
@@ -41,11 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     chosen = args.scenarios or list(SCENARIOS)
-    began = time.monotonic()
-
-    def say(text: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
-
+    say = progress.sayer(width=6)
     results: list[dict[str, Any]] = []
     failed = False
     for name in chosen:

@@ -17,6 +17,7 @@ import redis
 from bench.chaos.cluster import ChaosRedis, WorkerGroups
 from bench.chaos.traffic import Tally, Traffic, Users, pending, tally
 from bench.harness import peak_rss_mb, reset
+from bench.progress import Progress
 from flashcall_dev.sentinel_stack import SentinelGroup, sentinel_group
 from flashcall_dev.stack import LocalStack, local_stack
 from worker.core import keys
@@ -127,12 +128,19 @@ def _drive(
     env.users.start()
     if burst:
         traffic.burst(burst)
-    traffic.start_rate(rate, seconds)
-    time.sleep(fault_after)
-    in_flight = pending(env.url, list(traffic.accepted))
-    fault_at = time.monotonic()
-    inject(env)
-    traffic.join()
+    with Progress(
+        f"{name}: load",
+        seconds,
+        _since(time.monotonic()),
+        duration=True,
+        figures=lambda: f"accepted {len(traffic.accepted)}, refused {len(traffic.refused)}",
+    ):
+        traffic.start_rate(rate, seconds)
+        time.sleep(fault_after)
+        in_flight = pending(env.url, list(traffic.accepted))
+        fault_at = time.monotonic()
+        inject(env)
+        traffic.join()
     if before_retry is not None:
         before_retry(traffic)
     traffic.retry_refused()
@@ -145,6 +153,10 @@ def _drive(
         wait_s=wait_s,
     )
     return traffic, counted, len(in_flight)
+
+
+def _since(began: float) -> Callable[[], float]:
+    return lambda: time.monotonic() - began
 
 
 def _kill_and_restart_group(env: Env) -> None:

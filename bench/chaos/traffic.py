@@ -15,6 +15,7 @@ from typing import Any, cast
 import httpx
 import redis
 
+from bench.progress import Progress
 from worker.core import keys
 from worker.redis import functions
 from worker.redis.connections import sync_client
@@ -147,6 +148,8 @@ class Users:
     types_code: Callable[[str], bool] = lambda verification: True
     """Whether the user behind a verification types the code at all (by its id)."""
     checks_sent: int = 0
+    approved: int = 0
+    """Approved verifications of `traffic` seen on the stream: the soak shows their share live."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -181,6 +184,8 @@ class Users:
                         verification = fields.get("id", "")
                         phone = self._phone(verification)
                         at = time.monotonic() + self.look_after_s
+                        if fields.get("event") == "approved" and phone is not None:
+                            self.approved += 1
                         if (
                             fields.get("event") == "attempt_started"
                             and phone is not None
@@ -272,11 +277,19 @@ def tally(
     waiting = pending(redis_url, traffic.accepted)
     recovered_at = time.monotonic() if not (waiting & in_flight_at_fault) else None
     deadline = time.monotonic() + wait_s
-    while waiting and time.monotonic() < deadline:
-        time.sleep(0.5)
-        waiting = pending(redis_url, waiting)
-        if recovered_at is None and not (waiting & in_flight_at_fault):
-            recovered_at = time.monotonic()
+    accepted = len(traffic.accepted)
+    with Progress(
+        f"{traffic.label}: sent or ended",
+        accepted,
+        lambda: accepted - len(waiting),
+        unit="verifications",
+        figures=lambda: f"{len(waiting)} still waiting",
+    ):
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.5)
+            waiting = pending(redis_url, waiting)
+            if recovered_at is None and not (waiting & in_flight_at_fault):
+                recovered_at = time.monotonic()
     # The calls first, the claims after: an attempt is claimed before its call is placed, so
     # claims read later cover every call already recorded, even while verifications go on
     # (a step timing out between the two reads would otherwise look like a second call).

@@ -10,18 +10,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import sys
-import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench import progress
 from bench.harness import ROOT
 from bench.simulate import pumping
-from bench.simulate.engine import RouterKind, SandboxEndpoints, Simulation
+from bench.simulate.engine import RouterKind, SandboxEndpoints, Simulation, span_ms
 from bench.simulate.report import markdown, plot, table, verdict_table, verdicts
 from bench.simulate.scenarios import LEARNING, SCENARIOS
 from flashcall_dev.stack import local_stack
@@ -32,11 +33,34 @@ QUICK_COUNT = 400
 PUMPING = "pumping"
 
 
+_clocks: Any = None
+"""In a pool's process: the simulated milliseconds done of every run, shared with the parent."""
+
+
+def _share_clocks(clocks: Any) -> None:
+    global _clocks
+    _clocks = clocks
+
+
 def run_one(
-    scenario: str, router: str, *, count: int, rate: float, seed: int, learning: dict[str, Any]
+    scenario: str,
+    router: str,
+    *,
+    count: int,
+    rate: float,
+    seed: int,
+    learning: dict[str, Any],
+    slot: int | None = None,
 ) -> dict[str, Any]:
-    """One run on a redis-server and a sandbox of its own (so that runs may go in parallel)."""
+    """One run on a redis-server and a sandbox of its own (so that runs may go in parallel);
+    its simulated clock goes into the shared `slot`, for the parent's progress line."""
     configure(fmt="console", level="ERROR")
+    clocks = _clocks
+
+    def advanced(ms: int) -> None:
+        if clocks is not None and slot is not None:
+            clocks[slot] = ms
+
     with local_stack() as stack:
         simulation = Simulation(
             SCENARIOS[scenario],
@@ -47,6 +71,7 @@ def run_one(
             rate_per_s=rate,
             seed=seed,
             learning=learning,
+            progress=advanced,
         )
         return asyncio.run(simulation.run()).to_json()
 
@@ -88,19 +113,38 @@ def main(argv: list[str] | None = None) -> int:
     count = QUICK_COUNT if args.quick else args.count
     chosen = [name for name in args.scenarios or SCENARIOS if name != PUMPING]
     pumps = not args.scenarios or PUMPING in args.scenarios
-    began = time.monotonic()
-
-    def say(text: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
+    say = progress.sayer(width=6)
 
     jobs = [(scenario, str(router)) for scenario in chosen for router in routers]
     results: list[dict[str, Any]] = []
     failed = False
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {
-            job: pool.submit(run_one, *job, count=count, rate=args.rate, seed=args.seed, learning=learning)
-            for job in jobs
-        }
+    context = multiprocessing.get_context()
+    clocks = context.Array("q", max(1, len(jobs)), lock=False)
+    span = span_ms(count, args.rate)
+    futures: dict[tuple[str, str], Future[dict[str, Any]]] = {}
+    with (
+        ProcessPoolExecutor(
+            max_workers=max(1, args.jobs), mp_context=context, initializer=_share_clocks, initargs=(clocks,)
+        ) as pool,
+        progress.Progress(
+            "simulate",
+            span * len(jobs) / 1000,
+            lambda: sum(clocks) / 1000,
+            unit="simulated",
+            duration=True,
+            figures=lambda: f"{sum(future.done() for future in futures.values())}/{len(jobs)} runs done",
+        ),
+    ):
+        for slot, job in enumerate(jobs):
+            futures[job] = pool.submit(
+                run_one, *job, count=count, rate=args.rate, seed=args.seed, learning=learning, slot=slot
+            )
+
+            def covered(_: Future[dict[str, Any]], slot: int = slot) -> None:
+                # A run ends early once every verification ended: its clock then is all it covers.
+                clocks[slot] = span
+
+            futures[job].add_done_callback(covered)
         for (scenario, router), future in futures.items():
             try:
                 result = future.result()

@@ -164,6 +164,12 @@ class RunResult:
         return out
 
 
+def span_ms(count: int, rate_per_s: float) -> int:
+    """The simulated time a run of `count` arrivals covers at most: the last arrival, then
+    its verification's time to live and a few ticks for the last events."""
+    return int((count - 1) * (1000.0 / rate_per_s)) + TTL_MS + 5 * TICK_MS
+
+
 class Simulation:
     def __init__(
         self,
@@ -176,10 +182,11 @@ class Simulation:
         rate_per_s: float = 1.0,
         seed: int = 1,
         learning: Mapping[str, Any] | None = None,
-        progress: Callable[[str], None] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         """`learning` overrides options of the learning section (of the learned router and,
-        but for explore and hysteresis, the oracle)."""
+        but for explore and hysteresis, the oracle). `progress` is told the simulated
+        milliseconds done (of `span_ms(count, rate_per_s)`) as the simulated clock moves."""
         self.scenario = scenario
         self.router = router
         self.redis_url = redis_url
@@ -190,6 +197,7 @@ class Simulation:
         self.world = World(seed=seed, rates=dict(scenario.rates))
         self.now_ms = START_MS
         self._progress = progress or (lambda _: None)
+        self.rate_per_s = rate_per_s
         self._costs = dict(COSTS)
         overrides = dict(learning or {})
         self._learning: Mapping[str, Any] | None = {
@@ -476,8 +484,7 @@ class Simulation:
 
     async def _loop(self) -> None:
         next_index, next_tick, next_refresh = 0, START_MS, START_MS + REFRESH_MS
-        last_ms = self._arrival_ms(self.count - 1) + TTL_MS + 5 * TICK_MS
-        reported = 0
+        last_ms = START_MS + span_ms(self.count, self.rate_per_s)
         while True:
             moments = [next_tick]
             if next_index < self.count:
@@ -488,6 +495,7 @@ class Simulation:
             if now > last_ms:
                 return
             self.now_ms = now
+            self._progress(now - START_MS)
             if next_index < self.count and now == self._arrival_ms(next_index):
                 while self._applied < len(self._changes) and next_index >= self._change_index(
                     self._changes[self._applied]
@@ -496,9 +504,6 @@ class Simulation:
                     self._applied += 1
                 await self._arrive(self._arrivals[next_index])
                 next_index += 1
-                if next_index - reported >= max(1, self.count // 10):
-                    reported = next_index
-                    self._progress(f"{self.scenario.name}/{self.router}: {next_index}/{self.count}")
                 continue
             if self._user_events and now == self._user_events[0][0]:
                 _, _, verification_id, provider, channel = heapq.heappop(self._user_events)

@@ -29,6 +29,7 @@ import redis
 import yaml
 
 from bench import harness
+from bench.progress import Progress
 from flashcall_dev.stack import REPO_ROUTING
 from worker.core import keys
 from worker.core.phone import is_valid_russian
@@ -186,16 +187,24 @@ def _play(plan: Plan, redis_url: str, sandbox_url: str, say: Callable[[str], Non
     total_s = plan.before_s + plan.attack_s + plan.after_s
     legit_thread = threading.Thread(target=_paced, args=(plan.legit_per_s, total_s, legit))
     began = time.monotonic()
-    legit_thread.start()
-    say(f"pumping: legitimate traffic at {plan.legit_per_s:g}/s for {total_s:g} s")
-    time.sleep(plan.before_s)
-    attack_began = time.monotonic()
-    say(f"pumping: the bot at {plan.legit_per_s * plan.bot_factor:g}/s over {len(BOT_RANGES)} ranges")
-    _paced(plan.legit_per_s * plan.bot_factor, plan.attack_s, bot)
-    attack_ended = time.monotonic()
-    legit_thread.join()
     # The last users type their codes; the last releases come.
-    time.sleep(plan.typing_s[1] + 2)
+    settle_s = plan.typing_s[1] + 2
+    with Progress(
+        "pumping",
+        total_s + settle_s,
+        lambda: time.monotonic() - began,
+        duration=True,
+        figures=lambda: f"{len(answers)} started, {len(seen.holds)} holds, {len(seen.releases)} releases",
+    ):
+        legit_thread.start()
+        say(f"pumping: legitimate traffic at {plan.legit_per_s:g}/s for {total_s:g} s")
+        time.sleep(plan.before_s)
+        attack_began = time.monotonic()
+        say(f"pumping: the bot at {plan.legit_per_s * plan.bot_factor:g}/s over {len(BOT_RANGES)} ranges")
+        _paced(plan.legit_per_s * plan.bot_factor, plan.attack_s, bot)
+        attack_ended = time.monotonic()
+        legit_thread.join()
+        time.sleep(settle_s)
     stop.set()
     for helper in helpers:
         helper.join()

@@ -12,9 +12,9 @@ import datetime
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 
+from bench import progress
 from bench.harness import ROOT
 from bench.soak.report import checks, markdown, plot
 from bench.soak.run import SoakConfig, soak
@@ -46,11 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         sample_every_s=args.sample_every,
     )
-    began = time.monotonic()
-
-    def say(text: str) -> None:
-        print(f"[{time.monotonic() - began:7.1f}s] {text}", flush=True)
-
+    say = progress.sayer(width=7)
     result = soak(config, say).to_json()
     result["finished_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     args.results.parent.mkdir(parents=True, exist_ok=True)

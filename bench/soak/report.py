@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.harness import markdown_table
 
-__all__ = ["Check", "checks", "growth", "markdown", "plot", "redis_bytes_per_verification"]
+__all__ = ["Check", "checks", "growth", "markdown", "memory_figure", "plot", "redis_bytes_per_verification"]
 
 _NOTES = Path(__file__).with_name("notes.md")
 
@@ -155,13 +155,40 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    figure = memory_figure(result)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+_GROUP_STYLES = (
+    {"linestyle": "-", "linewidth": 3.2, "alpha": 0.6, "zorder": 2},
+    {"linestyle": "--", "linewidth": 1.4, "zorder": 3},
+    {"linestyle": ":", "linewidth": 1.4, "zorder": 4},
+    {"linestyle": "-.", "linewidth": 1.0, "zorder": 5},
+)
+"""By group: the processes of two groups do the same work and often take the same memory
+to the megabyte, so the first group is drawn wide and pale beneath, the others narrow and
+dashed over it; either shows through the other."""
+
+
+def _process_style(name: str) -> dict[str, Any]:
+    group, _, _ = name.partition(" ")
+    if group.startswith("group") and group[5:].isdigit():
+        return dict(_GROUP_STYLES[min(int(group[5:]), len(_GROUP_STYLES) - 1)])
+    return {"linestyle": "-", "linewidth": 1.4, "zorder": 3}
+
+
+def memory_figure(result: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+
     samples = result["samples"]
     minutes = [s["at_s"] / 60 for s in samples]
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     names = sorted({name for s in samples for name in s["rss_mb"]})
     for name in names:
         points = [(s["at_s"] / 60, s["rss_mb"][name]) for s in samples if name in s["rss_mb"]]
-        top.plot([p[0] for p in points], [p[1] for p in points], label=name, linewidth=1.2)
+        top.plot([p[0] for p in points], [p[1] for p in points], label=name, **_process_style(name))
     top.set_ylabel("RSS (MB)")
     top.set_title("Resident memory of each process")
     top.legend(fontsize=8, ncol=3, loc="lower right")
@@ -193,6 +220,4 @@ def plot(result: dict[str, Any], path: Path) -> None:
     more_lines, more_labels = per_key.get_legend_handles_labels()
     bottom.legend(lines + more_lines, labels + more_labels, fontsize=8, loc="lower right")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure

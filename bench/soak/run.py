@@ -20,12 +20,13 @@ import httpx
 from bench.chaos.cluster import WorkerGroups
 from bench.chaos.traffic import Tally, Traffic, Users, tally
 from bench.harness import is_verification_process, memory_mb, reset, worker_pids
+from bench.progress import Progress
 from flashcall_dev.sentinel_stack import SentinelGroup, sentinel_group
 from flashcall_dev.stack import LocalStack, ManagedProcess, local_stack
 from worker.core import keys
 from worker.redis.connections import sync_client
 
-__all__ = ["Sample", "SoakConfig", "SoakResult", "soak"]
+__all__ = ["Sample", "SoakConfig", "SoakResult", "live_figures", "soak"]
 
 Say = Callable[[str], None]
 DETAILED = 5
@@ -139,22 +140,28 @@ def soak(config: SoakConfig, say: Say) -> SoakResult:
         traffic.start_rate(config.rate, config.seconds)
         marks: dict[str, float] = {}
         figures: dict[str, Any] = {}
+        with Progress(
+            "soak",
+            config.seconds,
+            lambda: time.monotonic() - began,
+            duration=True,
+            figures=lambda: live_figures(samples, traffic, users),
+        ):
+            _sleep_until(began + config.seconds / 3)
+            marks["failover"] = round(time.monotonic() - began, 1)
+            say("planned failover")
+            sentinels.planned_failover()
+            figures["failover_s"] = round(time.monotonic() - began - marks["failover"], 1)
+            say(f"new primary after {figures['failover_s']} s")
 
-        _sleep_until(began + config.seconds / 3)
-        marks["failover"] = round(time.monotonic() - began, 1)
-        say("planned failover")
-        sentinels.planned_failover()
-        figures["failover_s"] = round(time.monotonic() - began - marks["failover"], 1)
-        say(f"new primary after {figures['failover_s']} s")
+            _sleep_until(began + config.seconds * 2 / 3)
+            marks["restart"] = round(time.monotonic() - began, 1)
+            say("rolling restart of group 1")
+            workers.restart(1)
+            figures["restart_s"] = round(time.monotonic() - began - marks["restart"], 1)
+            say(f"group 1 back after {figures['restart_s']} s")
 
-        _sleep_until(began + config.seconds * 2 / 3)
-        marks["restart"] = round(time.monotonic() - began, 1)
-        say("rolling restart of group 1")
-        workers.restart(1)
-        figures["restart_s"] = round(time.monotonic() - began - marks["restart"], 1)
-        say(f"group 1 back after {figures['restart_s']} s")
-
-        traffic.join()
+            traffic.join()
         marks["load_ended"] = round(time.monotonic() - began, 1)
         say(f"load ended: {len(traffic.accepted)} accepted; waiting for those in flight")
         traffic.retry_refused()
@@ -176,6 +183,25 @@ def soak(config: SoakConfig, say: Say) -> SoakResult:
         figures["producer_errors"] = dict(traffic.errors)
         figures["checks_sent"] = users.checks_sent
         return SoakResult(config, counted, samples, marks, figures)
+
+
+def live_figures(samples: list[Sample], traffic: Traffic, users: Users) -> str:
+    """What an operator watches during the soak, from the sampler's latest two samples and
+    the producers' and users' counts: nothing here asks Redis or a process anything more."""
+    accepted = len(traffic.accepted)
+    errors = sum(traffic.errors.values())
+    parts = []
+    if len(samples) >= 2 and samples[-1].at_s > samples[-2].at_s:
+        last, before = samples[-1], samples[-2]
+        parts.append(f"{(last.accepted - before.accepted) / (last.at_s - before.at_s):.1f}/s")
+    parts += [f"approved {users.approved / accepted:.0%}" if accepted else "approved -", f"errors {errors}"]
+    if samples:
+        last = samples[-1]
+        parts += [
+            f"RSS {sum(last.rss_mb.values()):.0f} MB/{len(last.rss_mb)} processes",
+            f"Redis {last.redis_used_mb:.0f} MB",
+        ]
+    return ", ".join(parts)
 
 
 def _memory_by_kind(stack: LocalStack, traffic: Traffic) -> dict[str, Any]:
