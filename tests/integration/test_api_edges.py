@@ -23,6 +23,7 @@ import redis
 from flashcall_dev.stack import LocalStack, free_port, local_stack, redis_server
 from tests.support import API_KEY, closed_by, connect, trickle
 from worker.api.keys import hashed_entry
+from worker.core import keys
 from worker.redis import functions
 from worker.redis.functions import PublishedConfig
 from worker.redis.library import install
@@ -120,6 +121,17 @@ def test_a_check_no_worker_answers_in_time_is_504(client: httpx.Client, phone: s
     answer = client.post("/v1/verifications/unanswered/check", json={"code": "1234"})
 
     assert (answer.status_code, problem(answer)["reason"]) == (504, "check_timeout")
+
+
+def test_a_check_after_the_lifetime_is_410(client: httpx.Client, stack: LocalStack, phone: str) -> None:
+    client.post("/v1/verifications", json={"id": "lapsed", "phone": phone, "ttl": 30})
+    with redis.Redis.from_url(stack.redis_url) as direct:
+        # The lifetime passed: its end moved into the past rather than waited for.
+        direct.hset(keys.verification("lapsed"), "expires_at", 1)
+
+    answer = client.post("/v1/verifications/lapsed/check", json={"code": "1234"})
+
+    assert (answer.status_code, problem(answer)["reason"]) == (410, "expired")
 
 
 def test_keys_may_come_hashed_from_a_file(stack: LocalStack, tmp_path: Path, phone: str) -> None:
