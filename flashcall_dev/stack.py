@@ -7,6 +7,7 @@ processes through this module, and stop every one of them, children included.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -265,6 +266,34 @@ def redis_server(
         process.stop()
 
 
+def _start_sandbox(log_dir: Path, latency_ms: int, *, tries: int = 3) -> tuple[ManagedProcess, str]:
+    """The sandbox, its providers on ports it binds itself (it tells them at
+    /_sandbox/providers), its control API on a port picked here, picked again should another
+    process have bound it in between."""
+    attempt = 1
+    while True:
+        port = free_port()
+        argv = [sys.executable, "-m", "worker", "sandbox", "--port", str(port)]
+        argv += ["--latency-ms", str(latency_ms)]
+        for spec in SANDBOX_PROVIDERS:
+            argv += ["--provider-port", f"{spec.name}=0"]
+        sandbox = _spawn("sandbox", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, log_dir)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until(functools.partial(_sandbox_answers, url), timeout=20, what="sandbox", process=sandbox)
+        except FlashcallError:
+            sandbox.stop()
+            if attempt == tries or "address already in use" not in sandbox.log_tail():
+                raise
+            attempt += 1
+        else:
+            return sandbox, url
+
+
+def _sandbox_answers(url: str) -> bool:
+    return httpx.get(f"{url}/_sandbox/health", timeout=1).status_code == 200
+
+
 @contextlib.contextmanager
 def local_stack(
     *, redis_url: str | None = None, sandbox_latency_ms: int = 0, routing_path: Path = REPO_ROUTING
@@ -274,20 +303,8 @@ def local_stack(
     with contextlib.ExitStack() as cleanup:
         if redis_url is None:
             redis_url = cleanup.enter_context(redis_server(log_dir))
-        sandbox_port = free_port()
-        argv = [sys.executable, "-m", "worker", "sandbox", "--port", str(sandbox_port)]
-        argv += ["--latency-ms", str(sandbox_latency_ms)]
-        for spec in SANDBOX_PROVIDERS:
-            argv += ["--provider-port", f"{spec.name}={free_port()}"]
-        sandbox = _spawn("sandbox", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, log_dir)
+        sandbox, sandbox_url = _start_sandbox(log_dir, sandbox_latency_ms)
         cleanup.callback(sandbox.stop)
-        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-        _wait_until(
-            lambda: httpx.get(f"{sandbox_url}/_sandbox/health", timeout=1).status_code == 200,
-            timeout=20,
-            what="sandbox",
-            process=sandbox,
-        )
         provider_urls = httpx.get(f"{sandbox_url}/_sandbox/providers", timeout=5).json()
         stack = LocalStack(
             redis_url=redis_url,

@@ -4,7 +4,9 @@ nothing (worker/process/middleware/boot.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -67,10 +69,15 @@ def has_library(url: str) -> bool:
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     """The worker first, on a Redis port nobody listens on yet; Redis AWAY_S later."""
-    port = free_port()
+    # The port stays bound, not listening, until Redis takes it: connections to it are
+    # refused, as to a Redis not started yet, and no other process of the run (the sandbox)
+    # is given it meanwhile, as it could be a port only picked.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
     url = f"redis://127.0.0.1:{port}/0"
     health_dir = tmp_path_factory.mktemp("health")
-    with local_stack(redis_url=url, routing_path=TEST_ROUTING) as stack:
+    with contextlib.closing(holder), local_stack(redis_url=url, routing_path=TEST_ROUTING) as stack:
         argv = [sys.executable, "-m", "worker", "worker", "--processes", "1", "--check-processes", "1"]
         argv += ["--threads", "8", "--metrics-port", str(free_port())]
         argv += ["--metrics-dir", str(stack.log_dir / "worker-metrics")]
@@ -80,6 +87,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         live_before = health(health_dir, stack)
         ready_before = health(health_dir, stack, "--ready")
         library_before = has_library(url)
+        holder.close()
         with redis_server(stack.log_dir, port=port):
             assert eventually(lambda: has_library(url), timeout=30), worker.log_tail()
             assert eventually(lambda: health(health_dir, stack, "--ready").returncode == 0, timeout=30)
