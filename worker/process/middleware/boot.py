@@ -209,7 +209,12 @@ class RuntimeBoot(dramatiq.Middleware):
                 await asyncio.sleep(delay)
                 try:
                     self._runtime = await self._attempt(settings, routes)
-                except Exception as failure:  # noqa: BLE001 - whatever it is, the process must not consume
+                except Exception as failure:  # whatever it is, the process must not consume
+                    # Python 3.11's wait_for answers a cancellation that meets its inner
+                    # attempt's failure with the failure: the worker is stopping all the same.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise asyncio.CancelledError from failure
                     if not _redis_away(failure):
                         _end_process_now(failure)
                     error = failure
