@@ -257,7 +257,7 @@ async def _check(api: Api, request: Request, _: str) -> Response:
 def _verification(answer: str) -> Response:
     document_ = json.loads(answer)
     if document_.get("status") == "not_found":
-        raise Problem("not_found", "no verification has this id", id=document_["id"])
+        raise Problem("not_found", _CHECK_PROBLEMS["not_found"], id=document_["id"])
     return _json(answer)
 
 
