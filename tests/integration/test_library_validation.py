@@ -235,3 +235,35 @@ class TestWhatTheApiAdds:
         call = functions.check(json.dumps({"code": "4567"}), via=via(id="nobody", api_key="shop"))
 
         assert refusal(library, call).startswith("flashcall: the second argument must be")
+
+    def test_a_check_answers_on_the_reply_key_its_reply_token_names(self, library: redis.Redis) -> None:
+        token = "a1" * 16
+        call = functions.check(json.dumps({"code": "4567"}), via=via(id="nobody", reply=token))
+
+        reply_key = call.run(library)
+
+        assert reply_key == functions.reply_key_of(token) == f"{keys.PREFIX}reply:api:{token}"
+        assert json.loads(cast(bytes, library.lpop(reply_key))) == {"id": "nobody", "result": "not_found"}
+
+    @pytest.mark.parametrize("token", ["a" * 15, "a" * 65, "a" * 31 + "-", "ключ" * 8, 1234567890123456789])
+    def test_a_malformed_reply_token_is_refused(self, library: redis.Redis, token: object) -> None:
+        call = functions.check(json.dumps({"code": "4567"}), via=via(id="nobody", reply=token))
+
+        assert refusal(library, call) == "flashcall: 'reply' must be 16 to 64 letters and digits"
+
+    def test_a_reply_token_an_earlier_check_used_is_refused(self, library: redis.Redis) -> None:
+        start(library, id="order-7", phone=PHONE)
+        call = functions.check(json.dumps({"id": "order-7", "code": "4567"}), via=via(reply="b" * 32))
+        reply_key = call.run(library)
+        seconds, micros = library.time()
+        now_ms = seconds * 1000 + micros // 1000
+        functions.apply_check("order-7", proof="0", reply_key=reply_key, now_ms=now_ms).run(library)
+
+        assert refusal(library, call) == (
+            "flashcall: 'reply' was used by an earlier check of this verification: draw a new one"
+        )
+
+    def test_a_start_takes_no_reply_token(self, library: redis.Redis) -> None:
+        call = functions.start(json.dumps({"id": "order-7", "phone": PHONE}), via=via(reply="c" * 32))
+
+        assert refusal(library, call).startswith("flashcall: the second argument must be")

@@ -44,6 +44,7 @@ from worker.callbacks.protocol import DeadlineH11Protocol
 from worker.core.errors import StoreUnavailable, UsageError
 from worker.core.verification import CallState
 from worker.logs.structured import get_logger
+from worker.process.heap import freeze_long_lived
 from worker.providers.registry import PROVIDER_TYPES
 from worker.redis.store import CallbackAnswer, Store
 
@@ -185,6 +186,7 @@ def serve(host: str, port: int, *, redis_url: str, limits: ReceiverLimits | None
 def run_limited(app: Starlette, host: str, port: int, limits: ReceiverLimits) -> None:
     """Serve `app` with uvicorn under `limits` until SIGINT or SIGTERM: the receiver's and the
     HTTP API's one way of holding off slow and hostile clients."""
+    freeze_long_lived()
     # uvicorn's own logging stays out: records go through the router's structlog setup.
     uvicorn.run(
         app,

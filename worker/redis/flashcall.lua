@@ -15,7 +15,7 @@ declared keys, which standalone Redis and Sentinel allow (Redis Cluster could no
 Dramatiq's broker anyway).
 ]]
 
-local VERSION = '18'
+local VERSION = '19'
 
 local PREFIX = 'flashcall:'
 local NAMESPACE = 'flashcall:'          -- Dramatiq's broker namespace
@@ -478,18 +478,34 @@ local START_FIELDS = {id = true, phone = true, policy = true, channels = true, c
 
 local API_KEY_NAME = '^[%w_%-]+$'
 local VIA_START = {id = true, api_key = true}
-local VIA_CHECK = {id = true}
+local VIA_CHECK = {id = true, reply = true}
 local BAD_VIA = 'the second argument must be a JSON object of what the HTTP API adds (docs/protocol.md)'
+local REPLY_TOKEN_MIN, REPLY_TOKEN_MAX = 16, 64
 
--- The HTTP API's second argument (worker/api): what a request brought beside its body. `id` is
--- the id its URL or its Idempotency-Key header names, which stands for the body's; `api_key`
--- names the key it came with, written into the metadata where the client cannot choose it.
-local function apply_via(request, payload, allowed)
+-- The HTTP API's second argument (worker/api), decoded, or nil and why not. `reply` (check
+-- only) is a token the API drew for the check's reply key, so that it can send its BLPOP in
+-- the same round trip as the FCALL.
+local function decode_via(payload, allowed)
     local ok, via = pcall(cjson.decode, payload)
-    if not ok or type(via) ~= 'table' or payload:match('^%s*{') == nil then return BAD_VIA end
+    if not ok or type(via) ~= 'table' or payload:match('^%s*{') == nil then return nil, BAD_VIA end
     for name, _ in pairs(via) do
-        if not allowed[name] then return BAD_VIA end
+        if not allowed[name] then return nil, BAD_VIA end
     end
+    if via.reply ~= nil then
+        local token = via.reply
+        if type(token) ~= 'string' or #token < REPLY_TOKEN_MIN or #token > REPLY_TOKEN_MAX
+            or not token:match('^%w+$') then
+            return nil, "'reply' must be " .. REPLY_TOKEN_MIN .. ' to ' .. REPLY_TOKEN_MAX .. ' letters and digits'
+        end
+        via.reply_key = PREFIX .. 'reply:api:' .. token
+    end
+    return via
+end
+
+-- What the second argument brought beside the body: `id` is the id the request's URL or its
+-- Idempotency-Key header names, which stands for the body's; `api_key` names the key it came
+-- with, written into the metadata where the client cannot choose it.
+local function apply_via(request, via)
     if via.id ~= nil then
         if request.id == nil then
             request.id = via.id
@@ -511,8 +527,11 @@ end
 local function decode_with_via(args, fields, via_fields)
     local request, err = decode_request(args, fields, 2)
     if request and args[2] ~= nil then
-        err = apply_via(request, args[2], via_fields)
+        local via
+        via, err = decode_via(args[2], via_fields)
+        err = err or apply_via(request, via)
         if err then return nil, err end
+        request.reply_key = via.reply_key
     end
     return request, err
 end
@@ -1087,10 +1106,16 @@ local function check(_, args)
 
     local now = now_ms()
     local at = fmt_int(now)
-    -- One number names both the reply key and the message.
+    -- A wrong code counts once per reply key (apply_check): a named key used before would
+    -- let a wrong code go uncounted.
+    local compared = request.reply_key and {'compared:' .. request.reply_key}
+    local v = load(id, CHECKED, compared)
+    if v and compared and v[compared[1]] then
+        return refuse("'reply' was used by an earlier check of this verification: draw a new one")
+    end
+    -- One number names both the reply key and the message, unless the HTTP API named the key.
     local seq = fmt_int(redis.call('INCR', K_SEQ))
-    local reply_key = PREFIX .. 'reply:' .. seq
-    local v = load(id, CHECKED)
+    local reply_key = request.reply_key or PREFIX .. 'reply:' .. seq
     if not v then
         reply(reply_key, id, 'not_found')
         return reply_key

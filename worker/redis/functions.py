@@ -21,6 +21,8 @@ import redis.asyncio
 import redis.asyncio.client
 import redis.client
 
+from worker.core import keys
+
 __all__ = [
     "AdmissionGuard",
     "AskProvider",
@@ -55,6 +57,7 @@ __all__ = [
     "provider_balance",
     "publish_config",
     "queue_stats",
+    "reply_key_of",
     "routing_state",
     "schedule_poll",
     "start",
@@ -89,6 +92,31 @@ class Call(Generic[T]):
 
     async def run_async(self, client: redis.asyncio.Redis) -> T:
         return self.parse(await client.fcall(self.name, 0, *self.args))
+
+    async def run_then_pop(
+        self, client: redis.asyncio.Redis, key: str, timeout: float
+    ) -> tuple[T, str | None]:
+        """The call, then `BLPOP key timeout`, sent in one write: the answer, and what the
+        BLPOP popped within `timeout` (None if nothing). For a call that names the key it
+        answers on (a check with a `reply` token).
+
+        redis-py's pipeline reads every reply before it returns, so a refused call would wait
+        out the BLPOP; here the call's reply is read first, and any error drops the
+        connection, which ends the BLPOP Redis holds for it."""
+        pool = client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([("FCALL", self.name, 0, *self.args), ("BLPOP", key, timeout)])
+            )
+            answer = await connection.read_response()
+            popped = await connection.read_response()
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+        return self.parse(answer), None if popped is None else str(popped[1])
 
     def queue(self, pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline) -> None:
         """Add the call to a pipeline: its answer is among the pipeline's, for `parse`."""
@@ -137,8 +165,15 @@ def admission(request_json: str) -> Call[dict[str, Any]]:
 def check(request_json: str, *, via: str | None = None) -> Call[str]:
     """Check a typed code (`{"id": ..., "code": ...}`): the reply key its answer is pushed on.
 
-    `via` is the HTTP API's `{"id": ...}`, the id of the URL, which stands for the body's."""
+    `via` is the HTTP API's `{"id": ..., "reply": ...}`: the id of the URL, which stands for
+    the body's, and a token of 16 to 64 letters and digits that names the reply key
+    (`reply_key_of`), so that the API can wait on it in the same round trip."""
     return Call("flashcall_check", (request_json,) if via is None else (request_json, via), _text)
+
+
+def reply_key_of(token: str) -> str:
+    """The reply key a check whose `via` carries `reply: token` answers on."""
+    return f"{keys.PREFIX}reply:api:{token}"
 
 
 def status(verification_id: str) -> Call[dict[str, Any]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import sys
@@ -32,6 +31,7 @@ from worker.core import keys
 from worker.core.errors import ConfigurationError, FlashcallError, StoreUnavailable
 from worker.logs.structured import get_logger
 from worker.process.health import Heartbeat, health_dir
+from worker.process.heap import freeze_long_lived
 from worker.process.runtime import Runtime
 from worker.process.settings import Settings
 from worker.redis.library import install
@@ -128,7 +128,7 @@ class RuntimeBoot(dramatiq.Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         if self._booted.is_set():
-            _freeze()
+            freeze_long_lived()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         # A boot still waiting for Redis stops waiting: its consumers will take nothing. It
@@ -227,7 +227,7 @@ class RuntimeBoot(dramatiq.Middleware):
             beating.cancel()
         heartbeat.booted()
         log.info("Redis answers: worker process booted", waited_s=round(time.monotonic() - began))
-        _freeze()
+        freeze_long_lived()
         self._booted.set()
 
 
@@ -239,14 +239,6 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def _freeze() -> None:
-    # What the process holds for its whole life (modules, the runtime, its threads) goes
-    # where the collector no longer looks: every full collection traversed it all, a
-    # 40-120 ms pause of every verification in the process, several a minute under load.
-    gc.collect()
-    gc.freeze()
 
 
 def _refusal(error: BaseException) -> int:
