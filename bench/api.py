@@ -8,9 +8,9 @@ read, and how busy each side was: an API near 100% of its core and a generator b
 mean the API is what the rate measures.
 
 Checks: pairs of checks, one over the API (POST /v1/verifications/{id}/check) and one over
-Redis (FCALL flashcall_check, then BLPOP), each on a verification of its own, alternately
-first, from one process of their own; on a quiet worker, and under the load of the 500 ms
-throughput run.
+Redis (FCALL flashcall_check, then BLPOP), each on a verification of its own, the two
+started together, each from a process of its own; on a quiet worker, and under the load of
+the 500 ms throughput run.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ PAIR_S = 0.025
 """What a pair of checks under load takes at most on average, pauses included: the load
 lasts long enough for all of them."""
 LOADED_PAUSE_S = 0.002
+TIMED_PAIRS_LIMIT_S = 600
+"""The longest the timed pairs may take before the part gives up on them."""
 
 
 def api_part(bench: Bench, *, checks: int, loaded_checks: int, read_seconds: float) -> dict[str, Any]:
@@ -234,6 +236,8 @@ async def _read_for(url: str, ids: list[str], seconds: float) -> dict[str, Any]:
 
 
 Check = tuple[str, str]
+Timed = tuple[str, list[tuple[float, str]], str]
+"""A side's checks, each (milliseconds, result), and its failure (empty when none)."""
 
 
 def quiet_pairs(bench: Bench, url: str, count: int) -> dict[str, Any]:
@@ -298,35 +302,91 @@ def time_pairs(
     over_api: Sequence[Check],
     pause: float | tuple[float, float],
 ) -> dict[str, list[tuple[float, str]]]:
-    """Each pair's two checks one after the other, the first alternately over Redis and over
-    the API, `pause` seconds (or a seeded draw between two bounds) between any two. From a
-    process of its own, as check_round_trips times them."""
+    """Each pair's two checks at the same moment, one over Redis and one over the API, each
+    from a process of its own, as check_round_trips times them; `pause` seconds (or a seeded
+    draw between two bounds) between two pairs.
+
+    Started together, the two checks of a pair meet the same machine: on a shared VM whose
+    two cores the load keeps busy, a check's tail is a stall of some tens of milliseconds
+    (a process waiting for a core, Redis busy with a longer function) that holds whatever
+    is in flight, and two checks taken one after the other met different stalls, so that
+    the difference of their p99s was mostly which side the slowest stalls happened to hit."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as prober:
-        return prober.submit(
-            _time_pairs, redis_url, api_url, list(over_redis), list(over_api), pause
-        ).result()
+    together = context.Barrier(2)
+    answers: multiprocessing.Queue[Timed] = context.Queue()
+    sides = [
+        context.Process(target=_time_side, args=(side, url, list(checks), pause, together, answers))
+        for side, url, checks in (("redis", redis_url, over_redis), ("api", api_url, over_api))
+    ]
+    for process in sides:
+        process.start()
+    try:
+        timed = [answers.get(timeout=TIMED_PAIRS_LIMIT_S) for _ in sides]
+    finally:
+        for process in sides:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+    failed = [f"over {side}: {error}" for side, _, error in timed if error]
+    if failed:
+        raise RuntimeError(f"timed checks failed {'; '.join(failed)}")
+    return {side: taken for side, taken, _ in timed}
 
 
-def _time_pairs(
-    redis_url: str,
-    api_url: str,
-    over_redis: list[Check],
-    over_api: list[Check],
+def _time_side(
+    side: str,
+    url: str,
+    checks: list[Check],
     pause: float | tuple[float, float],
-) -> dict[str, list[tuple[float, str]]]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    together: threading.Barrier,
+    answers: multiprocessing.Queue[Timed],
+) -> None:
+    check, close = _checker(side, url)
+    # Both sides draw the same pauses, so that they reach each pair's barrier together.
     pauses = random.Random(22)  # noqa: S311 - a typist's rhythm, not a secret
-    taken: dict[str, list[tuple[float, str]]] = {"redis": [], "api": []}
-    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    taken: list[tuple[float, str]] = []
+    error = ""
+    try:
+        for verification, code in checks:
+            together.wait(timeout=30)
+            began = time.perf_counter()
+            result = check(verification, code)
+            taken.append(((time.perf_counter() - began) * 1000, result))
+            time.sleep(pause if isinstance(pause, float | int) else pauses.uniform(*pause))
+    except Exception as failure:  # noqa: BLE001 - reported to the parent, which raises it
+        # The other side stops at its next barrier instead of waiting out its timeout.
+        together.abort()
+        error = repr(failure)
+    finally:
+        close()
+    answers.put((side, taken, error))
 
-    def by_redis(verification: str, code: str) -> str:
-        key = functions.check(json.dumps({"id": verification, "code": code})).run(client)
-        answer = client.blpop([key], 5)
-        if answer is None:
-            raise RuntimeError("a check over Redis got no answer within 5 s")
-        result: str = json.loads(answer[1])["result"]
-        return result
+
+def _checker(side: str, url: str) -> tuple[Callable[[str, str], str], Callable[[], None]]:
+    """How one side checks a code, connected and warm (the first request's connection and
+    imports are not what a check costs), and how it closes."""
+    if side == "redis":
+        client = redis.Redis.from_url(url, decode_responses=True)
+        client.ping()
+
+        def by_redis(verification: str, code: str) -> str:
+            key = functions.check(json.dumps({"id": verification, "code": code})).run(client)
+            answer = client.blpop([key], 5)
+            if answer is None:
+                raise RuntimeError("a check over Redis got no answer within 5 s")
+            result: str = json.loads(answer[1])["result"]
+            return result
+
+        return by_redis, client.close
+
+    # The standard library's client, kept alive: httpx spends about 1.3 ms of CPU a request
+    # here (http.client 0.45 ms), the caller's cost rather than the API's, and under load a
+    # CPU millisecond of the probe's is several of the figure.
+    address = urllib.parse.urlsplit(url)
+    http = http_client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=10)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    http.request("GET", "/health")
+    http.getresponse().read()
 
     def by_api(verification: str, code: str) -> str:
         path = f"/v1/verifications/{verification}/check"
@@ -338,21 +398,4 @@ def _time_pairs(
         result: str = json.loads(text)["result"]
         return result
 
-    # The standard library's client, kept alive: httpx spends about 1.3 ms of CPU a request
-    # here (http.client 0.45 ms), the caller's cost rather than the API's, and under load a
-    # CPU millisecond of the probe's is several of the figure.
-    address = urllib.parse.urlsplit(api_url)
-    connection = http_client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=10)
-    with contextlib.closing(connection) as http:
-        # The connection and the first request's imports are not what a check costs.
-        http.request("GET", "/health")
-        http.getresponse().read()
-        for n, pair in enumerate(zip(over_redis, over_api, strict=False)):
-            order = [("redis", by_redis, pair[0]), ("api", by_api, pair[1])]
-            for side, check, (verification, code) in order if n % 2 == 0 else reversed(order):
-                began = time.perf_counter()
-                result = check(verification, code)
-                taken[side].append(((time.perf_counter() - began) * 1000, result))
-                time.sleep(pause if isinstance(pause, float | int) else pauses.uniform(*pause))
-    client.close()
-    return taken
+    return by_api, http.close

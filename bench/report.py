@@ -476,7 +476,7 @@ def api_section(measured: dict[str, Any]) -> str:
         + figures
         + "\n\nEach pair: one check over the API (POST /v1/verifications/{id}/check, answered once a "
         "worker compared the code) and one over Redis (FCALL flashcall_check, then BLPOP), each on a "
-        "verification of its own, alternately first, from one process of their own.\n\n" + checks
+        "verification of its own, the two started together, each from a process of its own.\n\n" + checks
     )
 
 
