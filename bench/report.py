@@ -207,14 +207,14 @@ TARGETS = [
         10,
         " ms",
         _get("api", "checks", "quiet", "difference_p99_ms"),
-        "pairs of checks 0.2-0.5 s apart, right code",
+        "pairs of checks started together, 0.2-0.5 s apart, right code",
     ),
     Target(
         "API check p99 over the Redis check p99, under the 500 ms load",
         10,
         " ms",
         _get("api", "checks", "load", "difference_p99_ms"),
-        "pairs of checks during a 500 ms start→delivered run",
+        "pairs of checks started together, during a 500 ms start→delivered run",
     ),
 ]
 
