@@ -19,9 +19,9 @@ def test_a_short_soak_with_a_failover_and_a_restart_loses_and_doubles_nothing(tm
     results = tmp_path / "results.json"
     argv = [
         "--minutes",
-        "1",
+        "0.5",
         "--rate",
-        "20",
+        "40",
         "--sample-every",
         "2",
         "--docs",
