@@ -25,7 +25,6 @@ from typing import Any, NoReturn
 import dramatiq
 import redis
 from dramatiq.asyncio import get_event_loop_thread
-from dramatiq.broker import MessageProxy
 
 from worker.core import keys
 from worker.core.errors import ConfigurationError, FlashcallError, StoreUnavailable
@@ -97,8 +96,6 @@ class RuntimeBoot(dramatiq.Middleware):
         self._runtime: Runtime | None = None
         self._booted = threading.Event()
         self._waiting: asyncio.Task[None] | None = None
-        self._in_progress: set[str] = set()
-        """Ids of the messages worker threads are processing (set.add and discard are atomic)."""
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         try:
@@ -141,17 +138,6 @@ class RuntimeBoot(dramatiq.Middleware):
             except TimeoutError:
                 log.warning("the boot waiting for Redis did not stop in time", waited_s=_STOP_TIMEOUT)
 
-    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        self._in_progress.add(message.message_id)
-
-    def after_process_message(
-        self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
-    ) -> None:
-        self._in_progress.discard(message.message_id)
-
-    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        self._in_progress.discard(message.message_id)
-
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         # After the worker threads, not before: closing the providers under a call in flight
         # failed it as "disconnected" and the verification went on to its next step at once,
@@ -160,7 +146,9 @@ class RuntimeBoot(dramatiq.Middleware):
         runtime, self._runtime = self._runtime, None
         if runtime is None:
             return
-        in_flight = len(self._in_progress)
+        # Dramatiq's stop joins its worker threads for the shutdown timeout: a thread still
+        # alive is one still processing its message.
+        in_flight = sum(thread.is_alive() for thread in worker.workers)
         if in_flight:
             # Past --shutdown-timeout: left as they are, unacknowledged, as a crash leaves
             # them; the broker redelivers them and each attempt's lease stops a second call.
