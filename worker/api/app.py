@@ -108,6 +108,13 @@ class Api:
         except redis.ResponseError as error:
             raise _refusal(error) from None
 
+    async def run_then_pop(self, call: functions.Call[T], key: str) -> tuple[T, str | None]:
+        """The call, and what `key` holds within check_timeout, in one round trip."""
+        try:
+            return await call.run_then_pop(self.client, key, self.check_timeout)
+        except redis.ResponseError as error:
+            raise _refusal(error) from None
+
 
 def _refusal(error: redis.ResponseError) -> Exception:
     """The problem for a Redis error reply; anything the contract does not name is a fault."""
@@ -237,10 +244,7 @@ async def _check(api: Api, request: Request, _: str) -> Response:
     call = functions.check(
         body.decode("utf-8", "replace"), via=json.dumps({"id": verification_id, "reply": token})
     )
-    try:
-        _, popped = await call.run_then_pop(api.client, functions.reply_key_of(token), api.check_timeout)
-    except redis.ResponseError as error:
-        raise _refusal(error) from None
+    _, popped = await api.run_then_pop(call, functions.reply_key_of(token))
     if popped is None:
         raise Problem(
             "check_timeout",
